@@ -1,0 +1,617 @@
+"""The ``CommBackend`` contract.
+
+A backend plugin subclasses :class:`CommBackend`, sets ``name`` and ``capabilities`` and implements the
+underscored engine methods (``_init``, ``_all_reduce``, ...). The public methods here are the same for every
+backend: they resolve the group, check the call against the declared capabilities and the arguments (so bad
+input fails identically everywhere, before any rank starts the op), translate engine exceptions into protocol-coded
+errors, and return the result (sync) or a :class:`~sagellm_comm.work.Work` handle (``async_op=True``).
+
+Roots and peers (``src_rank``, ``dst_rank``) are ranks *in the group* the call runs on; for the world group these
+are the global ranks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from sagellm_protocol import CommBackendType, ReduceOp
+
+from sagellm_comm.capabilities import Capabilities
+from sagellm_comm.errors import (
+    BackendNotSupportedError,
+    CollectiveFailedError,
+    CommError,
+    CommTimeoutError,
+    GroupInvalidError,
+    GroupNotFoundError,
+    InvalidArgumentError,
+    NotInitializedError,
+    P2PFailedError,
+    RankMismatchError,
+)
+from sagellm_comm.group import CommGroup, validate_group_ranks
+from sagellm_comm.ops import CommOp, normalize_reduce_op
+from sagellm_comm.rendezvous import Rendezvous, resolve_rendezvous
+from sagellm_comm.work import CompletedWork, Work
+
+__all__ = ["CommBackend", "CommOp", "P2POp", "ReduceOp", "active_backends"]
+
+_P2P_OPS = frozenset({"send", "recv"})
+_ACTIVE: dict[str, CommBackend] = {}
+
+
+def active_backends() -> dict[str, CommBackend]:
+    """Backends initialized in this process, by name (the most recent one of each name)."""
+    return dict(_ACTIVE)
+
+
+@dataclass
+class P2POp:
+    """One entry of :meth:`CommBackend.batch_isend_irecv`: ``op`` is ``"isend"`` or ``"irecv"``."""
+
+    op: str
+    tensor: torch.Tensor
+    peer: int
+    group: CommGroup | None = None
+    tag: int = 0
+
+
+class CommBackend(ABC):
+    """One communication backend instance: initialize it once per process, then call collectives on it."""
+
+    name: ClassVar[str] = "abstract"
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self._global_rank = -1
+        self._world: CommGroup | None = None
+        self._groups: dict[str, CommGroup] = {}
+        self._group_counter = itertools.count(1)
+        self.rendezvous: Rendezvous | None = None
+
+    # ------------------------------------------------------------------------------------------------------
+    # construction and lifecycle
+    # ------------------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str | None = "auto", **options: Any) -> CommBackend:
+        """``CommBackend.create("gloo")``: same as :func:`sagellm_comm.get_comm_backend`."""
+        from sagellm_comm.registry import get_comm_backend
+
+        return get_comm_backend(name, **options)
+
+    @property
+    def backend_type(self) -> CommBackendType:
+        try:
+            return CommBackendType(self.name)
+        except ValueError:
+            return CommBackendType.CUSTOM
+
+    @property
+    def is_initialized(self) -> bool:
+        return self._world is not None
+
+    @property
+    def device(self) -> torch.device:
+        """The device tensors for this backend should live on (set by the engine at init)."""
+        return torch.device("cpu")
+
+    def init_process_group(
+        self,
+        world_size: int | None = None,
+        rank: int | None = None,
+        *,
+        master_addr: str | None = None,
+        master_port: int | None = None,
+        timeout: float | None = None,
+        init_method: str | None = None,
+        **options: Any,
+    ) -> CommGroup:
+        """Join the world: every rank calls this with the same world size and master address.
+
+        With no arguments it reads the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+        MASTER_PORT). ``timeout`` (seconds) bounds the rendezvous and every later blocking call on the world.
+        """
+        if self._world is not None:
+            raise GroupInvalidError(
+                f"{self.name} backend is already initialized (rank {self._global_rank} of "
+                f"{self._world.world_size}); call destroy() before initializing it again"
+            )
+        rdzv = resolve_rendezvous(world_size, rank, master_addr, master_port, timeout, init_method)
+        try:
+            handle = self._init(rdzv, {**self.options, **options})
+        except CommError:
+            raise
+        except Exception as exc:
+            raise self._translate_error("init_process_group", exc) from exc
+        self.rendezvous = rdzv
+        self._global_rank = rdzv.rank
+        self._world = CommGroup(self, range(rdzv.world_size), "world", handle, rdzv.timeout_s)
+        self._groups = {"world": self._world}
+        _ACTIVE[self.name] = self
+        return self._world
+
+    def init(
+        self,
+        rank: int | None = None,
+        world_size: int | None = None,
+        master_addr: str | None = None,
+        master_port: int | None = None,
+        **options: Any,
+    ) -> CommGroup:
+        """The seed's spelling: ``backend.init(rank=0, world_size=1, master_addr=..., master_port=...)``."""
+        return self.init_process_group(world_size, rank, master_addr=master_addr, master_port=master_port,
+                                       **options)
+
+    def destroy(self) -> None:
+        """Leave the world and release every group; safe to call twice."""
+        if self._world is None:
+            return
+        try:
+            self._destroy()
+        finally:
+            for g in self._groups.values():
+                g.handle = None
+            self._groups = {}
+            self._world = None
+            self._global_rank = -1
+            if _ACTIVE.get(self.name) is self:
+                del _ACTIVE[self.name]
+
+    destroy_process_group = destroy
+
+    def __enter__(self) -> CommBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    # ------------------------------------------------------------------------------------------------------
+    # groups
+    # ------------------------------------------------------------------------------------------------------
+    @property
+    def world_group(self) -> CommGroup:
+        return self._require_world("world_group")
+
+    def get_rank(self, group: CommGroup | str | None = None) -> int:
+        """This process's rank in ``group`` (default: the world); -1 if it is not a member."""
+        g = self._require_world("get_rank") if group is None else self._lookup_group(group)
+        return g.rank
+
+    def get_world_size(self, group: CommGroup | str | None = None) -> int:
+        g = self._require_world("get_world_size") if group is None else self._lookup_group(group)
+        return g.world_size
+
+    def create_group(
+        self, ranks: Sequence[int], group_id: str | None = None, *, timeout: float | None = None
+    ) -> CommGroup:
+        """Create a sub-group (TP, PP, ...). Every rank of the world calls this, with the same ranks, in the
+        same order of calls (as ``torch.distributed.new_group``); ranks outside get a non-member group."""
+        world = self._require_world("create_group")
+        members = validate_group_ranks(ranks, world.world_size)
+        if not self.capabilities.sub_groups:
+            raise self._unsupported("create_group")
+        if group_id is None:
+            group_id = f"g{next(self._group_counter)}[{','.join(map(str, members))}]"
+        elif group_id in self._groups:
+            raise InvalidArgumentError(f"group id {group_id!r} already exists; pick another or omit it")
+        timeout_s = world.timeout_s if timeout is None else float(timeout)
+        try:
+            handle = self._new_group(members, group_id, timeout_s)
+        except CommError:
+            raise
+        except Exception as exc:
+            raise self._translate_error("create_group", exc) from exc
+        group = CommGroup(self, members, group_id, handle, timeout_s)
+        self._groups[group_id] = group
+        return group
+
+    def get_group(self, group_id: str) -> CommGroup:
+        return self._lookup_group(group_id)
+
+    # ------------------------------------------------------------------------------------------------------
+    # collectives
+    # ------------------------------------------------------------------------------------------------------
+    def all_reduce(self, tensor: torch.Tensor, op: ReduceOp | str = "sum", group: Any = None,
+                   async_op: bool = False) -> Any:
+        """Reduce ``tensor`` across the group in place; returns the tensor (or a Work handle)."""
+        g = self._group(group, "all_reduce")
+        rop = self._reduce_op(op, tensor, "all_reduce")
+        return self._run("all_reduce", self._all_reduce, tensor, async_op, tensor, rop, g, async_op)
+
+    def all_gather(self, tensor: torch.Tensor, group: Any = None, async_op: bool = False, *,
+                   output: list[torch.Tensor] | None = None) -> Any:
+        """Gather every rank's ``tensor``; returns the list (rank order), filling ``output`` if given."""
+        g = self._group(group, "all_gather")
+        self._check_tensor(tensor, "all_gather")
+        if output is None:
+            output = [torch.empty_like(tensor) for _ in range(g.world_size)]
+        else:
+            self._check_list(output, g.world_size, tensor, "all_gather", "output")
+        return self._run("all_gather", self._all_gather, output, async_op, output, tensor, g, async_op)
+
+    def all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: Any = None,
+                               async_op: bool = False) -> Any:
+        """Gather into one tensor of ``world_size * tensor.numel()`` elements (rank-major)."""
+        g = self._group(group, "all_gather_into_tensor")
+        self._check_tensor(tensor, "all_gather_into_tensor")
+        self._check_tensor(output, "all_gather_into_tensor", "output")
+        self._check_sized(output, tensor, g.world_size, "all_gather_into_tensor", "output")
+        return self._run("all_gather_into_tensor", self._all_gather_into_tensor, output, async_op,
+                         output, tensor, g, async_op)
+
+    def reduce_scatter(self, output: torch.Tensor, input: torch.Tensor | Sequence[torch.Tensor],
+                       op: ReduceOp | str = "sum", group: Any = None, async_op: bool = False) -> Any:
+        """Reduce ``input`` across the group and leave chunk ``rank`` in ``output``.
+
+        ``input`` is one tensor of ``world_size * output.numel()`` elements, or a list of ``world_size`` tensors
+        shaped like ``output``.
+        """
+        g = self._group(group, "reduce_scatter")
+        self._check_tensor(output, "reduce_scatter", "output")
+        if isinstance(input, torch.Tensor):
+            self._check_tensor(input, "reduce_scatter", "input")
+            self._check_sized(input, output, g.world_size, "reduce_scatter", "input")
+            flat = input
+        else:
+            self._check_list(input, g.world_size, output, "reduce_scatter", "input")
+            flat = torch.cat([t.reshape(-1) for t in input]) if g.world_size > 1 else input[0]
+        rop = self._reduce_op(op, output, "reduce_scatter")
+        return self._run("reduce_scatter", self._reduce_scatter, output, async_op, output, flat, rop, g, async_op)
+
+    def broadcast(self, tensor: torch.Tensor, src_rank: int = 0, group: Any = None,
+                  async_op: bool = False) -> Any:
+        """Copy ``tensor`` of rank ``src_rank`` to every rank of the group, in place."""
+        g = self._group(group, "broadcast")
+        self._check_tensor(tensor, "broadcast")
+        self._check_peer(src_rank, g, "broadcast", "src_rank", allow_self=True)
+        return self._run("broadcast", self._broadcast, tensor, async_op, tensor, src_rank, g, async_op)
+
+    def reduce(self, tensor: torch.Tensor, dst_rank: int = 0, op: ReduceOp | str = "sum", group: Any = None,
+               async_op: bool = False) -> Any:
+        """Reduce into ``tensor`` of rank ``dst_rank`` (other ranks' tensors are left unspecified, as in NCCL)."""
+        g = self._group(group, "reduce")
+        self._check_peer(dst_rank, g, "reduce", "dst_rank", allow_self=True)
+        rop = self._reduce_op(op, tensor, "reduce")
+        return self._run("reduce", self._reduce, tensor, async_op, tensor, dst_rank, rop, g, async_op)
+
+    def gather(self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst_rank: int = 0,
+               group: Any = None, async_op: bool = False) -> Any:
+        """Gather every rank's ``tensor`` on ``dst_rank``; returns the list there and None elsewhere."""
+        g = self._group(group, "gather")
+        self._check_tensor(tensor, "gather")
+        self._check_peer(dst_rank, g, "gather", "dst_rank", allow_self=True)
+        if g.rank == dst_rank:
+            if gather_list is None:
+                gather_list = [torch.empty_like(tensor) for _ in range(g.world_size)]
+            else:
+                self._check_list(gather_list, g.world_size, tensor, "gather", "gather_list")
+        else:
+            gather_list = None
+        return self._run("gather", self._gather, gather_list, async_op, tensor, gather_list, dst_rank, g, async_op)
+
+    def scatter(self, tensor: torch.Tensor, scatter_list: Sequence[torch.Tensor] | None = None, src_rank: int = 0,
+                group: Any = None, async_op: bool = False) -> Any:
+        """Rank ``src_rank`` sends ``scatter_list[i]`` to rank ``i``, which receives it into ``tensor``."""
+        g = self._group(group, "scatter")
+        self._check_tensor(tensor, "scatter")
+        self._check_peer(src_rank, g, "scatter", "src_rank", allow_self=True)
+        if g.rank == src_rank:
+            if scatter_list is None:
+                raise InvalidArgumentError(f"scatter: rank {src_rank} is the source and must pass scatter_list")
+            self._check_list(scatter_list, g.world_size, tensor, "scatter", "scatter_list")
+            scatter_list = list(scatter_list)
+        else:
+            scatter_list = None
+        return self._run("scatter", self._scatter, tensor, async_op, tensor, scatter_list, src_rank, g, async_op)
+
+    def all_to_all(self, output: torch.Tensor | list[torch.Tensor], input: torch.Tensor | Sequence[torch.Tensor],
+                   group: Any = None, async_op: bool = False) -> Any:
+        """Rank ``i`` sends chunk ``j`` of ``input`` to rank ``j``, which stores it as chunk ``i`` of ``output``.
+
+        Either both are lists of ``world_size`` tensors, or both are single tensors split evenly along dim 0.
+        """
+        g = self._group(group, "all_to_all")
+        if isinstance(input, torch.Tensor):
+            if not isinstance(output, torch.Tensor):
+                raise InvalidArgumentError("all_to_all: input is a tensor, so output must be a tensor too")
+            self._check_tensor(input, "all_to_all", "input")
+            self._check_tensor(output, "all_to_all", "output")
+            if input.numel() != output.numel() or input.dtype != output.dtype:
+                raise InvalidArgumentError(
+                    f"all_to_all: output ({output.numel()} x {output.dtype}) must match input "
+                    f"({input.numel()} x {input.dtype})")
+            if input.numel() % g.world_size:
+                raise InvalidArgumentError(
+                    f"all_to_all: {input.numel()} elements do not split evenly over {g.world_size} ranks")
+            return self._run("all_to_all", self._all_to_all_single, output, async_op, output, input, g, async_op)
+        if isinstance(output, torch.Tensor):
+            raise InvalidArgumentError("all_to_all: input is a list, so output must be a list too")
+        inputs, outputs = list(input), list(output)
+        for name, lst in (("input", inputs), ("output", outputs)):
+            if len(lst) != g.world_size:
+                raise InvalidArgumentError(f"all_to_all: {name} has {len(lst)} tensors, need {g.world_size}")
+            for t in lst:
+                self._check_tensor(t, "all_to_all", name)
+        return self._run("all_to_all", self._all_to_all, outputs, async_op, outputs, inputs, g, async_op)
+
+    def barrier(self, group: Any = None, async_op: bool = False, timeout: float | None = None) -> Any:
+        """Block until every rank of the group reaches the barrier (at most ``timeout`` seconds)."""
+        g = self._group(group, "barrier")
+        if timeout is not None and not timeout > 0:
+            raise InvalidArgumentError(f"barrier timeout must be > 0 seconds, got {timeout}")
+        return self._run("barrier", self._barrier, None, async_op, g, async_op, timeout)
+
+    # ------------------------------------------------------------------------------------------------------
+    # point to point
+    # ------------------------------------------------------------------------------------------------------
+    def send(self, tensor: torch.Tensor, dst_rank: int, group: Any = None, tag: int = 0) -> None:
+        """Send ``tensor`` to ``dst_rank`` (blocking until it is handed to the engine). Buffers such as
+        ``bytes`` are sent as uint8 tensors."""
+        g = self._group(group, "send")
+        tensor = self._as_tensor(tensor, "send")
+        self._check_tensor(tensor, "send")
+        self._check_peer(dst_rank, g, "send", "dst_rank", allow_self=False)
+        self._check_tag(tag, "send")
+        self._run("send", self._send, None, False, tensor, dst_rank, g, tag)
+
+    def recv(self, tensor: torch.Tensor, src_rank: int, group: Any = None, tag: int = 0) -> Any:
+        """Receive into ``tensor`` from ``src_rank``; returns the filled buffer."""
+        g = self._group(group, "recv")
+        buf = self._as_tensor(tensor, "recv")
+        self._check_tensor(buf, "recv")
+        self._check_peer(src_rank, g, "recv", "src_rank", allow_self=False)
+        self._check_tag(tag, "recv")
+        self._run("recv", self._recv, None, False, buf, src_rank, g, tag)
+        return tensor
+
+    def isend(self, tensor: torch.Tensor, dst_rank: int, group: Any = None, tag: int = 0) -> Work:
+        g = self._group(group, "send")
+        tensor = self._as_tensor(tensor, "isend")
+        self._check_tensor(tensor, "send")
+        self._check_peer(dst_rank, g, "send", "dst_rank", allow_self=False)
+        self._check_tag(tag, "send")
+        return self._run("send", self._isend, None, True, tensor, dst_rank, g, tag)
+
+    def irecv(self, tensor: torch.Tensor, src_rank: int, group: Any = None, tag: int = 0) -> Work:
+        g = self._group(group, "recv")
+        buf = self._as_tensor(tensor, "irecv")
+        self._check_tensor(buf, "recv")
+        self._check_peer(src_rank, g, "recv", "src_rank", allow_self=False)
+        self._check_tag(tag, "recv")
+        return self._run("recv", self._irecv, tensor, True, buf, src_rank, g, tag)
+
+    def batch_isend_irecv(self, p2p_ops: Sequence[P2POp]) -> list[Work]:
+        """Start several sends and receives at once (a ring exchange, a KV fan-out); wait on the handles."""
+        if not p2p_ops:
+            raise InvalidArgumentError("batch_isend_irecv needs at least one P2POp")
+        self._require_op("batch_p2p")
+        works = []
+        for p in p2p_ops:
+            kind = p.op if isinstance(p.op, str) else getattr(p.op, "__name__", str(p.op))
+            if kind == "isend":
+                works.append(self.isend(p.tensor, p.peer, p.group, p.tag))
+            elif kind == "irecv":
+                works.append(self.irecv(p.tensor, p.peer, p.group, p.tag))
+            else:
+                raise InvalidArgumentError(f"P2POp.op must be 'isend' or 'irecv', got {p.op!r}")
+        return works
+
+    # ------------------------------------------------------------------------------------------------------
+    # checks shared by every backend
+    # ------------------------------------------------------------------------------------------------------
+    def _require_world(self, what: str) -> CommGroup:
+        if self._world is None:
+            raise NotInitializedError(
+                f"{what} called before init: call init_process_group(world_size=..., rank=...) on the "
+                f"{self.name} backend first (or run under torchrun and call it with no arguments)")
+        return self._world
+
+    def _lookup_group(self, group: CommGroup | str) -> CommGroup:
+        self._require_world("group lookup")
+        gid = group if isinstance(group, str) else getattr(group, "group_id", None)
+        found = self._groups.get(gid) if isinstance(gid, str) else None
+        if found is None or (not isinstance(group, str) and found is not group):
+            raise GroupNotFoundError(
+                f"group {gid!r} is not a live group of this {self.name} backend (destroyed, or created by another "
+                f"backend instance); known groups: {sorted(self._groups)}")
+        return found
+
+    def _group(self, group: Any, op: str) -> CommGroup:
+        if op not in self.capabilities.ops:
+            raise self._unsupported(op)
+        if group is None:
+            return self._require_world(op)
+        g = self._lookup_group(group)
+        if g.rank < 0:
+            raise RankMismatchError(
+                f"{op}: this process (global rank {self._global_rank}) is not a member of group {g.group_id} "
+                f"(ranks {list(g.global_ranks)}); only members may call ops on it")
+        return g
+
+    def _require_op(self, op: str) -> None:
+        if op not in self.capabilities.ops:
+            raise self._unsupported(op)
+
+    def _unsupported(self, op: str, detail: str = "") -> BackendNotSupportedError:
+        return BackendNotSupportedError(
+            f"backend {self.name!r} does not support {op}{detail}; it declares ops: "
+            f"{', '.join(sorted(self.capabilities.ops))}. Choose another backend (sagellm-comm info lists them).")
+
+    def _check_tensor(self, t: Any, op: str, what: str = "tensor") -> None:
+        if not isinstance(t, torch.Tensor):
+            raise InvalidArgumentError(f"{op}: {what} must be a torch.Tensor, got {type(t).__name__}")
+        caps = self.capabilities
+        if t.dtype not in caps.dtypes:
+            dts = ", ".join(sorted(str(d).removeprefix("torch.") for d in caps.dtypes))
+            raise self._unsupported(op, f" for dtype {t.dtype} (supported dtypes: {dts})")
+        if t.device.type not in caps.devices:
+            raise self._unsupported(op, f" on device {t.device} (supported devices: {sorted(caps.devices)})")
+        if not caps.non_contiguous and not t.is_contiguous():
+            raise InvalidArgumentError(
+                f"{op}: {what} is not contiguous and backend {self.name!r} needs contiguous tensors; "
+                "pass tensor.contiguous() and copy the result back")
+
+    def _check_list(self, lst: Any, n: int, like: torch.Tensor, op: str, what: str) -> None:
+        if not isinstance(lst, (list, tuple)) or len(lst) != n:
+            got = len(lst) if isinstance(lst, (list, tuple)) else type(lst).__name__
+            raise InvalidArgumentError(f"{op}: {what} must be a list of {n} tensors (one per rank), got {got}")
+        for t in lst:
+            self._check_tensor(t, op, what)
+            if t.numel() != like.numel() or t.dtype != like.dtype:
+                raise InvalidArgumentError(
+                    f"{op}: every tensor in {what} must have {like.numel()} elements of {like.dtype}, got "
+                    f"{t.numel()} of {t.dtype}")
+
+    @staticmethod
+    def _check_sized(big: torch.Tensor, small: torch.Tensor, n: int, op: str, what: str) -> None:
+        if big.numel() != n * small.numel() or big.dtype != small.dtype:
+            raise InvalidArgumentError(
+                f"{op}: {what} must hold world_size x {small.numel()} = {n * small.numel()} elements of "
+                f"{small.dtype}, got {big.numel()} of {big.dtype}")
+
+    def _check_peer(self, peer: Any, g: CommGroup, op: str, what: str, *, allow_self: bool) -> None:
+        if isinstance(peer, bool) or not isinstance(peer, int):
+            raise InvalidArgumentError(f"{op}: {what} must be an int rank, got {peer!r}")
+        if not 0 <= peer < g.world_size:
+            raise RankMismatchError(
+                f"{op}: {what}={peer} is out of range for group {g.group_id} of size {g.world_size} "
+                f"(valid 0..{g.world_size - 1}; ranks are group ranks)")
+        if not allow_self and peer == g.rank:
+            raise RankMismatchError(f"{op}: {what}={peer} is this process's own rank; {op} needs another rank")
+
+    def _check_tag(self, tag: Any, op: str) -> None:
+        if isinstance(tag, bool) or not isinstance(tag, int) or tag < 0:
+            raise InvalidArgumentError(f"{op}: tag must be a non-negative int, got {tag!r}")
+        if tag and not self.capabilities.p2p_tags:
+            raise self._unsupported(op, " with a non-zero tag")
+
+    def _reduce_op(self, op: Any, tensor: Any, opname: str) -> ReduceOp:
+        rop = normalize_reduce_op(op)
+        self._check_tensor(tensor, opname)
+        if not self.capabilities.supports_reduce(rop, tensor.dtype):
+            ok = sorted(o.value for o, dts in self.capabilities.reduce_support.items() if tensor.dtype in dts)
+            raise self._unsupported(opname, f" with op {rop.value} on {tensor.dtype} (ops it reduces "
+                                            f"{tensor.dtype} with: {', '.join(ok) or 'none'})")
+        return rop
+
+    @staticmethod
+    def _as_tensor(obj: Any, op: str) -> Any:
+        """Let byte buffers (bytes, bytearray, memoryview) travel as uint8 tensors (the KV engine sends them)."""
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            if len(obj) == 0:
+                return torch.empty(0, dtype=torch.uint8)
+            if isinstance(obj, bytes) or (isinstance(obj, memoryview) and obj.readonly):
+                return torch.frombuffer(bytearray(obj), dtype=torch.uint8)
+            return torch.frombuffer(obj, dtype=torch.uint8)
+        return obj
+
+    def _run(self, op: str, fn: Callable[..., Any], result: Any, async_op: bool, *args: Any) -> Any:
+        if async_op and not self.capabilities.async_ops:
+            raise self._unsupported(op, " with async_op=True")
+        try:
+            work = fn(*args)
+        except CommError:
+            raise
+        except Exception as exc:
+            raise self._translate_error(op, exc) from exc
+        if not async_op:
+            return result
+        if work is None:
+            work = CompletedWork(op)
+        work.op = op
+        work._result = result
+        return work
+
+    def _translate_error(self, op: str, exc: BaseException) -> CommError:
+        """Turn an engine exception into a protocol-coded error. Engines may override to refine."""
+        text = f"{type(exc).__name__}: {exc}".strip()
+        low = text.lower()
+        if "timeout" in low or "timed out" in low:
+            return CommTimeoutError(
+                f"{self.name} {op} timed out ({text.splitlines()[0]}); a peer rank is stuck, gone or never called "
+                "the same op. The group's state is unknown: destroy() it and initialize again.", retryable=False)
+        if op in _P2P_OPS or op in ("isend", "irecv"):
+            return P2PFailedError(f"{self.name} {op} failed: {text}. Check that the peer posted the matching op.")
+        return CollectiveFailedError(
+            f"{self.name} {op} failed: {text}. Check that every rank called the same op with matching tensors.")
+
+    # ------------------------------------------------------------------------------------------------------
+    # engine methods a plugin implements (only those it declares in its capabilities)
+    # ------------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def _init(self, rendezvous: Rendezvous, options: dict[str, Any]) -> Any:
+        """Join the world; return the engine's handle for the world group."""
+
+    @abstractmethod
+    def _destroy(self) -> None:
+        """Release the world and every group."""
+
+    def _new_group(self, ranks: tuple[int, ...], group_id: str, timeout_s: float) -> Any:
+        raise self._unsupported("create_group")
+
+    def _not_implemented(self, op: str) -> BackendNotSupportedError:
+        return BackendNotSupportedError(f"backend {self.name!r} declares {op} but does not implement it (a bug in "
+                                        "the plugin; report it to its authors)")
+
+    def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> Work | None:
+        raise self._not_implemented("all_reduce")
+
+    def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup,
+                    async_op: bool) -> Work | None:
+        raise self._not_implemented("all_gather")
+
+    def _all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup,
+                                async_op: bool) -> Work | None:
+        raise self._not_implemented("all_gather_into_tensor")
+
+    def _reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup,
+                        async_op: bool) -> Work | None:
+        raise self._not_implemented("reduce_scatter")
+
+    def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> Work | None:
+        raise self._not_implemented("broadcast")
+
+    def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup,
+                async_op: bool) -> Work | None:
+        raise self._not_implemented("reduce")
+
+    def _gather(self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup,
+                async_op: bool) -> Work | None:
+        raise self._not_implemented("gather")
+
+    def _scatter(self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup,
+                 async_op: bool) -> Work | None:
+        raise self._not_implemented("scatter")
+
+    def _all_to_all(self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup,
+                    async_op: bool) -> Work | None:
+        raise self._not_implemented("all_to_all")
+
+    def _all_to_all_single(self, output: torch.Tensor, input: torch.Tensor, group: CommGroup,
+                           async_op: bool) -> Work | None:
+        raise self._not_implemented("all_to_all")
+
+    def _barrier(self, group: CommGroup, async_op: bool, timeout: float | None) -> Work | None:
+        raise self._not_implemented("barrier")
+
+    def _send(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> None:
+        raise self._not_implemented("send")
+
+    def _recv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> None:
+        raise self._not_implemented("recv")
+
+    def _isend(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> Work:
+        raise self._not_implemented("isend")
+
+    def _irecv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> Work:
+        raise self._not_implemented("irecv")
+
+    def __repr__(self) -> str:
+        state = f"rank {self._global_rank}/{self._world.world_size}" if self._world else "not initialized"
+        return f"<{type(self).__name__} {self.name!r} {state}>"

@@ -1,0 +1,61 @@
+"""``CollectiveOps``: the seed's static spelling, ``CollectiveOps.all_reduce(tensor, group=group)``.
+
+Each call runs on ``group`` (a ``CommGroup``), or on the world group of the backend initialized in this process
+when no group is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sagellm_comm.errors import NotInitializedError
+from sagellm_comm.group import CommGroup
+from sagellm_comm.registry import current_backend
+
+__all__ = ["CollectiveOps"]
+
+
+def _resolve(group: CommGroup | None) -> CommGroup:
+    if group is not None:
+        return group
+    backend = current_backend()
+    if backend is None:
+        raise NotInitializedError("CollectiveOps called with no group and no initialized backend: create one with "
+                                  "CommGroup.create(world_size=..., rank=...) and pass group=")
+    return backend.world_group
+
+
+class CollectiveOps:
+    @staticmethod
+    def all_reduce(tensor: torch.Tensor, op: Any = "sum", group: CommGroup | None = None,
+                   async_op: bool = False) -> Any:
+        return _resolve(group).all_reduce(tensor, op, async_op)
+
+    @staticmethod
+    def all_gather(tensor: torch.Tensor, group: CommGroup | None = None, async_op: bool = False) -> Any:
+        return _resolve(group).all_gather(tensor, async_op)
+
+    @staticmethod
+    def reduce_scatter(output: torch.Tensor, input: Any, op: Any = "sum", group: CommGroup | None = None,
+                       async_op: bool = False) -> Any:
+        return _resolve(group).reduce_scatter(output, input, op, async_op)
+
+    @staticmethod
+    def broadcast(tensor: torch.Tensor, src_rank: int = 0, group: CommGroup | None = None,
+                  async_op: bool = False) -> Any:
+        return _resolve(group).broadcast(tensor, src_rank, async_op)
+
+    @staticmethod
+    def reduce(tensor: torch.Tensor, dst_rank: int = 0, op: Any = "sum", group: CommGroup | None = None,
+               async_op: bool = False) -> Any:
+        return _resolve(group).reduce(tensor, dst_rank, op, async_op)
+
+    @staticmethod
+    def all_to_all(output: Any, input: Any, group: CommGroup | None = None, async_op: bool = False) -> Any:
+        return _resolve(group).all_to_all(output, input, async_op)
+
+    @staticmethod
+    def barrier(group: CommGroup | None = None, timeout: float | None = None) -> Any:
+        return _resolve(group).barrier(timeout=timeout)

@@ -1,0 +1,245 @@
+"""``TorchDistributedBackend``: the contract on top of a torch.distributed process group.
+
+Plugins for Gloo, NCCL, RCCL and HCCL subclass it and set ``torch_backend`` (the string torch.distributed knows),
+``name`` and ``capabilities``. Initialization uses torch's default process group, so code that calls
+``torch.distributed`` directly sees the same world; if the default group already exists (e.g. the application
+initialized it) and matches the requested rank and world size, it is adopted, not replaced.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, ClassVar
+
+import torch
+import torch.distributed as dist
+from sagellm_protocol import ReduceOp
+
+from sagellm_comm.backend import CommBackend
+from sagellm_comm.errors import BackendNotSupportedError, GroupInvalidError
+from sagellm_comm.group import CommGroup
+from sagellm_comm.rendezvous import Rendezvous
+from sagellm_comm.work import Work
+
+__all__ = ["TorchDistributedBackend", "TorchWork"]
+
+_TORCH_OPS: dict[ReduceOp, Any] = {
+    ReduceOp.SUM: dist.ReduceOp.SUM,
+    ReduceOp.PROD: dist.ReduceOp.PRODUCT,
+    ReduceOp.MIN: dist.ReduceOp.MIN,
+    ReduceOp.MAX: dist.ReduceOp.MAX,
+    ReduceOp.BAND: dist.ReduceOp.BAND,
+    ReduceOp.BOR: dist.ReduceOp.BOR,
+    ReduceOp.BXOR: dist.ReduceOp.BXOR,
+    ReduceOp.AVG: dist.ReduceOp.AVG,
+}
+
+
+class TorchWork(Work):
+    """Wraps a torch.distributed ``Work``; ``finish`` runs after completion (copy-back, AVG division)."""
+
+    def __init__(self, op: str, work: Any, finish: Any = None) -> None:
+        super().__init__(op, on_complete=finish)
+        self._work = work
+
+    def is_completed(self) -> bool:
+        return bool(self._work.is_completed())
+
+    def _wait(self, timeout: float | None) -> bool:
+        if timeout is None:
+            self._work.wait()
+            return True
+        try:
+            self._work.wait(datetime.timedelta(seconds=timeout))
+        except RuntimeError as exc:
+            text = str(exc).lower()
+            if "timed out" in text or "timeout" in text:
+                return False
+            raise
+        return True
+
+
+def _pg(group: CommGroup) -> Any:
+    return group.handle
+
+
+class TorchDistributedBackend(CommBackend):
+    """Base for backends that run on a torch.distributed process group."""
+
+    torch_backend: ClassVar[str] = ""
+    # AVG through the engine, or SUM followed by a division here (for engines/versions without a native AVG)
+    native_avg: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._owns_default_group = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def _init(self, rdzv: Rendezvous, options: dict[str, Any]) -> Any:
+        if not dist.is_available():
+            raise BackendNotSupportedError(f"{self.name}: this torch build has no torch.distributed")
+        timeout = datetime.timedelta(seconds=rdzv.timeout_s)
+        if dist.is_initialized():
+            if dist.get_rank() != rdzv.rank or dist.get_world_size() != rdzv.world_size:
+                raise GroupInvalidError(
+                    f"torch.distributed is already initialized as rank {dist.get_rank()} of "
+                    f"{dist.get_world_size()}, not rank {rdzv.rank} of {rdzv.world_size}; destroy it first")
+            if self.torch_backend not in str(dist.get_backend()):
+                raise GroupInvalidError(
+                    f"torch.distributed is already initialized with backend {dist.get_backend()!r}, not "
+                    f"{self.torch_backend!r}; destroy it first or use the matching sagellm-comm backend")
+            self._owns_default_group = False
+            return dist.group.WORLD
+        kwargs: dict[str, Any] = {"backend": self.torch_backend, "rank": rdzv.rank,
+                                  "world_size": rdzv.world_size, "timeout": timeout}
+        device_id = self._device_id(rdzv)
+        if device_id is not None:
+            kwargs["device_id"] = device_id
+        if rdzv.world_size == 1 and rdzv.init_method is None:
+            kwargs["store"] = dist.HashStore()  # nobody to meet: no port to collide on
+        else:
+            kwargs["init_method"] = rdzv.url
+        dist.init_process_group(**kwargs)
+        self._owns_default_group = True
+        return dist.group.WORLD
+
+    def _device_id(self, rdzv: Rendezvous) -> torch.device | None:
+        """Accelerator engines bind the rank to a device here; CPU engines return None."""
+        return None
+
+    def _destroy(self) -> None:
+        if not dist.is_initialized():
+            return
+        for g in list(self._groups.values()):
+            if g.group_id != "world" and g.handle is not None:
+                dist.destroy_process_group(g.handle)
+        if self._owns_default_group:
+            dist.destroy_process_group()
+        self._owns_default_group = False
+
+    def _new_group(self, ranks: tuple[int, ...], group_id: str, timeout_s: float) -> Any:
+        pg = dist.new_group(list(ranks), timeout=datetime.timedelta(seconds=timeout_s),
+                            backend=self.torch_backend)
+        return pg if self._global_rank in ranks else None
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _done(self, op: str, work: Any, async_op: bool, finish: Any = None) -> Work | None:
+        if async_op:
+            return TorchWork(op, work, finish)
+        if finish is not None:
+            finish()
+        return None
+
+    @staticmethod
+    def _contig(t: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """A contiguous stand-in for ``t`` and the copy-back to run once the op completed (or None)."""
+        if t.is_contiguous():
+            return t, None
+        tmp = t.contiguous()
+        return tmp, lambda: t.copy_(tmp)
+
+    def _reduce_args(self, t: torch.Tensor, op: ReduceOp, group: CommGroup) -> tuple[torch.Tensor, Any, Any]:
+        buf, copy_back = self._contig(t)
+        if op is ReduceOp.AVG and not self.native_avg:
+            n = group.world_size
+
+            def finish() -> None:
+                buf.div_(n)
+                if copy_back is not None:
+                    copy_back()
+
+            return buf, dist.ReduceOp.SUM, finish
+        return buf, _TORCH_OPS[op], copy_back
+
+    # -- collectives -------------------------------------------------------------------------------------------
+    def _all_reduce(self, tensor, op, group, async_op):
+        buf, top, finish = self._reduce_args(tensor, op, group)
+        work = dist.all_reduce(buf, op=top, group=_pg(group), async_op=async_op)
+        return self._done("all_reduce", work, async_op, finish)
+
+    def _all_gather(self, output, tensor, group, async_op):
+        buf, _ = self._contig(tensor)
+        outs = [self._contig(o) for o in output]
+        work = dist.all_gather([o for o, _ in outs], buf, group=_pg(group), async_op=async_op)
+        backs = [b for _, b in outs if b is not None]
+        return self._done("all_gather", work, async_op, (lambda: [b() for b in backs]) if backs else None)
+
+    def _all_gather_into_tensor(self, output, tensor, group, async_op):
+        buf, _ = self._contig(tensor)
+        out, back = self._contig(output)
+        work = dist.all_gather_into_tensor(out.view(-1), buf.view(-1), group=_pg(group), async_op=async_op)
+        return self._done("all_gather_into_tensor", work, async_op, back)
+
+    def _reduce_scatter(self, output, input, op, group, async_op):
+        out, top, finish = self._reduce_args(output, op, group)
+        src, _ = self._contig(input)
+        work = dist.reduce_scatter_tensor(out.view(-1), src.view(-1), op=top, group=_pg(group), async_op=async_op)
+        return self._done("reduce_scatter", work, async_op, finish)
+
+    def _broadcast(self, tensor, src, group, async_op):
+        buf, back = self._contig(tensor)
+        work = dist.broadcast(buf, src=group.global_ranks[src], group=_pg(group), async_op=async_op)
+        return self._done("broadcast", work, async_op, back)
+
+    def _reduce(self, tensor, dst, op, group, async_op):
+        buf, top, finish = self._reduce_args(tensor, op, group)
+        if group.rank != dst and op is ReduceOp.AVG and not self.native_avg:
+            finish = None  # only the root holds the result
+        work = dist.reduce(buf, dst=group.global_ranks[dst], op=top, group=_pg(group), async_op=async_op)
+        return self._done("reduce", work, async_op, finish)
+
+    def _gather(self, tensor, gather_list, dst, group, async_op):
+        buf, _ = self._contig(tensor)
+        outs = [self._contig(o) for o in gather_list] if gather_list is not None else None
+        work = dist.gather(buf, [o for o, _ in outs] if outs else None, dst=group.global_ranks[dst],
+                           group=_pg(group), async_op=async_op)
+        backs = [b for _, b in outs or () if b is not None]
+        return self._done("gather", work, async_op, (lambda: [b() for b in backs]) if backs else None)
+
+    def _scatter(self, tensor, scatter_list, src, group, async_op):
+        buf, back = self._contig(tensor)
+        ins = [t.contiguous() for t in scatter_list] if scatter_list is not None else None
+        work = dist.scatter(buf, ins, src=group.global_ranks[src], group=_pg(group), async_op=async_op)
+        return self._done("scatter", work, async_op, back)
+
+    def _all_to_all_single(self, output, input, group, async_op):
+        out, back = self._contig(output)
+        src, _ = self._contig(input)
+        work = dist.all_to_all_single(out, src, group=_pg(group), async_op=async_op)
+        return self._done("all_to_all", work, async_op, back)
+
+    def _all_to_all(self, output, input, group, async_op):
+        outs = [self._contig(o) for o in output]
+        work = dist.all_to_all([o for o, _ in outs], [t.contiguous() for t in input], group=_pg(group),
+                               async_op=async_op)
+        backs = [b for _, b in outs if b is not None]
+        return self._done("all_to_all", work, async_op, (lambda: [b() for b in backs]) if backs else None)
+
+    def _barrier(self, group, async_op, timeout):
+        if timeout is not None and not async_op:
+            # monitored_barrier would need every rank's ack; a timed wait on the barrier's work is enough here
+            work = dist.barrier(group=_pg(group), async_op=True)
+            TorchWork("barrier", work).wait(timeout)
+            return None
+        work = dist.barrier(group=_pg(group), async_op=async_op)
+        return self._done("barrier", work, async_op)
+
+    # -- point to point ----------------------------------------------------------------------------------------
+    def _send(self, tensor, dst, group, tag):
+        dist.send(tensor.contiguous(), dst=group.global_ranks[dst], group=_pg(group), tag=tag)
+
+    def _recv(self, tensor, src, group, tag):
+        buf, back = self._contig(tensor)
+        dist.recv(buf, src=group.global_ranks[src], group=_pg(group), tag=tag)
+        if back is not None:
+            back()
+
+    def _isend(self, tensor, dst, group, tag):
+        buf = tensor.contiguous()
+        work = dist.isend(buf, dst=group.global_ranks[dst], group=_pg(group), tag=tag)
+        return TorchWork("send", work)
+
+    def _irecv(self, tensor, src, group, tag):
+        buf, back = self._contig(tensor)
+        work = dist.irecv(buf, src=group.global_ranks[src], group=_pg(group), tag=tag)
+        return TorchWork("recv", work, back)

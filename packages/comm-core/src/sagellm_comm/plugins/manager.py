@@ -1,0 +1,122 @@
+"""Loads plugins from the ``sagellm_comm.plugins`` entry-point group, each in isolation.
+
+A plugin that fails to import or whose hook raises is recorded (``PluginRecord.status == "failed"``, shown by
+``list_comm_backends()`` and ``sagellm-comm info``) and a warning is issued; the other plugins load regardless.
+
+Environment:
+- ``SAGELLM_COMM_PLUGINS``: comma-separated entry-point names to load (``none`` loads none); unset loads all.
+- ``SAGELLM_COMM_DISABLE_PLUGINS``: comma-separated names to skip.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from sagellm_comm.plugins import hookspecs
+
+ENTRY_POINT_GROUP = "sagellm_comm.plugins"
+ENV_ALLOW = "SAGELLM_COMM_PLUGINS"
+ENV_BLOCK = "SAGELLM_COMM_DISABLE_PLUGINS"
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "SagellmPluginManager"]
+
+
+@dataclass
+class PluginRecord:
+    name: str
+    distribution: str = ""
+    version: str = ""
+    status: str = "loaded"  # loaded | failed | disabled
+    error: str = ""
+    traceback: str = ""
+    backends: list[str] = field(default_factory=list)
+
+
+def _names(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+class SagellmPluginManager:
+    """A pluggy manager with the sagellm-comm hook specs and per-plugin error isolation."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+
+    def load_entry_points(self, on_loaded: Callable[[str, Any], list[str]]) -> None:
+        """Import every allowed entry point; ``on_loaded(name, plugin)`` runs its registration and returns the
+        backend names it registered (it may raise: the plugin is then recorded as failed and unregistered)."""
+        allow, block = _names(ENV_ALLOW), _names(ENV_BLOCK) or set()
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in self.records:
+                continue  # the same name twice on sys.path: first wins
+            rec = self._record(ep)
+            self.records[ep.name] = rec
+            if (allow is not None and ep.name not in allow) or ep.name in block:
+                rec.status, rec.error = "disabled", f"disabled by {ENV_ALLOW}/{ENV_BLOCK}"
+                continue
+            try:
+                plugin = ep.load()
+                self.pm.register(plugin, name=ep.name)
+            except Exception as exc:
+                self._fail(rec, exc, "import")
+                continue
+            try:
+                rec.backends = on_loaded(ep.name, plugin)
+            except Exception as exc:
+                self.pm.unregister(name=ep.name)
+                self._fail(rec, exc, "registration")
+
+    def register_object(self, plugin: Any, name: str, on_loaded: Callable[[str, Any], list[str]]) -> PluginRecord:
+        """Register an in-process plugin object (tests, embedding applications)."""
+        rec = PluginRecord(name=name, distribution="in-process")
+        self.records[name] = rec
+        self.pm.register(plugin, name=name)
+        try:
+            rec.backends = on_loaded(name, plugin)
+        except Exception as exc:
+            self.pm.unregister(name=name)
+            self._fail(rec, exc, "registration")
+        return rec
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any, BaseException | None]]:
+        """Call one hook on every plugin separately: one raising never hides the others' results."""
+        caller = getattr(self.pm.hook, hook_name)
+        out: list[tuple[str, Any, BaseException | None]] = []
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                out.append((impl.plugin_name, impl.function(**kwargs), None))
+            except Exception as exc:
+                warnings.warn(f"sagellm-comm plugin {impl.plugin_name!r} failed in {hook_name}: {exc}", stacklevel=2)
+                out.append((impl.plugin_name, None, exc))
+        return out
+
+    def impls_of(self, plugin: Any, hook_name: str) -> list[Callable[..., Any]]:
+        caller = getattr(self.pm.hook, hook_name)
+        return [i.function for i in caller.get_hookimpls() if i.plugin is plugin]
+
+    @staticmethod
+    def _record(ep: EntryPoint) -> PluginRecord:
+        dist = getattr(ep, "dist", None)
+        return PluginRecord(name=ep.name, distribution=getattr(dist, "name", "") or "",
+                            version=getattr(dist, "version", "") or "")
+
+    @staticmethod
+    def _fail(rec: PluginRecord, exc: BaseException, stage: str) -> None:
+        rec.status = "failed"
+        rec.error = f"{stage} failed: {type(exc).__name__}: {exc}"
+        rec.traceback = traceback.format_exc()
+        warnings.warn(f"sagellm-comm plugin {rec.name!r} ({rec.distribution or 'unknown distribution'}) failed to "
+                      f"load and is skipped: {rec.error}", RuntimeWarning, stacklevel=3)
