@@ -2,7 +2,8 @@
 
 A ``CommGroup`` is a communicator view: ``rank`` and ``world_size`` are *within the group*, and the root/peer
 ranks given to collectives called with ``group=g`` are group ranks (as in NCCL and vLLM's GroupCoordinator).
-``global_ranks`` maps them back. On ranks outside the group ``is_member`` is False and every op raises
+``global_ranks`` maps them back; it is sorted ascending whatever order the ranks were given in (torch and
+vLLM order group ranks the same way). On ranks outside the group ``is_member`` is False and every op raises
 ``COMM_RANK_MISMATCH``.
 """
 
@@ -24,7 +25,8 @@ __all__ = ["CommGroup", "validate_group_ranks"]
 
 
 def validate_group_ranks(ranks: Sequence[int], world_size: int) -> tuple[int, ...]:
-    """Check a sub-group's rank list: non-empty, integers, no duplicates, each in ``[0, world_size)``."""
+    """Check a sub-group's rank list (non-empty, ints, no duplicates, each in ``[0, world_size)``) and return it
+    sorted: group rank ``i`` is the ``i``-th smallest global rank, as in ``torch.distributed.new_group``."""
     try:
         as_tuple = tuple(ranks)
     except TypeError:
@@ -41,7 +43,7 @@ def validate_group_ranks(ranks: Sequence[int], world_size: int) -> tuple[int, ..
         raise RankMismatchError(
             f"group ranks {bad} are outside the world (world_size={world_size}, valid ranks 0..{world_size - 1})"
         )
-    return as_tuple
+    return tuple(sorted(as_tuple))
 
 
 class CommGroup:

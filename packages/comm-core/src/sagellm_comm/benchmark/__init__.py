@@ -1,0 +1,58 @@
+"""Collective benchmarks: bandwidth formulas (nccl-tests' algbw/busbw), latency statistics, size parsing, and
+the all_reduce sweep behind ``sagellm-comm bench``."""
+
+from sagellm_comm.benchmark.allreduce import (
+    COMPARE_CHOICES,
+    DTYPES,
+    RAW_TORCH_BACKEND,
+    AllReduceConfig,
+    AllReduceRecord,
+    all_reduce_sweep,
+    rank_all_reduce,
+    rank_setup,
+    rank_teardown,
+    resolve_dtype,
+    summarize_all_reduce,
+    sweep_all_reduce,
+    validate_all_reduce_config,
+)
+from sagellm_comm.benchmark.metrics import (
+    BUS_FACTORS,
+    DEFAULT_SIZES,
+    algbw_gbps,
+    bus_factor,
+    busbw_gbps,
+    format_size,
+    max_across_ranks,
+    median,
+    p99,
+    parse_size,
+    percentile,
+)
+
+__all__ = [
+    "BUS_FACTORS",
+    "COMPARE_CHOICES",
+    "DEFAULT_SIZES",
+    "DTYPES",
+    "RAW_TORCH_BACKEND",
+    "AllReduceConfig",
+    "AllReduceRecord",
+    "algbw_gbps",
+    "all_reduce_sweep",
+    "bus_factor",
+    "busbw_gbps",
+    "format_size",
+    "max_across_ranks",
+    "median",
+    "p99",
+    "parse_size",
+    "percentile",
+    "rank_all_reduce",
+    "rank_setup",
+    "rank_teardown",
+    "resolve_dtype",
+    "summarize_all_reduce",
+    "sweep_all_reduce",
+    "validate_all_reduce_config",
+]
