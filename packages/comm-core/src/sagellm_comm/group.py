@@ -62,7 +62,7 @@ class CommGroup:
         self.group_id = group_id
         self.handle = handle  # the engine's own object (e.g. a torch ProcessGroup); None on non-members
         self.timeout_s = timeout_s
-        self._global_rank = backend._global_rank  # noqa: SLF001 - group and backend are one layer
+        self._global_rank = backend._global_rank
         self._index = {g: i for i, g in enumerate(self.global_ranks)}
         self.rank: int = self._index.get(self._global_rank, -1)
         self.world_size: int = len(self.global_ranks)

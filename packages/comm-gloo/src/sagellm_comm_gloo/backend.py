@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from sagellm_comm.capabilities import ALL_OPS, FLOAT_DTYPES, INT_DTYPES, Capabilities
 from sagellm_comm.engines.torch_distributed import TorchDistributedBackend
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sagellm_comm.plugins import hookimpl
 from sagellm_comm.registry import BackendRegistry, BackendSpec
-
 from sagellm_comm_gloo.backend import GlooBackend, gloo_available
 
 

@@ -4,10 +4,10 @@ Rank side (module-level functions, sent to the ranks by :class:`~sagellm_comm.la
 ``rank_setup`` initializes the backend (and the raw torch group), ``rank_all_reduce`` times one size,
 ``rank_teardown`` releases both; ``all_reduce_sweep`` does all three in one call (for ``launch``).
 
-Timing: every iteration is a barrier (not timed) then ``perf_counter`` around one blocking all_reduce, on every
-rank. With ``compare="torch"`` the raw engine's iteration follows ours on the same ranks (ours, raw, ours, raw,
-...), so both see the same machine noise. The parent takes, per iteration, the max over the ranks (a collective
-is as slow as its slowest rank), then the median and p99 over the iterations.
+Timing: every iteration is a barrier (not timed) then ``perf_counter`` around one blocking all_reduce, on
+every rank. With ``compare="torch"`` the raw engine's iteration follows ours on the same ranks (ours, raw,
+ours, raw, ...), so both see the same machine noise. The parent takes, per iteration, the max over the
+ranks (a collective is as slow as its slowest rank), then the median and p99 over the iterations.
 
 Parent side: :func:`sweep_all_reduce` runs the whole sweep on ``nproc`` fresh local ranks and returns one
 :class:`AllReduceRecord` per size.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from sagellm_protocol import CollectiveOp, CommOperationMetrics
+from sagellm_protocol import CollectiveOp, CommOperationMetrics, ReduceOp
 
 from sagellm_comm.benchmark.metrics import (
     DEFAULT_SIZES,
@@ -66,12 +66,22 @@ DTYPES: dict[str, torch.dtype] = {
     "int32": torch.int32,
     "int64": torch.int64,
 }
-_DTYPE_ALIASES = {"float": "float32", "fp32": "float32", "half": "float16", "fp16": "float16", "bf16": "bfloat16",
-                  "double": "float64", "fp64": "float64", "int": "int32", "long": "int64"}
+_DTYPE_ALIASES = {
+    "float": "float32",
+    "fp32": "float32",
+    "half": "float16",
+    "fp16": "float16",
+    "bf16": "bfloat16",
+    "double": "float64",
+    "fp64": "float64",
+    "int": "int32",
+    "long": "int64",
+}
 
 
 def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
-    """``"float32"`` (or an alias such as ``fp16``, ``bf16``) -> ``torch.float32``; InvalidArgumentError otherwise."""
+    """``"float32"`` (or an alias: ``fp16``, ``bf16``, ...) -> ``torch.float32``; else raises
+    InvalidArgumentError."""
     if isinstance(name, torch.dtype):
         if name in DTYPES.values():
             return name
@@ -87,9 +97,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # rank side
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 @dataclass
 class _RankState:
     comm: Any
@@ -101,12 +111,22 @@ _STATE: _RankState | None = None
 
 
 def _synchronizer(device: torch.device) -> Callable[[], None]:
-    """Blocking collectives on accelerators return once queued; wait for the device before stopping the clock."""
+    """Blocking collectives on accelerators return once queued: wait for the device before stopping the
+    clock."""
     if device.type == "cpu":
         return lambda: None
     module = getattr(torch, device.type, None)
     sync = getattr(module, "synchronize", None)
     return sync if callable(sync) else (lambda: None)
+
+
+def _barrier_of(comm: Any, dtype: torch.dtype) -> Callable[[], None]:
+    """The backend's barrier, or a one-element all_reduce (of the measured dtype, which the backend is known
+    to support) for backends that do not declare a barrier."""
+    if "barrier" in comm.capabilities.ops:
+        return comm.barrier
+    token = torch.zeros(1, dtype=dtype, device=comm.device)
+    return lambda: comm.all_reduce(token, op="sum")
 
 
 def rank_setup(backend: str = "auto", compare: str = "torch", raw_port: int | None = None) -> dict[str, Any]:
@@ -132,17 +152,30 @@ def rank_setup(backend: str = "auto", compare: str = "torch", raw_port: int | No
             state.raw_group = dist.new_group(backend=RAW_TORCH_BACKEND, timeout=timeout)
         else:
             if raw_port is None:
-                raise InvalidArgumentError("compare='torch' needs raw_port: torch.distributed is not initialized "
-                                           f"by backend {comm.name!r}, so the raw group needs its own port")
+                raise InvalidArgumentError(
+                    "compare='torch' needs raw_port: torch.distributed is not initialized "
+                    f"by backend {comm.name!r}, so the raw group needs its own port"
+                )
             addr = os.environ.get("MASTER_ADDR") or "127.0.0.1"
-            dist.init_process_group(RAW_TORCH_BACKEND, init_method=f"tcp://{addr}:{raw_port}", rank=world.rank,
-                                    world_size=world.world_size, timeout=timeout)
+            dist.init_process_group(
+                RAW_TORCH_BACKEND,
+                init_method=f"tcp://{addr}:{raw_port}",
+                rank=world.rank,
+                world_size=world.world_size,
+                timeout=timeout,
+            )
             state.raw_group = dist.group.WORLD
             state.raw_owns_default = True
     elif compare != "none":
         raise InvalidArgumentError(f"compare must be one of {COMPARE_CHOICES}, got {compare!r}")
-    return {"rank": world.rank, "world_size": world.world_size, "backend": comm.name, "group_id": world.group_id,
-            "device": str(comm.device), "compare": compare}
+    return {
+        "rank": world.rank,
+        "world_size": world.world_size,
+        "backend": comm.name,
+        "group_id": world.group_id,
+        "device": str(comm.device),
+        "compare": compare,
+    }
 
 
 def rank_all_reduce(nbytes: int, dtype: str = "float32", warmup: int = 5, iters: int = 50) -> dict[str, Any]:
@@ -155,11 +188,13 @@ def rank_all_reduce(nbytes: int, dtype: str = "float32", warmup: int = 5, iters:
     itemsize = torch.empty((), dtype=tdtype).element_size()
     numel = nbytes // itemsize
     if numel < 1 or numel * itemsize != nbytes:
-        raise InvalidArgumentError(f"{nbytes} bytes is not a whole number of {_dtype_name(tdtype)} elements "
-                                   f"({itemsize} bytes each)")
+        raise InvalidArgumentError(
+            f"{nbytes} bytes is not a whole number of {_dtype_name(tdtype)} elements ({itemsize} bytes each)"
+        )
     # zeros stay zeros under repeated sums: no overflow to inf, no denormals, over any number of iterations
     buf = torch.zeros(numel, dtype=tdtype, device=comm.device)
     sync = _synchronizer(buf.device)
+    barrier = _barrier_of(comm, tdtype)
     ours: list[float] = []
     raw: list[float] | None = None
     if raw_group is not None:
@@ -170,7 +205,7 @@ def rank_all_reduce(nbytes: int, dtype: str = "float32", warmup: int = 5, iters:
         raw_sum = dist.ReduceOp.SUM
     clock = time.perf_counter
     for i in range(warmup + iters):
-        comm.barrier()
+        barrier()
         t0 = clock()
         comm.all_reduce(buf, op="sum")
         sync()
@@ -205,9 +240,15 @@ def rank_teardown() -> None:
         state.comm.destroy()
 
 
-def all_reduce_sweep(backend: str = "auto", sizes: Sequence[int] = DEFAULT_SIZES, dtype: str = "float32",
-                     warmup: int = 5, iters: int = 50, compare: str = "torch",
-                     raw_port: int | None = None) -> dict[str, Any]:
+def all_reduce_sweep(
+    backend: str = "auto",
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    dtype: str = "float32",
+    warmup: int = 5,
+    iters: int = 50,
+    compare: str = "torch",
+    raw_port: int | None = None,
+) -> dict[str, Any]:
     """The whole sweep on one rank (setup, every size, teardown): ``launch(all_reduce_sweep, n, ...)``.
 
     Returns ``{"setup": <rank_setup result>, "sizes": [<rank_all_reduce result>, ...]}``.
@@ -219,9 +260,9 @@ def all_reduce_sweep(backend: str = "auto", sizes: Sequence[int] = DEFAULT_SIZES
         rank_teardown()
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # parent side
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AllReduceConfig:
     nproc: int = 2
@@ -247,7 +288,9 @@ def validate_all_reduce_config(cfg: AllReduceConfig) -> AllReduceConfig:
     if isinstance(cfg.iters, bool) or not isinstance(cfg.iters, int) or not 1 <= cfg.iters <= MAX_ITERS:
         raise InvalidArgumentError(f"iters must be an int in 1..{MAX_ITERS}, got {cfg.iters!r}")
     if cfg.compare not in COMPARE_CHOICES:
-        raise InvalidArgumentError(f"compare must be one of {', '.join(COMPARE_CHOICES)}, got {cfg.compare!r}")
+        raise InvalidArgumentError(
+            f"compare must be one of {', '.join(COMPARE_CHOICES)}, got {cfg.compare!r}"
+        )
     tdtype = resolve_dtype(cfg.dtype)
     if not cfg.sizes:
         raise InvalidArgumentError("sizes must list at least one size")
@@ -256,18 +299,27 @@ def validate_all_reduce_config(cfg: AllReduceConfig) -> AllReduceConfig:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidArgumentError(f"size {n!r} must be a positive number of bytes")
         if n % itemsize:
-            raise InvalidArgumentError(f"size {n} bytes is not a multiple of the {_dtype_name(tdtype)} element size "
-                                       f"({itemsize} bytes)")
+            raise InvalidArgumentError(
+                f"size {n} bytes is not a multiple of the {_dtype_name(tdtype)} element size "
+                f"({itemsize} bytes)"
+            )
     comm = get_comm_backend(cfg.backend)
     caps = comm.capabilities
     if "all_reduce" not in caps.ops:
         raise BackendNotSupportedError(f"backend {comm.name!r} does not support all_reduce")
-    from sagellm_protocol import ReduceOp
-
     if not caps.supports_reduce(ReduceOp.SUM, tdtype):
-        raise BackendNotSupportedError(f"backend {comm.name!r} cannot all_reduce(sum) {_dtype_name(tdtype)} tensors")
-    return AllReduceConfig(nproc=cfg.nproc, backend=comm.name, sizes=tuple(cfg.sizes), dtype=_dtype_name(tdtype),
-                           warmup=cfg.warmup, iters=cfg.iters, compare=cfg.compare)
+        raise BackendNotSupportedError(
+            f"backend {comm.name!r} cannot all_reduce(sum) {_dtype_name(tdtype)} tensors"
+        )
+    return AllReduceConfig(
+        nproc=cfg.nproc,
+        backend=comm.name,
+        sizes=tuple(cfg.sizes),
+        dtype=_dtype_name(tdtype),
+        warmup=cfg.warmup,
+        iters=cfg.iters,
+        compare=cfg.compare,
+    )
 
 
 @dataclass
@@ -312,15 +364,33 @@ class AllReduceRecord:
         return None if self.raw_median_us is None else self.median_us - self.raw_median_us
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.metrics.model_dump(mode="json"), "backend": self.backend, "world_size": self.world_size,
-                "dtype": self.dtype, "iters": self.iters, "warmup": self.warmup, "median_us": self.median_us,
-                "p99_us": self.p99_us, "raw_engine": None if self.raw_median_us is None else
-                f"torch.distributed/{RAW_TORCH_BACKEND}", "raw_median_us": self.raw_median_us,
-                "raw_p99_us": self.raw_p99_us, "ratio": self.ratio, "overhead_us": self.overhead_us, **self.extra}
+        return {
+            **self.metrics.model_dump(mode="json"),
+            "backend": self.backend,
+            "world_size": self.world_size,
+            "dtype": self.dtype,
+            "iters": self.iters,
+            "warmup": self.warmup,
+            "median_us": self.median_us,
+            "p99_us": self.p99_us,
+            "raw_engine": None if self.raw_median_us is None else f"torch.distributed/{RAW_TORCH_BACKEND}",
+            "raw_median_us": self.raw_median_us,
+            "raw_p99_us": self.raw_p99_us,
+            "ratio": self.ratio,
+            "overhead_us": self.overhead_us,
+            **self.extra,
+        }
 
 
-def summarize_all_reduce(nbytes: int, per_rank: Sequence[dict[str, Any]], *, backend: str, dtype: str,
-                         warmup: int, group_id: str = "world") -> AllReduceRecord:
+def summarize_all_reduce(
+    nbytes: int,
+    per_rank: Sequence[dict[str, Any]],
+    *,
+    backend: str,
+    dtype: str,
+    warmup: int,
+    group_id: str = "world",
+) -> AllReduceRecord:
     """Turn every rank's :func:`rank_all_reduce` result for one size into a record (max over ranks per
     iteration, then median/p99 over iterations; bandwidths from the median)."""
     world_size = len(per_rank)
@@ -332,18 +402,38 @@ def summarize_all_reduce(nbytes: int, per_rank: Sequence[dict[str, Any]], *, bac
         raw = max_across_ranks(raw_lists)  # type: ignore[arg-type]
         raw_med, raw_tail = median(raw), p99(raw)
     algbw = algbw_gbps(nbytes, med)
-    metrics = CommOperationMetrics(op=CollectiveOp.ALL_REDUCE, group_id=group_id, elapsed_ms=med * 1e3,
-                                   bytes_transferred=nbytes, bandwidth_gbps=algbw, algo_bandwidth_gbps=algbw,
-                                   bus_bandwidth_gbps=algbw * bus_factor(CollectiveOp.ALL_REDUCE, world_size))
-    return AllReduceRecord(metrics=metrics, backend=backend, world_size=world_size, dtype=dtype, iters=len(ours),
-                           warmup=warmup, median_us=med * 1e6, p99_us=tail * 1e6,
-                           raw_median_us=None if raw_med is None else raw_med * 1e6,
-                           raw_p99_us=None if raw_tail is None else raw_tail * 1e6)
+    metrics = CommOperationMetrics(
+        op=CollectiveOp.ALL_REDUCE,
+        group_id=group_id,
+        elapsed_ms=med * 1e3,
+        bytes_transferred=nbytes,
+        bandwidth_gbps=algbw,
+        algo_bandwidth_gbps=algbw,
+        bus_bandwidth_gbps=algbw * bus_factor(CollectiveOp.ALL_REDUCE, world_size),
+    )
+    return AllReduceRecord(
+        metrics=metrics,
+        backend=backend,
+        world_size=world_size,
+        dtype=dtype,
+        iters=len(ours),
+        warmup=warmup,
+        median_us=med * 1e6,
+        p99_us=tail * 1e6,
+        raw_median_us=None if raw_med is None else raw_med * 1e6,
+        raw_p99_us=None if raw_tail is None else raw_tail * 1e6,
+    )
 
 
-def sweep_all_reduce(cfg: AllReduceConfig, *, on_result: Callable[[int, int, AllReduceRecord], None] | None = None,
-                     env: dict[str, str] | None = None, timeout: float = 600.0) -> list[AllReduceRecord]:
-    """Run the sweep on ``cfg.nproc`` fresh local ranks; ``on_result(index, total, record)`` after each size."""
+def sweep_all_reduce(
+    cfg: AllReduceConfig,
+    *,
+    on_result: Callable[[int, int, AllReduceRecord], None] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600.0,
+) -> list[AllReduceRecord]:
+    """Run the sweep on ``cfg.nproc`` fresh local ranks; calls ``on_result(index, total, record)`` after
+    each size."""
     from sagellm_comm.launch import RankPool, free_port
 
     cfg = validate_all_reduce_config(cfg)
@@ -354,8 +444,14 @@ def sweep_all_reduce(cfg: AllReduceConfig, *, on_result: Callable[[int, int, All
         group_id = setups[0]["group_id"]
         for i, nbytes in enumerate(cfg.sizes):
             per_rank = pool.run(rank_all_reduce, nbytes, cfg.dtype, cfg.warmup, cfg.iters, timeout=timeout)
-            rec = summarize_all_reduce(nbytes, per_rank, backend=setups[0]["backend"], dtype=cfg.dtype,
-                                       warmup=cfg.warmup, group_id=group_id)
+            rec = summarize_all_reduce(
+                nbytes,
+                per_rank,
+                backend=setups[0]["backend"],
+                dtype=cfg.dtype,
+                warmup=cfg.warmup,
+                group_id=group_id,
+            )
             records.append(rec)
             if on_result is not None:
                 on_result(i, len(cfg.sizes), rec)

@@ -1,9 +1,9 @@
 """Bandwidth formulas, latency statistics and size parsing shared by the collective benchmarks.
 
-Bandwidths follow nccl-tests (``doc/PERFORMANCE.md``): ``algbw = bytes / time`` and ``busbw = algbw * factor``,
-where the factor turns the algorithm bandwidth into the bandwidth each link of a ring must sustain, so numbers are
-comparable across world sizes. GB means 1e9 bytes. ``bytes`` is the per-rank buffer size (the tensor one rank
-passes to the op; for all_gather, the gathered output).
+Bandwidths follow nccl-tests (``doc/PERFORMANCE.md``): ``algbw = bytes / time`` and
+``busbw = algbw * factor``, where the factor turns the algorithm bandwidth into the bandwidth each link of a
+ring must sustain, so numbers are comparable across world sizes. GB means 1e9 bytes. ``bytes`` is the
+per-rank buffer size (the tensor one rank passes to the op; for all_gather, the gathered output).
 """
 
 from __future__ import annotations
@@ -55,14 +55,16 @@ def bus_factor(op: CollectiveOp | str, world_size: int) -> float:
     all_to_all (n-1)/n; broadcast, reduce and send/recv 1."""
     key = op.value if isinstance(op, CollectiveOp) else str(op).strip().lower()
     if key not in BUS_FACTORS:
-        raise ValueError(f"no bus-bandwidth factor for op {op!r}; known ops: {', '.join(sorted(BUS_FACTORS))}")
+        raise ValueError(
+            f"no bus-bandwidth factor for op {op!r}; known ops: {', '.join(sorted(BUS_FACTORS))}"
+        )
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
     return float(BUS_FACTORS[key](world_size))
 
 
 def algbw_gbps(nbytes: int, seconds: float) -> float:
-    """Algorithm bandwidth in GB/s (1e9 bytes per second): ``nbytes / seconds``; 0 for a zero/negative time."""
+    """Algorithm bandwidth in GB/s (1e9 bytes per second): ``nbytes / seconds``; 0 for a time <= 0."""
     if nbytes < 0:
         raise ValueError(f"nbytes must be >= 0, got {nbytes}")
     if not seconds > 0:
@@ -75,9 +77,9 @@ def busbw_gbps(nbytes: int, seconds: float, op: CollectiveOp | str, world_size: 
     return algbw_gbps(nbytes, seconds) * bus_factor(op, world_size)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # statistics
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 def _sorted_values(values: Iterable[float]) -> list[float]:
     data = sorted(float(v) for v in values)
     if not data:
@@ -117,9 +119,9 @@ def max_across_ranks(per_rank: Sequence[Sequence[float]]) -> list[float]:
     return [max(vals) for vals in zip(*per_rank, strict=True)]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # sizes
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 
@@ -137,7 +139,9 @@ def parse_size(text: str | int) -> int:
     else:
         m = _SIZE_RE.match(str(text))
         if m is None:
-            raise ValueError(f"invalid size {text!r}: use a byte count or a number with K, M or G (e.g. 4K, 1M)")
+            raise ValueError(
+                f"invalid size {text!r}: use a byte count or a number with K, M or G (e.g. 4K, 1M)"
+            )
         exact = float(m.group(1)) * _UNITS[m.group(2).upper()]
         if exact != int(exact):
             raise ValueError(f"invalid size {text!r}: it is not a whole number of bytes ({exact})")

@@ -1,4 +1,4 @@
-"""Rich consoles for the CLI: a wide one when the output is not a terminal, so tests and pipes get whole lines."""
+"""Rich consoles for the CLI: a wide one when output is not a terminal, so pipes and tests get whole lines."""
 
 from __future__ import annotations
 

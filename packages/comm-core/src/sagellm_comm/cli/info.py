@@ -47,8 +47,15 @@ def collect_info() -> dict[str, Any]:
     }
     plugins = [asdict(r) for r in records]
     backend_rows = [
-        {"name": b.name, "available": b.available, "reason": b.reason, "devices": list(b.devices),
-         "priority": b.priority, "plugin": b.plugin, "description": b.description}
+        {
+            "name": b.name,
+            "available": b.available,
+            "reason": b.reason,
+            "devices": list(b.devices),
+            "priority": b.priority,
+            "plugin": b.plugin,
+            "description": b.description,
+        }
         for b in backends
     ]
     return {"versions": versions, "plugins": plugins, "backends": backend_rows}
@@ -72,12 +79,23 @@ def render_info(data: dict[str, Any]) -> None:
         pt.add_column(col, overflow="fold")
     pt.add_column("error", overflow="fold", ratio=1)
     for p in data["plugins"]:
-        pt.add_row(_cell(p["name"]), _cell(p["distribution"]), _cell(p["version"]),
-                   _cell(p["status"], _STATUS_STYLE.get(p["status"], "")), _cell(", ".join(p["backends"])),
-                   _cell(p["error"], "red" if p["status"] == "failed" else ""))
+        pt.add_row(
+            _cell(p["name"]),
+            _cell(p["distribution"]),
+            _cell(p["version"]),
+            _cell(p["status"], _STATUS_STYLE.get(p["status"], "")),
+            _cell(", ".join(p["backends"])),
+            _cell(p["error"], "red" if p["status"] == "failed" else ""),
+        )
     if not data["plugins"]:
-        pt.add_row(_cell("(none)"), _cell(""), _cell(""), _cell(""), _cell(""),
-                   _cell("no plugin installed; e.g. pip install 'isagellm-comm[gloo]'"))
+        pt.add_row(
+            _cell("(none)"),
+            _cell(""),
+            _cell(""),
+            _cell(""),
+            _cell(""),
+            _cell("no plugin installed; e.g. pip install 'isagellm-comm[gloo]'"),
+        )
     console.print(pt)
 
     bt = Table(title="backends", title_justify="left")
@@ -85,17 +103,31 @@ def render_info(data: dict[str, Any]) -> None:
         bt.add_column(col, overflow="fold")
     bt.add_column("reason", overflow="fold", ratio=1)
     for b in data["backends"]:
-        bt.add_row(_cell(b["name"]), _cell("yes" if b["available"] else "no", "green" if b["available"] else "red"),
-                   _cell(", ".join(b["devices"])), _cell(b["priority"]), _cell(b["plugin"]), _cell(b["reason"]))
+        bt.add_row(
+            _cell(b["name"]),
+            _cell("yes" if b["available"] else "no", "green" if b["available"] else "red"),
+            _cell(", ".join(b["devices"])),
+            _cell(b["priority"]),
+            _cell(b["plugin"]),
+            _cell(b["reason"]),
+        )
     if not data["backends"]:
-        bt.add_row(_cell("(none)"), _cell("no", "red"), _cell(""), _cell(""), _cell(""),
-                   _cell("no backend registered; install a plugin, e.g. pip install 'isagellm-comm[gloo]'"))
+        bt.add_row(
+            _cell("(none)"),
+            _cell("no", "red"),
+            _cell(""),
+            _cell(""),
+            _cell(""),
+            _cell("no backend registered; install a plugin, e.g. pip install 'isagellm-comm[gloo]'"),
+        )
     console.print(bt)
 
     failed = [p for p in data["plugins"] if p["status"] == "failed"]
     for p in failed:  # once more unwrapped, so the whole message is on one line whatever the width
-        line = Text(f"FAILED plugin {p['name']!r} ({p['distribution'] or 'unknown distribution'}): {p['error']}",
-                    style="bold red")
+        line = Text(
+            f"FAILED plugin {p['name']!r} ({p['distribution'] or 'unknown distribution'}): {p['error']}",
+            style="bold red",
+        )
         console.print(line, soft_wrap=True)
 
 
@@ -109,8 +141,11 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def add_info_parser(sub: Any) -> None:
-    p = sub.add_parser("info", help="show versions, plugins (loaded/failed/disabled) and backends",
-                       description="Show versions, every plugin's load status (with the error of those that "
-                                   "failed) and every backend's availability.")
+    p = sub.add_parser(
+        "info",
+        help="show versions, plugins (loaded/failed/disabled) and backends",
+        description="Show versions, every plugin's load status (with the error of those that "
+        "failed) and every backend's availability.",
+    )
     p.add_argument("--json", action="store_true", help="print the same information as JSON")
     p.set_defaults(func=run_info)

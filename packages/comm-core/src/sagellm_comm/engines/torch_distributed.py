@@ -8,7 +8,10 @@ initialized it) and matches the requested rank and world size, it is adopted, no
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime
+import weakref
 from typing import Any, ClassVar
 
 import torch
@@ -59,6 +62,15 @@ class TorchWork(Work):
         return True
 
 
+def _destroy_at_exit(ref: weakref.ref) -> None:
+    """Release process groups before interpreter teardown: a Gloo group still referenced when the interpreter
+    finalizes can abort the process ("terminate called without an active exception")."""
+    backend = ref()
+    if backend is not None:
+        with contextlib.suppress(Exception):
+            backend.destroy()
+
+
 def _pg(group: CommGroup) -> Any:
     return group.handle
 
@@ -101,6 +113,7 @@ class TorchDistributedBackend(CommBackend):
             kwargs["init_method"] = rdzv.url
         dist.init_process_group(**kwargs)
         self._owns_default_group = True
+        atexit.register(_destroy_at_exit, weakref.ref(self))
         return dist.group.WORLD
 
     def _device_id(self, rdzv: Rendezvous) -> torch.device | None:

@@ -103,25 +103,20 @@ class RankPool:
             by_sentinel = {self._procs[r].sentinel: r for r in pending}
             ready = wait(list(by_conn) + list(by_sentinel), timeout=remaining)
             for obj in ready:
-                if obj in by_conn:
-                    rank = by_conn[obj]
-                    try:
-                        msg = obj.recv()
-                    except (EOFError, OSError):
-                        continue  # the sentinel reports the death
-                    pending.discard(rank)
-                    if msg[0] in ("ok", "ready"):
-                        results[rank] = msg[1]
-                    elif failure is None:
-                        failure = (rank, msg[1], msg[2], msg[3])
-                elif by_sentinel.get(obj) in pending:
-                    rank = by_sentinel[obj]
-                    if self._conns[rank].poll():
-                        continue  # its last message is still to be read
-                    pending.discard(rank)
+                rank = by_conn.get(obj, by_sentinel.get(obj))
+                if rank not in pending:
+                    continue
+                msg = self._read(rank, from_sentinel=obj not in by_conn)
+                pending.discard(rank)
+                if msg is None:  # the rank is gone without a word
+                    self._procs[rank].join(1.0)
                     code = self._procs[rank].exitcode
                     if failure is None:
                         failure = (rank, f"rank {rank} died (exit code {code})", "", None)
+                elif msg[0] in ("ok", "ready"):
+                    results[rank] = msg[1]
+                elif failure is None:
+                    failure = (rank, msg[1], msg[2], msg[3])
             if failure is not None and pending:
                 deadline = min(deadline, time.monotonic() + FAILURE_GRACE_S)
         if failure is not None:
@@ -129,6 +124,16 @@ class RankPool:
         if pending:
             self._deadline(what, timeout, pending)
         return results
+
+    def _read(self, rank: int, from_sentinel: bool) -> Any:
+        """The rank's next message, or None if it died (its pipe is closed or empty after exit)."""
+        conn = self._conns[rank]
+        if from_sentinel and not conn.poll():
+            return None
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            return None
 
     def _fail(self, what: str, failure: tuple[int, str, str, bytes | None], pending: set[int]) -> None:
         rank, summary, tb, blob = failure

@@ -64,8 +64,11 @@ class SagellmPluginManager:
                 continue  # the same name twice on sys.path: first wins
             rec = self._record(ep)
             self.records[ep.name] = rec
-            if (allow is not None and ep.name not in allow) or ep.name in block:
-                rec.status, rec.error = "disabled", f"disabled by {ENV_ALLOW}/{ENV_BLOCK}"
+            if allow is not None and ep.name not in allow:
+                rec.status, rec.error = "disabled", f"not listed in {ENV_ALLOW}={os.environ[ENV_ALLOW]!r}"
+                continue
+            if ep.name in block:
+                rec.status, rec.error = "disabled", f"listed in {ENV_BLOCK}={os.environ[ENV_BLOCK]!r}"
                 continue
             try:
                 plugin = ep.load()

@@ -1,0 +1,71 @@
+"""The core with no plugin installed (tox env ``core``), and with plugins hidden in the full environment.
+
+Proves the contract stands alone: it imports, reports that nothing is installed with a useful hint, and runs an
+in-process backend registered with ``register_comm_backend`` through the launcher and the conformance kit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import core_alone_tasks as tasks
+import pytest
+import torch
+from sagellm_protocol.errors import ErrorCode
+
+from sagellm_comm import CommError, get_comm_backend, list_comm_backends, register_comm_backend
+from sagellm_comm.launch import launch
+from sagellm_comm.registry import reload_plugins
+
+NO_PLUGINS = {**os.environ, "SAGELLM_COMM_PLUGINS": "none"}
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], env=NO_PLUGINS, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_core_imports_and_reports_no_backend() -> None:
+    proc = _run(
+        "import sagellm_comm as c\n"
+        "assert [s for s in c.list_comm_backends() if s.available] == [], c.list_comm_backends()\n"
+        "for name in ('gloo', 'auto'):\n"
+        "    try:\n"
+        "        c.get_comm_backend(name)\n"
+        "    except c.BackendNotSupportedError as e:\n"
+        "        print(name, e.code.value, e.message)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("gloo comm_backend_not_supported") and "pip install 'isagellm-comm[gloo]'" in lines[0]
+    assert lines[1].startswith("auto comm_backend_not_supported") and "no available backend" in lines[1]
+
+
+@pytest.fixture
+def loopback_registered(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SAGELLM_COMM_PLUGINS", "none")
+    reload_plugins()
+    register_comm_backend("loopback", tasks.LoopbackBackend, priority=1, description="world of one, in-process")
+    yield
+    reload_plugins()
+
+
+def test_in_process_backend_registration(loopback_registered: None) -> None:
+    names = [s.name for s in list_comm_backends()]
+    assert names == ["loopback"]
+    comm = get_comm_backend("auto")
+    assert comm.name == "loopback"
+    comm.init_process_group(world_size=1, rank=0)
+    t = torch.arange(5.0)
+    assert comm.all_reduce(t, op="sum") is t
+    with pytest.raises(CommError) as info:
+        comm.broadcast(t, 0)
+    assert info.value.code is ErrorCode.COMM_BACKEND_NOT_SUPPORTED
+    assert "loopback" in info.value.message and "broadcast" in info.value.message
+    comm.destroy()
+
+
+def test_launcher_runs_with_core_only() -> None:
+    assert launch(tasks.rank_and_env, 2, timeout=120, env={"SAGELLM_COMM_PLUGINS": "none"}) == [(0, "2"), (1, "2")]
