@@ -363,7 +363,7 @@ class CommBackend(ABC):
     def recv(self, tensor: torch.Tensor, src_rank: int, group: Any = None, tag: int = 0) -> Any:
         """Receive into ``tensor`` from ``src_rank``; returns the filled buffer."""
         g = self._group(group, "recv")
-        buf = self._as_tensor(tensor, "recv")
+        buf = self._as_tensor(tensor, "recv", writable=True)
         self._check_tensor(buf, "recv")
         self._check_peer(src_rank, g, "recv", "src_rank", allow_self=False)
         self._check_tag(tag, "recv")
@@ -380,7 +380,7 @@ class CommBackend(ABC):
 
     def irecv(self, tensor: torch.Tensor, src_rank: int, group: Any = None, tag: int = 0) -> Work:
         g = self._group(group, "recv")
-        buf = self._as_tensor(tensor, "irecv")
+        buf = self._as_tensor(tensor, "irecv", writable=True)
         self._check_tensor(buf, "recv")
         self._check_peer(src_rank, g, "recv", "src_rank", allow_self=False)
         self._check_tag(tag, "recv")
@@ -501,8 +501,11 @@ class CommBackend(ABC):
         return rop
 
     @staticmethod
-    def _as_tensor(obj: Any, op: str) -> Any:
+    def _as_tensor(obj: Any, op: str, writable: bool = False) -> Any:
         """Let byte buffers (bytes, bytearray, memoryview) travel as uint8 tensors (the KV engine sends them)."""
+        if writable and (isinstance(obj, bytes) or (isinstance(obj, memoryview) and obj.readonly)):
+            raise InvalidArgumentError(f"{op}: cannot receive into immutable {type(obj).__name__}; pass a "
+                                       "bytearray, a writable memoryview or a tensor")
         if isinstance(obj, (bytes, bytearray, memoryview)):
             if len(obj) == 0:
                 return torch.empty(0, dtype=torch.uint8)

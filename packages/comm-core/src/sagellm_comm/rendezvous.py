@@ -61,17 +61,16 @@ def resolve_rendezvous(
     """Validate and complete the rendezvous parameters; raise a protocol-coded error on bad input."""
     ws = world_size if world_size is not None else _env_int("WORLD_SIZE")
     rk = rank if rank is not None else _env_int("RANK")
-    if ws is None:
-        ws = 1
+    ws = 1 if ws is None else _as_int("world_size", ws)
+    if ws < 1:
+        raise InvalidArgumentError(f"world_size must be >= 1, got {ws}")
     if rk is None:
         if ws != 1:
             raise RankMismatchError(
                 f"world_size={ws} but no rank given: pass rank=... or set RANK (torchrun sets it for you)"
             )
         rk = 0
-    ws, rk = _as_int("world_size", ws), _as_int("rank", rk)
-    if ws < 1:
-        raise InvalidArgumentError(f"world_size must be >= 1, got {ws}")
+    rk = _as_int("rank", rk)
     if not 0 <= rk < ws:
         raise RankMismatchError(f"rank {rk} is out of range for world_size {ws} (valid ranks 0..{ws - 1})")
     local = _env_int("LOCAL_RANK")

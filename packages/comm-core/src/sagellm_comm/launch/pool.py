@@ -64,8 +64,14 @@ class RankPool:
         except Exception as exc:
             raise InvalidArgumentError(f"cannot send {getattr(fn, '__qualname__', fn)!r} to the ranks: {exc} "
                                        "(use a module-level function and picklable arguments)") from exc
-        for conn in self._conns:
-            conn.send(task)
+        for rank, conn in enumerate(self._conns):
+            try:
+                conn.send(task)
+            except OSError as exc:  # BrokenPipeError: that rank is gone
+                self._teardown()
+                code = self._procs[rank].exitcode
+                raise RankFailedError(f"rank {rank} is gone (exit code {code}); this RankPool cannot run "
+                                      "anything any more, create a new one", rank=rank) from exc
         return self._collect(getattr(fn, "__qualname__", repr(fn)), timeout)
 
     def close(self) -> None:
@@ -138,8 +144,8 @@ class RankPool:
     def _fail(self, what: str, failure: tuple[int, str, str, bytes | None], pending: set[int]) -> None:
         rank, summary, tb, blob = failure
         stuck = f"; ranks {sorted(pending)} were still inside it and were stopped" if pending else ""
-        if pending:
-            self._teardown()
+        if pending or any(not p.is_alive() for p in self._procs):
+            self._teardown()  # a rank is stuck or dead: the pool cannot run the next call
         original = None
         if blob is not None:
             try:
@@ -167,8 +173,9 @@ class RankPool:
                 stacks[r] = "(no stack)"
         self._teardown()
         shown = "\n".join(f"--- rank {r} was here ---\n{stacks[r]}" for r in stuck)
-        raise RankDeadlineError(f"rank(s) {list(stuck)} did not finish {what} within {timeout:.1f}s "
-                                f"(the others did); all ranks were stopped.\n{shown}",
+        others = " (the others did)" if len(stuck) < self.world_size else ""
+        raise RankDeadlineError(f"rank(s) {list(stuck)} did not finish {what} within {timeout:.1f}s{others}; "
+                                f"all ranks were stopped.\n{shown}",
                                 stuck_ranks=stuck, stacks=stacks)
 
     def _teardown(self) -> None:

@@ -1,0 +1,202 @@
+"""The exact spellings sagellm-comm's real callers use, exercised on 2 real ranks with the gloo backend.
+
+Callers: sagellm-core (get_comm_backend / init_process_group / all_reduce with CommOp, PD-separation
+send/recv), sagellm-kv-cache (KVTransferEngine's duck-typed send/recv, bytes payloads) and the seed API
+(CommBackend.create, backend.init, CommGroup.create, CollectiveOps, Topology).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import compat_tasks
+import pytest
+from sagellm_protocol.errors import ErrorCode
+
+from sagellm_comm.launch import RankPool
+
+pytestmark = pytest.mark.multirank
+
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def _pool_holder():
+    holder: dict[str, RankPool] = {}
+    yield holder
+    pool = holder.pop("pool", None)
+    if pool is not None:
+        pool.close()
+
+
+@pytest.fixture
+def pool(_pool_holder) -> RankPool:
+    """One 2-rank pool for the whole module; replaced only if an earlier failure tore it down."""
+    current = _pool_holder.get("pool")
+    if current is not None and current.broken:
+        current.close()
+        current = None
+    if current is None:
+        current = _pool_holder["pool"] = RankPool(2)
+    current.run(compat_tasks.reset, timeout=TIMEOUT)
+    return current
+
+
+def test_rank_functions_are_importable_in_spawned_ranks(pool):
+    # the tests dir is on sys.path here (pytest rootdir insertion) and spawn children inherit sys.path
+    assert pool.run(compat_tasks.reset, timeout=TIMEOUT) == [True, True]
+
+
+def test_core_get_comm_backend_and_all_reduce_op_spellings(pool):
+    r0, r1 = pool.run(compat_tasks.core_all_reduce_spellings, timeout=TIMEOUT)
+    assert (r0["rank"], r1["rank"]) == (0, 1)
+    for r in (r0, r1):
+        assert r["world_size"] == 2
+        assert r["name"] == "gloo"
+        assert r["returns_tensor"] is True
+        assert r["str_sum"] == [3.0, 30.0]
+        assert r["commop_sum"] == [5.0, 5.0, 5.0]
+        assert r["reduceop_sum"] == [5.0, 5.0]
+        assert r["commop_max"] == [3.0, 3.0]
+        assert r["default_int_sum"] == [3]
+
+
+def test_seed_create_init_broadcast_all_gather(pool):
+    r0, r1 = pool.run(compat_tasks.seed_create_init_broadcast_all_gather, timeout=TIMEOUT)
+    assert (r0["rank"], r1["rank"]) == (0, 1)
+    for r in (r0, r1):
+        assert r["world_size"] == 2 and r["group_size"] == 2
+        assert r["port"] == pool.port
+        assert r["broadcast_from_1"] == [100.0, 101.0, 102.0, 103.0]
+        assert r["broadcast_from_0"] == [0.0, 1.0, 2.0, 3.0]
+        assert r["all_gather_type"] == "list"
+        assert r["all_gather"] == [[0, 1], [10, 11]]
+
+
+def test_core_pd_separation_send_recv_per_layer(pool):
+    num_layers = 6
+    r0, r1 = pool.run(compat_tasks.core_pd_separation, num_layers, timeout=TIMEOUT)
+    assert r0 == {"rank": 0, "layers_ok": []}
+    assert r1 == {"rank": 1, "layers_ok": [True] * num_layers}
+
+
+def test_kv_cache_transfer_engine_tensor_and_bytes(pool):
+    r0, r1 = pool.run(compat_tasks.kv_cache_transfer, timeout=TIMEOUT)
+    payload = bytes(range(7)) * 3
+    assert r1["tensor"] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert r1["tensor_returned"] is True
+    assert r1["bytearray"] == payload
+    assert r1["bytearray_returned"] is True  # recv into a bytearray fills it in place and returns it
+    assert r1["from_bytes"] == payload
+    assert r0["answer"] == b"ack!"
+    assert r0["answer_is_same_object"] is True
+
+
+def test_recv_into_immutable_bytes_never_returns_untouched_zeros(pool):
+    _, r1 = pool.run(compat_tasks.recv_into_immutable_bytes, timeout=TIMEOUT)
+    how, value = r1["outcome"]
+    if how == "refused":
+        assert value == "invalid_argument"
+        assert r1["after_refusal"] == b"ABCD"
+    else:
+        assert value == b"ABCD", "recv into immutable bytes silently returned the untouched buffer"
+
+
+def test_kv_cache_stand_in_rejects_a_backend_without_p2p():
+    class NoP2P:
+        def get_rank(self):
+            return 0
+
+    with pytest.raises(TypeError, match="send"):
+        compat_tasks.KVTransferEngineStandIn(NoP2P())
+
+
+def test_seed_comm_group_and_collective_ops(pool):
+    r0, r1 = pool.run(compat_tasks.seed_comm_group_collective_ops, timeout=TIMEOUT)
+    assert (r0["rank"], r1["rank"]) == (0, 1)
+    for r in (r0, r1):
+        assert r["world_size"] == 2
+        assert r["group_id"] == "world"
+        assert r["backend"] == "gloo"
+        assert r["same_group_again"] is True
+        assert r["all_reduce"] == [3.0, 6.0]
+        assert r["all_reduce_max"] == [6.0]
+        assert r["all_gather"] == [[0.0], [1.0]]
+        assert r["all_reduce_no_group"] == [1.0]
+        assert r["info"] == ("world", 2, [0, 1], "gloo")
+
+
+def test_init_process_group_without_arguments_reads_torchrun_env(pool):
+    results = pool.run(compat_tasks.torchrun_env_init, timeout=TIMEOUT)
+    for rank, r in enumerate(results):
+        env = r["env"]
+        assert env["RANK"] == str(rank) and env["LOCAL_RANK"] == str(rank) and env["WORLD_SIZE"] == "2"
+        assert r["rank"] == r["get_rank"] == rank
+        assert r["world_size"] == r["get_world_size"] == 2
+        assert r["local_rank"] == rank
+        assert r["master_addr"] == env["MASTER_ADDR"] == "127.0.0.1"
+        assert r["master_port"] == int(env["MASTER_PORT"]) == pool.port
+        assert r["sum"] == 2.0
+
+
+def test_topology_discover_on_each_rank(pool):
+    results = pool.run(compat_tasks.topology_view, timeout=TIMEOUT)
+    hostname = socket.gethostname()
+    for r in results:
+        assert r["is_descriptor"] is True
+        assert r["hostname"] == r["meta_hostname"] == hostname
+        assert r["num_nodes"] == 1
+        assert r["backend"] == "gloo"  # no GPU here
+        assert r["cpu_count"] == (os.cpu_count() or 1)
+    assert results[0]["node_id"] == results[1]["node_id"]  # same host, same node id
+
+
+def test_pool_survives_many_tasks_back_to_back(pool):
+    # init/destroy several times on the same rendezvous port: callers re-create backends between phases
+    for _ in range(3):
+        r0, r1 = pool.run(compat_tasks.core_all_reduce_spellings, timeout=TIMEOUT)
+        assert r0["str_sum"] == r1["str_sum"] == [3.0, 30.0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# single-process checks
+# ----------------------------------------------------------------------------------------------------------
+def test_topology_discover_here():
+    from sagellm_protocol import CommTopologyDescriptor
+
+    from sagellm_comm import Topology
+
+    topo = Topology.discover()
+    assert topo.hostname == socket.gethostname()
+    assert topo.cpu_count >= 1
+    assert topo.devices == []  # CPU-only machine: torch sees no accelerator
+    assert topo.accelerator_reason
+    desc = topo.to_descriptor()
+    assert isinstance(desc, CommTopologyDescriptor)
+    assert desc.gpus_per_node >= 1 and desc.num_nodes == 1
+
+
+def test_auto_selects_gloo_on_a_cpu_machine():
+    from sagellm_comm import get_comm_backend
+    from sagellm_comm_gloo import GlooBackend
+
+    comm = get_comm_backend("auto")
+    assert isinstance(comm, GlooBackend)
+    assert comm.name == "gloo"
+    assert not comm.is_initialized
+    assert isinstance(get_comm_backend(), GlooBackend)  # None means auto too
+
+
+def test_unknown_backend_name_lists_known_names():
+    from sagellm_comm import BackendNotSupportedError, CommBackend, get_comm_backend
+
+    with pytest.raises(BackendNotSupportedError) as info:
+        get_comm_backend("nccl-does-not-exist")
+    assert info.value.code is ErrorCode.COMM_BACKEND_NOT_SUPPORTED
+    assert "nccl-does-not-exist" in str(info.value)
+    assert "known backends:" in str(info.value) and "gloo" in str(info.value)
+    with pytest.raises(BackendNotSupportedError) as info:
+        CommBackend.create("nope")
+    assert info.value.code is ErrorCode.COMM_BACKEND_NOT_SUPPORTED
+    assert "gloo" in info.value.message
