@@ -15,6 +15,7 @@ import pytest
 from sagellm_protocol.errors import ErrorCode
 
 from sagellm_comm.launch import RankPool
+from sagellm_comm.testing.runner import PoolCache
 
 pytestmark = pytest.mark.multirank
 
@@ -22,23 +23,16 @@ TIMEOUT = 60.0
 
 
 @pytest.fixture(scope="module")
-def _pool_holder():
-    holder: dict[str, RankPool] = {}
-    yield holder
-    pool = holder.pop("pool", None)
-    if pool is not None:
-        pool.close()
+def pools():
+    cache = PoolCache()
+    yield cache
+    cache.close()
 
 
 @pytest.fixture
-def pool(_pool_holder) -> RankPool:
+def pool(pools: PoolCache) -> RankPool:
     """One 2-rank pool for the whole module; replaced only if an earlier failure tore it down."""
-    current = _pool_holder.get("pool")
-    if current is not None and current.broken:
-        current.close()
-        current = None
-    if current is None:
-        current = _pool_holder["pool"] = RankPool(2)
+    current = pools.get(2)
     current.run(compat_tasks.reset, timeout=TIMEOUT)
     return current
 

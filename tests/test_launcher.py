@@ -10,6 +10,7 @@ from sagellm_protocol.errors import ErrorCode
 
 from sagellm_comm.errors import InvalidArgumentError, RankMismatchError
 from sagellm_comm.launch import RankDeadlineError, RankFailedError, RankPool, launch
+from sagellm_comm.testing.runner import PoolCache
 
 pytestmark = pytest.mark.multirank
 
@@ -22,23 +23,16 @@ def _all_dead(pool: RankPool) -> bool:
 
 
 @pytest.fixture(scope="module")
-def _pool_holder():
-    holder: dict[str, RankPool] = {}
-    yield holder
-    pool = holder.pop("pool", None)
-    if pool is not None:
-        pool.close()
+def pools():
+    cache = PoolCache()
+    yield cache
+    cache.close()
 
 
 @pytest.fixture
-def pool(_pool_holder) -> RankPool:
+def pool(pools: PoolCache) -> RankPool:
     """A 2-rank pool shared by this module's tests, replaced once a test tore it down (spawning costs)."""
-    current = _pool_holder.get("pool")
-    if current is None or current.broken:
-        if current is not None:
-            current.close()
-        current = _pool_holder["pool"] = RankPool(2)
-    return current
+    return pools.get(2)
 
 
 def test_results_in_rank_order_and_pool_reuse(pool):
