@@ -22,13 +22,6 @@ pytestmark = pytest.mark.multirank
 TIMEOUT = 60.0
 
 
-@pytest.fixture(scope="module")
-def pools():
-    cache = PoolCache()
-    yield cache
-    cache.close()
-
-
 @pytest.fixture
 def pool(pools: PoolCache) -> RankPool:
     """One 2-rank pool for the whole module; replaced only if an earlier failure tore it down."""

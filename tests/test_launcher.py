@@ -22,13 +22,6 @@ def _all_dead(pool: RankPool) -> bool:
     return all(not p.is_alive() for p in pool._procs)
 
 
-@pytest.fixture(scope="module")
-def pools():
-    cache = PoolCache()
-    yield cache
-    cache.close()
-
-
 @pytest.fixture
 def pool(pools: PoolCache) -> RankPool:
     """A 2-rank pool shared by this module's tests, replaced once a test tore it down (spawning costs)."""
