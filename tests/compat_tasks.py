@@ -31,7 +31,7 @@ def reset() -> bool:
     return True
 
 
-def core_all_reduce_spellings() -> dict:
+def core_all_reduce_spellings(name: str = "gloo") -> dict:
     """sagellm-core: get_comm_backend + init_process_group(world_size=, rank=) + all_reduce, every op form."""
     from sagellm_comm import CollectiveOps, CommBackend, CommGroup, ReduceOp, Topology, get_comm_backend
     from sagellm_comm.backend import CommBackend as CommBackendFromBackend
@@ -41,7 +41,7 @@ def core_all_reduce_spellings() -> dict:
     assert CollectiveOps is not None and CommGroup is not None and Topology is not None
 
     R, W = _rank_and_world()
-    comm = get_comm_backend("gloo")
+    comm = get_comm_backend(name)
     try:
         comm.init_process_group(world_size=W, rank=R)
         out = {"rank": comm.get_rank(), "world_size": comm.get_world_size(), "name": comm.name}
@@ -66,13 +66,13 @@ def core_all_reduce_spellings() -> dict:
         comm.destroy()
 
 
-def seed_create_init_broadcast_all_gather() -> dict:
-    """Seed API: CommBackend.create("gloo") + backend.init(rank=, world_size=, master_addr=, master_port=)."""
+def seed_create_init_broadcast_all_gather(name: str = "gloo") -> dict:
+    """Seed API: CommBackend.create("gloo") (or the backend under test) + backend.init(rank=, world_size=, master_addr=, master_port=)."""
     from sagellm_comm import CommBackend
 
     R, _ = _rank_and_world()
     port = int(os.environ["MASTER_PORT"])
-    backend = CommBackend.create("gloo")
+    backend = CommBackend.create(name)
     try:
         group = backend.init(rank=R, world_size=2, master_addr="127.0.0.1", master_port=port)
         out = {"rank": backend.get_rank(), "world_size": backend.get_world_size(),
@@ -91,12 +91,12 @@ def seed_create_init_broadcast_all_gather() -> dict:
         backend.destroy()
 
 
-def core_pd_separation(num_layers: int) -> dict:
+def core_pd_separation(num_layers: int, name: str = "gloo") -> dict:
     """sagellm-core PD separation: the prefill rank 0 sends K then V of each layer to the decode rank 1."""
     from sagellm_comm import get_comm_backend
 
     R, W = _rank_and_world()
-    comm = get_comm_backend("gloo")
+    comm = get_comm_backend(name)
     try:
         comm.init_process_group(world_size=W, rank=R)
         shape = (2, 3, 4)  # (heads, tokens, head_dim)
@@ -143,11 +143,11 @@ class KVTransferEngineStandIn:
         return self.comm_backend.recv(tensor, src_rank)
 
 
-def kv_cache_transfer() -> dict:
+def kv_cache_transfer(name: str = "gloo") -> dict:
     from sagellm_comm import get_comm_backend
 
     R, W = _rank_and_world()
-    comm_backend = get_comm_backend("gloo")
+    comm_backend = get_comm_backend(name)
     try:
         comm_backend.init_process_group(world_size=W, rank=R)
         engine = KVTransferEngineStandIn(comm_backend)
@@ -180,13 +180,13 @@ def kv_cache_transfer() -> dict:
         comm_backend.destroy()
 
 
-def recv_into_immutable_bytes() -> dict:
+def recv_into_immutable_bytes(name: str = "gloo") -> dict:
     """recv into ``bytes`` cannot fill them in place: it must be refused before any communication or hand the
     received data back, never return the untouched zeros as if they had been received."""
     from sagellm_comm import InvalidArgumentError, get_comm_backend
 
     R, W = _rank_and_world()
-    comm = get_comm_backend("gloo")
+    comm = get_comm_backend(name)
     try:
         comm.init_process_group(world_size=W, rank=R)
         out: dict = {}
@@ -236,11 +236,11 @@ def seed_comm_group_collective_ops() -> dict:
         group.backend.destroy()
 
 
-def torchrun_env_init() -> dict:
+def torchrun_env_init(name: str = "gloo") -> dict:
     """init_process_group() with no arguments reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT."""
     from sagellm_comm import get_comm_backend
 
-    comm = get_comm_backend("gloo")
+    comm = get_comm_backend(name)
     try:
         comm.init_process_group()
         rdzv = comm.rendezvous

@@ -1,8 +1,28 @@
-"""Shared fixtures: one rank pool per world size and test module (spawning ranks costs seconds)."""
+"""Shared fixtures: one rank pool per world size and test module (spawning ranks costs seconds).
+
+The ``cxl`` backend needs CXL memory given by a path. This machine has none, so unless SAGELLM_COMM_CXL_PATH is
+already set, a directory on tmpfs (/dev/shm) stands in for a CXL-backed mount for the whole session; rank
+processes inherit the variable. It is set at import time because the conformance suite picks its backends
+(every available one) while tests are collected.
+"""
+
+import os
+import shutil
+import tempfile
 
 import pytest
 
 from sagellm_comm.testing.runner import PoolCache
+
+_CXL_STAND_IN = None
+if not os.environ.get("SAGELLM_COMM_CXL_PATH") and os.path.isdir("/dev/shm"):
+    _CXL_STAND_IN = tempfile.mkdtemp(prefix="sagellm-cxl-standin-", dir="/dev/shm")
+    os.environ["SAGELLM_COMM_CXL_PATH"] = _CXL_STAND_IN
+
+
+def pytest_unconfigure(config):
+    if _CXL_STAND_IN:
+        shutil.rmtree(_CXL_STAND_IN, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The exact spellings sagellm-comm's real callers use, exercised on 2 real ranks with the gloo backend.
+"""The exact spellings sagellm-comm's real callers use, exercised on 2 real ranks with every installed CPU backend
+that names can select (gloo, shm).
 
 Callers: sagellm-core (get_comm_backend / init_process_group / all_reduce with CommOp, PD-separation
 send/recv), sagellm-kv-cache (KVTransferEngine's duck-typed send/recv, bytes payloads) and the seed API
@@ -20,6 +21,29 @@ from sagellm_comm.testing.runner import PoolCache
 pytestmark = pytest.mark.multirank
 
 TIMEOUT = 60.0
+CALLER_BACKENDS = ("gloo", "shm")
+
+
+def _available(name: str) -> bool:
+    from sagellm_comm import is_comm_backend_available
+
+    return is_comm_backend_available(name)
+
+
+@pytest.fixture(params=CALLER_BACKENDS)
+def backend_name(request) -> str:
+    if not _available(request.param):
+        pytest.skip(f"backend {request.param} is not installed/available in this environment")
+    return request.param
+
+
+def _protocol_name(name: str) -> str:
+    from sagellm_protocol import CommBackendType
+
+    try:
+        return CommBackendType(name).value
+    except ValueError:
+        return CommBackendType.CUSTOM.value
 
 
 @pytest.fixture
@@ -35,12 +59,12 @@ def test_rank_functions_are_importable_in_spawned_ranks(pool):
     assert pool.run(compat_tasks.reset, timeout=TIMEOUT) == [True, True]
 
 
-def test_core_get_comm_backend_and_all_reduce_op_spellings(pool):
-    r0, r1 = pool.run(compat_tasks.core_all_reduce_spellings, timeout=TIMEOUT)
+def test_core_get_comm_backend_and_all_reduce_op_spellings(pool, backend_name):
+    r0, r1 = pool.run(compat_tasks.core_all_reduce_spellings, backend_name, timeout=TIMEOUT)
     assert (r0["rank"], r1["rank"]) == (0, 1)
     for r in (r0, r1):
         assert r["world_size"] == 2
-        assert r["name"] == "gloo"
+        assert r["name"] == backend_name
         assert r["returns_tensor"] is True
         assert r["str_sum"] == [3.0, 30.0]
         assert r["commop_sum"] == [5.0, 5.0, 5.0]
@@ -49,8 +73,8 @@ def test_core_get_comm_backend_and_all_reduce_op_spellings(pool):
         assert r["default_int_sum"] == [3]
 
 
-def test_seed_create_init_broadcast_all_gather(pool):
-    r0, r1 = pool.run(compat_tasks.seed_create_init_broadcast_all_gather, timeout=TIMEOUT)
+def test_seed_create_init_broadcast_all_gather(pool, backend_name):
+    r0, r1 = pool.run(compat_tasks.seed_create_init_broadcast_all_gather, backend_name, timeout=TIMEOUT)
     assert (r0["rank"], r1["rank"]) == (0, 1)
     for r in (r0, r1):
         assert r["world_size"] == 2 and r["group_size"] == 2
@@ -61,15 +85,15 @@ def test_seed_create_init_broadcast_all_gather(pool):
         assert r["all_gather"] == [[0, 1], [10, 11]]
 
 
-def test_core_pd_separation_send_recv_per_layer(pool):
+def test_core_pd_separation_send_recv_per_layer(pool, backend_name):
     num_layers = 6
-    r0, r1 = pool.run(compat_tasks.core_pd_separation, num_layers, timeout=TIMEOUT)
+    r0, r1 = pool.run(compat_tasks.core_pd_separation, num_layers, backend_name, timeout=TIMEOUT)
     assert r0 == {"rank": 0, "layers_ok": []}
     assert r1 == {"rank": 1, "layers_ok": [True] * num_layers}
 
 
-def test_kv_cache_transfer_engine_tensor_and_bytes(pool):
-    r0, r1 = pool.run(compat_tasks.kv_cache_transfer, timeout=TIMEOUT)
+def test_kv_cache_transfer_engine_tensor_and_bytes(pool, backend_name):
+    r0, r1 = pool.run(compat_tasks.kv_cache_transfer, backend_name, timeout=TIMEOUT)
     payload = bytes(range(7)) * 3
     assert r1["tensor"] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
     assert r1["tensor_returned"] is True
@@ -80,8 +104,8 @@ def test_kv_cache_transfer_engine_tensor_and_bytes(pool):
     assert r0["answer_is_same_object"] is True
 
 
-def test_recv_into_immutable_bytes_never_returns_untouched_zeros(pool):
-    _, r1 = pool.run(compat_tasks.recv_into_immutable_bytes, timeout=TIMEOUT)
+def test_recv_into_immutable_bytes_never_returns_untouched_zeros(pool, backend_name):
+    _, r1 = pool.run(compat_tasks.recv_into_immutable_bytes, backend_name, timeout=TIMEOUT)
     how, value = r1["outcome"]
     if how == "refused":
         assert value == "invalid_argument"
@@ -100,22 +124,25 @@ def test_kv_cache_stand_in_rejects_a_backend_without_p2p():
 
 
 def test_seed_comm_group_and_collective_ops(pool):
+    from sagellm_comm.registry import select_backend_name
+
+    auto = select_backend_name("cpu")  # CommGroup.create() with no backend picks the best available one
     r0, r1 = pool.run(compat_tasks.seed_comm_group_collective_ops, timeout=TIMEOUT)
     assert (r0["rank"], r1["rank"]) == (0, 1)
     for r in (r0, r1):
         assert r["world_size"] == 2
         assert r["group_id"] == "world"
-        assert r["backend"] == "gloo"
+        assert r["backend"] == auto
         assert r["same_group_again"] is True
         assert r["all_reduce"] == [3.0, 6.0]
         assert r["all_reduce_max"] == [6.0]
         assert r["all_gather"] == [[0.0], [1.0]]
         assert r["all_reduce_no_group"] == [1.0]
-        assert r["info"] == ("world", 2, [0, 1], "gloo")
+        assert r["info"] == ("world", 2, [0, 1], _protocol_name(auto))
 
 
-def test_init_process_group_without_arguments_reads_torchrun_env(pool):
-    results = pool.run(compat_tasks.torchrun_env_init, timeout=TIMEOUT)
+def test_init_process_group_without_arguments_reads_torchrun_env(pool, backend_name):
+    results = pool.run(compat_tasks.torchrun_env_init, backend_name, timeout=TIMEOUT)
     for rank, r in enumerate(results):
         env = r["env"]
         assert env["RANK"] == str(rank) and env["LOCAL_RANK"] == str(rank) and env["WORLD_SIZE"] == "2"
@@ -139,10 +166,10 @@ def test_topology_discover_on_each_rank(pool):
     assert results[0]["node_id"] == results[1]["node_id"]  # same host, same node id
 
 
-def test_pool_survives_many_tasks_back_to_back(pool):
+def test_pool_survives_many_tasks_back_to_back(pool, backend_name):
     # init/destroy several times on the same rendezvous port: callers re-create backends between phases
     for _ in range(3):
-        r0, r1 = pool.run(compat_tasks.core_all_reduce_spellings, timeout=TIMEOUT)
+        r0, r1 = pool.run(compat_tasks.core_all_reduce_spellings, backend_name, timeout=TIMEOUT)
         assert r0["str_sum"] == r1["str_sum"] == [3.0, 30.0]
 
 
@@ -164,26 +191,27 @@ def test_topology_discover_here():
     assert desc.gpus_per_node >= 1 and desc.num_nodes == 1
 
 
-def test_auto_selects_gloo_on_a_cpu_machine():
+def test_auto_selects_the_best_cpu_backend_installed():
+    """shm (priority 20) when the memory plugin is installed and the ranks are on one host, else gloo (10)."""
     from sagellm_comm import get_comm_backend
-    from sagellm_comm_gloo import GlooBackend
 
+    expected = "shm" if _available("shm") else "gloo"
     comm = get_comm_backend("auto")
-    assert isinstance(comm, GlooBackend)
-    assert comm.name == "gloo"
+    assert comm.name == expected
     assert not comm.is_initialized
-    assert isinstance(get_comm_backend(), GlooBackend)  # None means auto too
+    assert get_comm_backend().name == expected  # None means auto too
 
 
 def test_unknown_backend_name_lists_known_names():
-    from sagellm_comm import BackendNotSupportedError, CommBackend, get_comm_backend
+    from sagellm_comm import BackendNotSupportedError, CommBackend, get_comm_backend, list_comm_backends
 
     with pytest.raises(BackendNotSupportedError) as info:
         get_comm_backend("nccl-does-not-exist")
     assert info.value.code is ErrorCode.COMM_BACKEND_NOT_SUPPORTED
     assert "nccl-does-not-exist" in str(info.value)
-    assert "known backends:" in str(info.value) and "gloo" in str(info.value)
+    known = [s.name for s in list_comm_backends()]
+    assert "known backends:" in str(info.value) and any(k in str(info.value) for k in known)
     with pytest.raises(BackendNotSupportedError) as info:
         CommBackend.create("nope")
     assert info.value.code is ErrorCode.COMM_BACKEND_NOT_SUPPORTED
-    assert "gloo" in info.value.message
+    assert any(k in info.value.message for k in known)

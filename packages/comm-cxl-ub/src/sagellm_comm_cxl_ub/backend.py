@@ -1,0 +1,328 @@
+"""``MemoryBackend``: the contract over :class:`~sagellm_comm_cxl_ub.engine.RegionEngine`, one region per group.
+
+Subclasses only say where regions come from (``_provider``): ``shm`` (POSIX shared memory), ``cxl`` (CXL-backed
+memory), ``ub`` (a UB segment). Group setup: group rank 0 makes a region under a fresh random key and publishes
+its handle through the rendezvous store; the others map it, check its header, record their pid; the last rank to
+map it removes its name, so from then on only the mappings keep it alive and a crash leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from sagellm_protocol import ReduceOp
+
+from sagellm_comm.backend import CommBackend
+from sagellm_comm.capabilities import ALL_OPS, FLOAT_DTYPES, INT_DTYPES, Capabilities
+from sagellm_comm.errors import BackendNotSupportedError, CommTimeoutError, GroupInvalidError
+from sagellm_comm.group import CommGroup
+from sagellm_comm.rendezvous import Rendezvous
+from sagellm_comm_cxl_ub.config import MemoryConfig
+from sagellm_comm_cxl_ub.engine import RegionEngine
+from sagellm_comm_cxl_ub.layout import MAGIC, VERSION, Layout
+from sagellm_comm_cxl_ub.p2p import P2PEngine, P2PWork
+from sagellm_comm_cxl_ub.regions.base import Region, RegionProvider
+from sagellm_comm_cxl_ub.sync import StepCounters
+
+__all__ = ["GroupState", "MemoryBackend"]
+
+
+def _host_identity() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+@dataclass
+class GroupState:
+    region: Region
+    layout: Layout
+    engine: RegionEngine
+    p2p: P2PEngine
+    counters: StepCounters
+
+    def close(self) -> None:
+        self.p2p.close()
+        self.counters.release()
+        self.engine.base = None  # type: ignore[assignment]
+        self.engine._parity = []
+        self.region.close()
+
+
+class MemoryBackend(CommBackend):
+    name: ClassVar[str] = "memory"
+    capabilities = Capabilities(
+        ops=ALL_OPS,
+        dtypes=FLOAT_DTYPES | INT_DTYPES,
+        devices=frozenset({"cpu"}),
+        reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, INT_DTYPES),
+        non_contiguous=True,
+        p2p_tags=False,
+    )
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.config: MemoryConfig | None = None
+        self._provider_obj: RegionProvider | None = None
+        self._store: Any = None
+        self._states: list[GroupState] = []
+        self._index = itertools.count()
+        self._prefix = ""
+
+    # ---------------------------------------------------------------------------------------- subclass hook
+    def _provider(self, config: MemoryConfig) -> RegionProvider:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def _init(self, rendezvous: Rendezvous, options: dict[str, Any]) -> Any:
+        self.config = MemoryConfig.from_options(options)
+        provider = self._provider(self.config)
+        ok, why = provider.available()
+        if not ok:
+            raise BackendNotSupportedError(f"{self.name}: {why}")
+        self._provider_obj = provider
+        self._rank = rendezvous.rank
+        self._timeout_s = rendezvous.timeout_s
+        if rendezvous.world_size > 1:
+            from sagellm_comm_cxl_ub.rendezvous_store import open_store
+
+            self._store = open_store(rendezvous, f"sagellm_comm/{self.name}/")
+            epoch = self._store.add(f"inits/{rendezvous.rank}", 1)
+            self._prefix = f"e{epoch}/"
+        try:
+            return self._setup(tuple(range(rendezvous.world_size)), "world", rendezvous.timeout_s)
+        except BaseException:
+            self._release_all()
+            raise
+
+    def _destroy(self) -> None:
+        self._release_all()
+
+    def _release_all(self) -> None:
+        for st in self._states:
+            st.close()
+        self._states = []
+        self._store = None
+
+    def _new_group(self, ranks: tuple[int, ...], group_id: str, timeout_s: float) -> Any:
+        return self._setup(ranks, group_id, timeout_s)
+
+    # --------------------------------------------------------------------------------------- group setup
+    def _setup(self, members: tuple[int, ...], group_id: str, timeout_s: float) -> GroupState | None:
+        index = next(self._index)
+        if self._rank not in members:
+            return None
+        assert self.config is not None and self._provider_obj is not None
+        n, me = len(members), members.index(self._rank)
+        layout = Layout(n, self.config.slot_bytes, self.config.chunk_bytes)
+        provider = self._provider_obj
+        key_base = f"{self._prefix}g{index}/"
+        host_local = provider.host_local
+        if n > 1:
+            same_host = self._same_host(key_base, members, me, timeout_s)
+            if provider.host_local and not same_host:
+                raise BackendNotSupportedError(
+                    f"{self.name} joins ranks of one host only, but the ranks of group {group_id} are on several "
+                    "hosts; use gloo across hosts (or cxl with a CXL pool every host shares)")
+            host_local = same_host
+        region = self._make_region(provider, layout, key_base, members, me, index, timeout_s)
+        try:
+            pids = self._read_pids(region, layout, n)
+            mm = region.mapping
+            base = torch.frombuffer(mm, dtype=torch.uint8)[region.offset:region.offset + layout.size]
+            spin, yld = self.config.wait_budget(n if host_local else 1)
+            counters = StepCounters(mm, region.offset, [layout.step_word(r) for r in range(n)], me,
+                                    list(members), pids, host_local, spin, timeout_s, group_id, yield_s=yld)
+            engine = RegionEngine(base, layout, me, counters)
+            import ctypes
+
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset
+            p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s)
+        except BaseException:
+            region.close()
+            raise
+        state = GroupState(region, layout, engine, p2p, counters)
+        self._states.append(state)
+        return state
+
+    def _same_host(self, key_base: str, members: tuple[int, ...], me: int, timeout_s: float) -> bool:
+        ident = _host_identity()
+        self._store.set(f"{key_base}host/{me}", ident)
+        keys = [f"{key_base}host/{r}" for r in range(len(members))]
+        self._wait_keys(keys, members, timeout_s, "announce its host")
+        return all(self._store.get(k).decode() == ident for k in keys)
+
+    def _wait_keys(self, keys: list[str], members: tuple[int, ...], timeout_s: float, what: str) -> None:
+        import datetime
+
+        try:
+            self._store.wait(keys, datetime.timedelta(seconds=timeout_s))
+        except Exception as exc:  # torch raises DistStoreError / RuntimeError on timeout
+            missing = [members[i] for i, k in enumerate(keys) if not self._store.check([k])]
+            raise CommTimeoutError(
+                f"{self.name}: rank(s) {missing or '?'} did not {what} within {timeout_s:.1f}s ({exc}); they are not "
+                "running, are stuck, or use another MASTER_ADDR/MASTER_PORT", retryable=False) from exc
+
+    def _make_region(self, provider: RegionProvider, layout: Layout, key_base: str, members: tuple[int, ...],
+                     me: int, index: int, timeout_s: float) -> Region:
+        n = len(members)
+        if me == 0:
+            key = uuid.uuid4().hex
+            region = provider.create(key, layout.size, index)
+            try:
+                mm, o = region.mapping, region.offset
+                mm[o:o + layout.slots_off] = bytes(layout.slots_off)  # a reused device window starts clean
+                struct.pack_into("<QIIQQ", mm, o, MAGIC, VERSION, n, layout.slot_bytes, layout.chunk_bytes)
+                mm[o + layout.token_off:o + layout.token_off + 32] = key.encode()
+            except BaseException:
+                provider.release_name(region)
+                region.close()
+                raise
+            if n > 1:
+                self._store.set(f"{key_base}region", f"{region.handle}|{key}")
+        else:
+            self._wait_keys([f"{key_base}region"], members[:1], timeout_s, "publish the group's region")
+            handle, key = self._store.get(f"{key_base}region").decode().rsplit("|", 1)
+            region = provider.attach(handle, layout.size, index)
+            self._check_header(region, layout, n, key)
+        struct.pack_into("<q", region.mapping, region.offset + layout.pids_off + 8 * me, os.getpid())
+        if n == 1:
+            provider.release_name(region)
+            return region
+        try:
+            self._store.set(f"{key_base}mapped/{me}", "1")
+            if self._store.add(f"{key_base}mapped", 1) == n:
+                provider.release_name(region)
+            self._wait_keys([f"{key_base}mapped/{r}" for r in range(n)], members, timeout_s, "map the region")
+        except BaseException:
+            provider.release_name(region)  # nobody may be left to remove it
+            region.close()
+            raise
+        provider.release_name(region)  # idempotent: every rank makes sure the name is gone
+        return region
+
+    @staticmethod
+    def _check_header(region: Region, layout: Layout, n: int, key: str) -> None:
+        magic, version, world, slot, chunk = struct.unpack_from("<QIIQQ", region.mapping, region.offset)
+        token = bytes(region.mapping[region.offset + layout.token_off:region.offset + layout.token_off + 32])
+        if (magic, version, world, slot, chunk) != (MAGIC, VERSION, n, layout.slot_bytes, layout.chunk_bytes) \
+                or token != key.encode():
+            region.close()
+            raise GroupInvalidError(
+                f"region {region.handle} does not hold this group (header {magic:#x} v{version}, {world} ranks, slot "
+                f"{slot}, chunk {chunk}); every rank must use the same slot_bytes/chunk_bytes and region settings")
+
+    @staticmethod
+    def _read_pids(region: Region, layout: Layout, n: int) -> list[int]:
+        return list(struct.unpack_from(f"<{n}q", region.mapping, region.offset + layout.pids_off))
+
+    # ------------------------------------------------------------------------------------------- plumbing
+    @staticmethod
+    def _state(group: CommGroup) -> GroupState:
+        return group.handle  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _byte_views(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[Any]]:
+        views, backs = [], []
+        for t in tensors:
+            if t.is_contiguous():
+                views.append(t.reshape(-1).view(torch.uint8))
+            else:
+                tmp = t.contiguous()
+                views.append(tmp.reshape(-1).view(torch.uint8))
+                backs.append((t, tmp))
+        return views, backs
+
+    @staticmethod
+    def _copy_back(backs: list[Any]) -> None:
+        for t, tmp in backs:
+            t.copy_(tmp)
+
+    # ------------------------------------------------------------------------------------------ collectives
+    def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> None:
+        self._state(group).engine.all_reduce(tensor, op)
+
+    def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup,
+                    async_op: bool) -> None:
+        views, backs = self._byte_views(output)
+        self._state(group).engine.all_gather_into(views, tensor)
+        self._copy_back(backs)
+
+    def _all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup,
+                                async_op: bool) -> None:
+        self._state(group).engine.all_gather_tensor(output, tensor)
+
+    def _reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup,
+                        async_op: bool) -> None:
+        self._state(group).engine.reduce_scatter(output, input, op)
+
+    def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> None:
+        self._state(group).engine.broadcast(tensor, src)
+
+    def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup, async_op: bool) -> None:
+        self._state(group).engine.reduce(tensor, dst, op)
+
+    def _gather(self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup,
+                async_op: bool) -> None:
+        views, backs = self._byte_views(gather_list) if gather_list is not None else (None, [])
+        self._state(group).engine.gather(tensor, views, dst)
+        self._copy_back(backs)
+
+    def _scatter(self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup,
+                 async_op: bool) -> None:
+        views = self._byte_views(scatter_list)[0] if scatter_list is not None else None
+        self._state(group).engine.scatter(tensor, views, src)
+
+    def _all_to_all(self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup,
+                    async_op: bool) -> None:
+        outs, backs = self._byte_views(output)
+        ins = self._byte_views(input)[0]
+        self._state(group).engine.all_to_all(outs, ins)
+        self._copy_back(backs)
+
+    def _all_to_all_single(self, output: torch.Tensor, input: torch.Tensor, group: CommGroup,
+                           async_op: bool) -> None:
+        n = group.world_size
+        out = output if output.is_contiguous() else output.contiguous()
+        ob, ib = out.reshape(-1).view(torch.uint8), input.contiguous().reshape(-1).view(torch.uint8)
+        k = ob.numel() // n
+        self._state(group).engine.all_to_all([ob[i * k:(i + 1) * k] for i in range(n)],
+                                             [ib[i * k:(i + 1) * k] for i in range(n)])
+        if out is not output:
+            output.copy_(out)
+
+    def _barrier(self, group: CommGroup, async_op: bool, timeout: float | None) -> None:
+        self._state(group).engine.barrier(timeout)
+
+    # ------------------------------------------------------------------------------------------------ p2p
+    def _send(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> None:
+        p2p = self._state(group).p2p
+        p2p.run(p2p.post("send", dst, tensor, background=False), None)
+
+    def _recv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> None:
+        p2p = self._state(group).p2p
+        p2p.run(p2p.post("recv", src, tensor, background=False), None)
+
+    def _isend(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> P2PWork:
+        p2p = self._state(group).p2p
+        return P2PWork("send", p2p, p2p.post("send", dst, tensor, background=True))
+
+    def _irecv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> P2PWork:
+        p2p = self._state(group).p2p
+        return P2PWork("recv", p2p, p2p.post("recv", src, tensor, background=True))
+
+    # ------------------------------------------------------------------------------------------- reporting
+    def memory_bytes(self) -> int:
+        """Bytes of shared regions this process has mapped now (all groups)."""
+        return sum(st.layout.size for st in self._states)
+

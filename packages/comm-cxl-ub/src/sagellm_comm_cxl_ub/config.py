@@ -1,0 +1,108 @@
+"""Settings of the memory-semantic backends: constructor options win over ``SAGELLM_COMM_*`` environment variables.
+
+============================  =======================================  ==================================
+option / variable             meaning                                   default
+============================  =======================================  ==================================
+slot_bytes                    bytes per rank per parity for collectives  512 KiB (``SAGELLM_COMM_SHM_SLOT_BYTES``)
+chunk_bytes                   bytes per send/recv mailbox                256 KiB (``SAGELLM_COMM_SHM_CHUNK_BYTES``)
+spin_us                       how long a waiting rank spins first        50, or 0 when ranks outnumber cores
+                                                                         (``SAGELLM_COMM_SHM_SPIN_US``)
+yield_us                      then how long it polls with sched_yield    0, or 100 when ranks outnumber cores
+                                                                         (``SAGELLM_COMM_SHM_YIELD_US``)
+shm_dir                       where ``shm`` regions live                 /dev/shm (``SAGELLM_COMM_SHM_DIR``)
+cxl_path                      CXL memory: a directory, DAX device/file   unset (``SAGELLM_COMM_CXL_PATH``)
+cxl_offset                    start of this job's window in a device     0 (``SAGELLM_COMM_CXL_OFFSET``)
+ub_segment                    UB segment's mapped device node            unset (``SAGELLM_COMM_UB_SEGMENT``)
+============================  =======================================  ==================================
+
+Sizes accept units (``4M``, ``256K``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from sagellm_comm.errors import InvalidArgumentError
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_SLOT_BYTES", "MemoryConfig", "parse_bytes"]
+
+DEFAULT_SLOT_BYTES = 512 << 10  # a chunk, its slot and the peer's fit in a 2 MiB L2
+DEFAULT_CHUNK_BYTES = 256 << 10
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
+          "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
+
+
+def parse_bytes(name: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        text = str(value).strip().upper()
+        digits = text.rstrip("KMGIB")
+        try:
+            n = int(float(digits) * _UNITS[text[len(digits):].strip()])
+        except (KeyError, ValueError):
+            raise InvalidArgumentError(f"{name}={value!r} is not a size (examples: 1048576, 256K, 4M)") from None
+    if n <= 0:
+        raise InvalidArgumentError(f"{name} must be positive, got {value!r}")
+    return n
+
+
+def _opt(options: dict[str, Any], key: str, env: str, default: Any) -> Any:
+    if options.get(key) is not None:
+        return options[key]
+    raw = os.environ.get(env)
+    return raw if raw not in (None, "") else default
+
+
+def _micros(options: dict[str, Any], key: str, env: str) -> float | None:
+    raw = _opt(options, key, env, None)
+    try:
+        return None if raw is None else float(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"{key}={raw!r} is not a number of microseconds") from None
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    slot_bytes: int
+    chunk_bytes: int
+    spin_us: float | None
+    yield_us: float | None
+    shm_dir: str
+    cxl_path: str | None
+    cxl_offset: int
+    ub_segment: str | None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | None = None) -> MemoryConfig:
+        o = options or {}
+        slot = parse_bytes("slot_bytes", _opt(o, "slot_bytes", "SAGELLM_COMM_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
+        chunk = parse_bytes("chunk_bytes", _opt(o, "chunk_bytes", "SAGELLM_COMM_SHM_CHUNK_BYTES",
+                                                DEFAULT_CHUNK_BYTES))
+        spin_us = _micros(o, "spin_us", "SAGELLM_COMM_SHM_SPIN_US")
+        yield_us = _micros(o, "yield_us", "SAGELLM_COMM_SHM_YIELD_US")
+        offset = _opt(o, "cxl_offset", "SAGELLM_COMM_CXL_OFFSET", 0)
+        return cls(
+            slot_bytes=(slot + 4095) // 4096 * 4096,
+            chunk_bytes=(chunk + 127) // 128 * 128,
+            spin_us=spin_us,
+            yield_us=yield_us,
+            shm_dir=str(_opt(o, "shm_dir", "SAGELLM_COMM_SHM_DIR", "/dev/shm")),
+            cxl_path=_opt(o, "cxl_path", "SAGELLM_COMM_CXL_PATH", None),
+            cxl_offset=0 if offset in (0, "0") else parse_bytes("cxl_offset", offset),
+            ub_segment=_opt(o, "ub_segment", "SAGELLM_COMM_UB_SEGMENT", None),
+        )
+
+    def wait_budget(self, ranks_here: int) -> tuple[float, float]:
+        """(spin, yield) seconds per wait before sleeping. A rank with a core of its own spins; when this host's
+        ranks outnumber the cores we may run on, it yields its core instead, so the rank it waits for can run."""
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        crowded = ranks_here > cores
+        spin = self.spin_us if self.spin_us is not None else (0.0 if crowded else 50.0)
+        yld = self.yield_us if self.yield_us is not None else (100.0 if crowded else 0.0)
+        return max(0.0, spin) * 1e-6, max(0.0, yld) * 1e-6

@@ -1,0 +1,244 @@
+"""``RegionEngine``: every collective of the contract as loads and stores into one group's shared region.
+
+The unit of work is a *step*: a rank stores its part into its slot of the step's parity (``step % 2``), signals the
+step, waits until every rank of the group signalled it, then reads what it needs from any slot. A rank only stores
+into parity ``p`` at step ``s`` after it saw every rank reach ``s - 1``, i.e. after every rank finished reading
+step ``s - 2``, the last one that used ``p`` -- so two slots per rank (double buffering) make one synchronisation
+per step enough, and a rank copying in chunk ``k + 1`` overlaps peers still reducing chunk ``k``. Messages larger
+than a slot go through in slot-sized chunks, one step each.
+
+All-reduce has two algorithms: ``direct`` (one step per chunk: every rank reduces all ``n`` slots itself; cheapest
+in synchronisations, reads ``n`` chunks) and ``split`` (two steps per chunk: rank ``r`` reduces piece ``r`` of the
+chunk into its slot of the next parity, then everyone copies the ``n`` reduced pieces: reads ~2 chunks whatever
+``n`` is). ``direct`` is used for 2 ranks and for small chunks, ``split`` beyond.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from sagellm_protocol import ReduceOp
+
+from sagellm_comm_cxl_ub.layout import Layout
+from sagellm_comm_cxl_ub.reduce_kernels import reduce_rows
+from sagellm_comm_cxl_ub.sync import StepCounters
+
+__all__ = ["SPLIT_MIN_BYTES", "RegionEngine"]
+
+SPLIT_MIN_BYTES = 256 << 10  # all_reduce chunks at least this big use ``split`` when n > 2
+
+
+def _flat(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[], None] | None]:
+    """A contiguous 1-D view of ``t`` and, when ``t`` is not contiguous, how to copy the result back into it."""
+    if t.is_contiguous():
+        return t.view(-1), None
+    tmp = t.contiguous().view(-1)
+    return tmp, lambda: t.copy_(tmp.view_as(t))
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.uint8) if t.dtype != torch.uint8 else t
+
+
+class RegionEngine:
+    def __init__(self, base: torch.Tensor, layout: Layout, rank: int, counters: StepCounters) -> None:
+        self.base = base  # uint8 view of the whole group region
+        self.layout = layout
+        self.rank = rank
+        self.n = layout.world_size
+        self.counters = counters
+        self.step = 0
+        self.slot = layout.slot_bytes
+        self._parity = [base[layout.parity_off(p):layout.parity_off(p) + self.n * self.slot].view(self.n, self.slot)
+                        for p in (0, 1)]
+
+    # --------------------------------------------------------------------------------------------- plumbing
+    def _next(self) -> tuple[int, torch.Tensor]:
+        self.step += 1
+        return self.step, self._parity[self.step & 1]
+
+    def _sync(self, step: int, timeout_s: float | None = None) -> None:
+        self.counters.signal(step)
+        self.counters.wait_all(step, timeout_s)
+
+    def _rows(self, slots: torch.Tensor, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
+        rows = slots[:, :nbytes]
+        return rows.view(dtype) if dtype != torch.uint8 else rows
+
+    def _elems_per_chunk(self, dtype: torch.dtype, parts: int = 1) -> int:
+        return max(1, (self.slot // parts) // torch.empty((), dtype=dtype).element_size())
+
+    # -------------------------------------------------------------------------------------------- collectives
+    def barrier(self, timeout_s: float | None = None) -> None:
+        step, _ = self._next()
+        self._sync(step, timeout_s)
+
+    def all_reduce(self, tensor: torch.Tensor, op: ReduceOp) -> None:
+        flat, back = _flat(tensor)
+        numel = flat.numel()
+        per = self._elems_per_chunk(flat.dtype)
+        esize = flat.element_size()
+        use_split = self.n > 2 and min(numel, per) * esize >= SPLIT_MIN_BYTES
+        for a in range(0, max(numel, 1), per):
+            b = min(numel, a + per)
+            if use_split:
+                self._all_reduce_split(flat[a:b], op)
+            else:
+                self._all_reduce_direct(flat[a:b], op)
+        if back:
+            back()
+
+    def _all_reduce_direct(self, chunk: torch.Tensor, op: ReduceOp) -> None:
+        step, slots = self._next()
+        nbytes = chunk.numel() * chunk.element_size()
+        slots[self.rank, :nbytes].copy_(_bytes(chunk))
+        self._sync(step)
+        if nbytes:
+            reduce_rows(self._rows(slots, nbytes, chunk.dtype), op, chunk, holds=self.rank)
+
+    def _all_reduce_split(self, chunk: torch.Tensor, op: ReduceOp) -> None:
+        n, esize, numel = self.n, chunk.element_size(), chunk.numel()
+        step, slots = self._next()
+        slots[self.rank, :numel * esize].copy_(_bytes(chunk))
+        self._sync(step)
+        piece = (numel + n - 1) // n
+        lo, hi = min(numel, self.rank * piece), min(numel, (self.rank + 1) * piece)
+        step2, out_slots = self._next()
+        if hi > lo:
+            rows = self._rows(slots, numel * esize, chunk.dtype)[:, lo:hi]
+            reduce_rows(rows, op, out_slots[self.rank, :(hi - lo) * esize].view(chunk.dtype))
+        self._sync(step2)
+        for j in range(n):
+            jl, jh = min(numel, j * piece), min(numel, (j + 1) * piece)
+            if jh > jl:
+                chunk[jl:jh].copy_(out_slots[j, :(jh - jl) * esize].view(chunk.dtype))
+
+    def reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp) -> None:
+        flat, back = _flat(tensor)
+        per = self._elems_per_chunk(flat.dtype)
+        for a in range(0, max(flat.numel(), 1), per):
+            chunk = flat[a:a + per]
+            step, slots = self._next()
+            nbytes = chunk.numel() * chunk.element_size()
+            slots[self.rank, :nbytes].copy_(_bytes(chunk))
+            self._sync(step)
+            if self.rank == dst and nbytes:
+                reduce_rows(self._rows(slots, nbytes, chunk.dtype), op, chunk, holds=self.rank)
+        if back and self.rank == dst:
+            back()
+
+    def broadcast(self, tensor: torch.Tensor, src: int) -> None:
+        flat, back = _flat(tensor)
+        data = _bytes(flat)
+        for a in range(0, max(data.numel(), 1), self.slot):
+            piece = data[a:a + self.slot]
+            step, slots = self._next()
+            if self.rank == src:
+                slots[src, :piece.numel()].copy_(piece)
+            self._sync(step)
+            if self.rank != src:
+                piece.copy_(slots[src, :piece.numel()])
+        if back and self.rank != src:
+            back()
+
+    def all_gather_into(self, outputs: Sequence[torch.Tensor], tensor: torch.Tensor) -> None:
+        """``outputs[j]`` (1-D byte views, contiguous) receive rank ``j``'s ``tensor``."""
+        flat, _ = _flat(tensor)
+        data = _bytes(flat)
+        for a in range(0, max(data.numel(), 1), self.slot):
+            piece = data[a:a + self.slot]
+            k = piece.numel()
+            step, slots = self._next()
+            slots[self.rank, :k].copy_(piece)
+            self._sync(step)
+            if k:
+                for j, out in enumerate(outputs):
+                    out[a:a + k].copy_(slots[j, :k])
+
+    def all_gather_tensor(self, output: torch.Tensor, tensor: torch.Tensor) -> None:
+        """``output`` holds ``n`` blocks of ``tensor``'s size, rank-major: one strided copy per chunk."""
+        out_flat, back = _flat(output)
+        flat, _ = _flat(tensor)
+        data = _bytes(flat)
+        total = data.numel()
+        out2d = _bytes(out_flat).view(self.n, total) if total else None
+        for a in range(0, max(total, 1), self.slot):
+            piece = data[a:a + self.slot]
+            k = piece.numel()
+            step, slots = self._next()
+            slots[self.rank, :k].copy_(piece)
+            self._sync(step)
+            if k and out2d is not None:
+                out2d[:, a:a + k].copy_(slots[:, :k])
+        if back:
+            back()
+
+    def gather(self, tensor: torch.Tensor, outputs: Sequence[torch.Tensor] | None, dst: int) -> None:
+        flat, _ = _flat(tensor)
+        data = _bytes(flat)
+        for a in range(0, max(data.numel(), 1), self.slot):
+            piece = data[a:a + self.slot]
+            k = piece.numel()
+            step, slots = self._next()
+            slots[self.rank, :k].copy_(piece)
+            self._sync(step)
+            if self.rank == dst and k and outputs is not None:
+                for j, out in enumerate(outputs):
+                    out[a:a + k].copy_(slots[j, :k])
+
+    def scatter(self, tensor: torch.Tensor, inputs: Sequence[torch.Tensor] | None, src: int) -> None:
+        """Rank ``src`` stores piece ``j`` of every input in slot ``j``; rank ``j`` reads its own slot."""
+        flat, back = _flat(tensor)
+        data = _bytes(flat)
+        for a in range(0, max(data.numel(), 1), self.slot):
+            k = min(self.slot, data.numel() - a)
+            step, slots = self._next()
+            if self.rank == src and inputs is not None and k > 0:
+                for j, inp in enumerate(inputs):
+                    slots[j, :k].copy_(inp[a:a + k])
+            self._sync(step)
+            if k > 0:
+                data[a:a + k].copy_(slots[self.rank, :k])
+        if back:
+            back()
+
+    def reduce_scatter(self, output: torch.Tensor, flat_input: torch.Tensor, op: ReduceOp) -> None:
+        """``flat_input`` holds ``n`` blocks of ``output``'s size; block ``r`` reduced over ranks lands in rank
+        ``r``'s ``output``. Each step carries the same element range of all ``n`` blocks."""
+        out, back = _flat(output)
+        inp, _ = _flat(flat_input)
+        m, n, esize = out.numel(), self.n, out.element_size()
+        blocks = inp.view(n, m) if m else None
+        per = self._elems_per_chunk(out.dtype, parts=n)
+        for a in range(0, max(m, 1), per):
+            b = min(m, a + per)
+            c = b - a
+            step, slots = self._next()
+            if c and blocks is not None:
+                mine = slots[self.rank, :n * c * esize].view(out.dtype).view(n, c)
+                mine.copy_(blocks[:, a:b])
+            self._sync(step)
+            if c:
+                rows = slots[:, :n * c * esize].view(out.dtype).view(n, n, c)[:, self.rank, :]
+                reduce_rows(rows, op, out[a:b])
+        if back:
+            back()
+
+    def all_to_all(self, outputs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> None:
+        """``inputs[j]`` goes to rank ``j``, arriving in its ``outputs[rank]``; byte views, any sizes. Each step
+        carries the same byte range of every pair's message through ``n`` sub-slots of a slot."""
+        n = self.n
+        sub = self.slot // n // 64 * 64
+        longest = max([t.numel() for t in inputs] + [t.numel() for t in outputs] + [0])
+        for a in range(0, max(longest, 1), sub):
+            step, slots = self._next()
+            for j, inp in enumerate(inputs):
+                k = min(sub, inp.numel() - a)
+                if k > 0:
+                    slots[self.rank, j * sub:j * sub + k].copy_(inp[a:a + k])
+            self._sync(step)
+            for i, out in enumerate(outputs):
+                k = min(sub, out.numel() - a)
+                if k > 0:
+                    out[a:a + k].copy_(slots[i, self.rank * sub:self.rank * sub + k])

@@ -1,0 +1,93 @@
+"""Rank functions for the comm-cxl-ub tests (module-level so spawned ranks can import them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import torch
+
+from sagellm_comm import CommError, get_comm_backend
+
+
+def shm_names(directory: str = "/dev/shm") -> list[str]:
+    return sorted(n for n in os.listdir(directory) if n.startswith("sagellm-comm-"))
+
+
+def crash_mid_collective(report_path: str, victim: int = 1, nbytes: int = 4 << 20) -> str:
+    """Every rank loops large all_reduces; ``victim`` SIGKILLs itself while it is inside one. Survivors write
+    what they saw to ``report_path`` (the pool reports the victim's death, not their return values)."""
+    comm = get_comm_backend("shm")
+    comm.init_process_group(timeout=60)
+    rank = comm.get_rank()
+    t = torch.ones(nbytes // 4)
+    if rank == victim:
+        # die at a random point of the loop: almost all of the time is spent inside all_reduce
+        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+        while True:
+            comm.all_reduce(t)
+    start = time.monotonic()
+    try:
+        for _ in range(100000):
+            comm.all_reduce(t)
+            t.fill_(1.0)
+        outcome = {"error": None}
+    except CommError as exc:
+        outcome = {"error": exc.code.value, "message": exc.message, "retryable": exc.retryable}
+    outcome["seconds"] = time.monotonic() - start
+    with open(f"{report_path}.{rank}", "w") as f:
+        json.dump(outcome, f)
+    comm.destroy()
+    return "survived"
+
+
+def init_alone(timeout: float) -> dict:
+    """Rank 0 initializes; the other ranks never do (they stand for ranks that crashed before mapping)."""
+    if int(os.environ["RANK"]) != 0:
+        time.sleep(timeout + 1.0)
+        return {"skipped": True}
+    comm = get_comm_backend("shm")
+    try:
+        comm.init_process_group(timeout=timeout)
+    except CommError as exc:
+        return {"error": exc.code.value, "message": exc.message}
+    return {"error": None}
+
+
+def job_traffic(job: int, iters: int) -> dict:
+    """Steady traffic with values unique to the job: a region shared with another job would corrupt them."""
+    comm = get_comm_backend("shm")
+    comm.init_process_group()
+    rank, n = comm.get_rank(), comm.get_world_size()
+    bad = 0
+    sub = comm.create_group([0, 1])
+    try:
+        for i in range(iters):
+            size = 1000 if i % 2 else 300_000  # small and multi-chunk messages
+            t = torch.full((size,), float(job * 1000 + rank + i))
+            comm.all_reduce(t)
+            bad += int((t != float(n * (job * 1000 + i) + n * (n - 1) / 2)).sum())
+            g = torch.full((3,), float(job))
+            comm.all_reduce(g, group=sub)
+            bad += int((g != 2.0 * job).sum())
+        return {"rank": rank, "wrong": bad}
+    finally:
+        comm.destroy()
+
+
+def region_files_during_init(directory: str) -> dict:
+    """What the region directory holds right after init (nothing: names are removed once all ranks mapped)."""
+    comm = get_comm_backend("shm")
+    comm.init_process_group()
+    comm.barrier()
+    after = shm_names(directory)
+    mapped = comm.memory_bytes()
+    comm.destroy()
+    return {"after_init": after, "mapped_bytes": mapped}
+
+
+def auto_name() -> str:
+    return get_comm_backend("auto").name

@@ -1,0 +1,99 @@
+"""Multi-rank behaviour of the memory-semantic backends that the conformance suite does not cover: crashes leave
+nothing behind, independent jobs on one host never share a region, cxl over a device-like file, auto selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import memory_tasks
+import pytest
+from sagellm_protocol.errors import ErrorCode
+
+from sagellm_comm.launch import RankFailedError, RankPool
+from sagellm_comm.testing import tasks
+
+pytestmark = pytest.mark.multirank
+
+
+@pytest.fixture(autouse=True)
+def _needs_shm():
+    from sagellm_comm import is_comm_backend_available
+
+    if not is_comm_backend_available("shm"):
+        pytest.skip("shm is not available here")
+
+
+def test_killing_a_rank_mid_collective_fails_the_others_fast_and_leaves_no_segment(tmp_path):
+    before = memory_tasks.shm_names()
+    report = str(tmp_path / "report")
+    with RankPool(2) as pool, pytest.raises(RankFailedError) as info:
+        pool.run(memory_tasks.crash_mid_collective, report, timeout=120)
+    assert "rank 1" in str(info.value)
+    with open(f"{report}.0") as f:
+        seen = json.load(f)
+    assert seen["error"] == ErrorCode.COMM_COLLECTIVE_FAILED.value, seen
+    assert "rank 1" in seen["message"] and "exited" in seen["message"] and not seen["retryable"]
+    assert seen["seconds"] < 60  # found by the liveness check, not by the 60 s timeout
+    assert memory_tasks.shm_names() == before
+
+
+def test_a_rank_that_never_maps_the_region_times_out_by_name_and_leaves_no_segment():
+    before = memory_tasks.shm_names()
+    with RankPool(2) as pool:
+        r0, _ = pool.run(memory_tasks.init_alone, 2.0, timeout=60)
+    assert r0["error"] == ErrorCode.COMM_TIMEOUT.value and "[1]" in r0["message"], r0
+    assert memory_tasks.shm_names() == before
+
+
+def test_region_names_are_gone_once_every_rank_mapped_them(tmp_path):
+    with RankPool(3, env={"SAGELLM_COMM_SHM_DIR": str(tmp_path)}) as pool:
+        results = pool.run(memory_tasks.region_files_during_init, str(tmp_path), timeout=60)
+    for r in results:
+        assert r["after_init"] == [] and r["mapped_bytes"] > 0
+    assert os.listdir(tmp_path) == []
+
+
+def test_two_jobs_on_one_host_run_at_once_and_both_get_right_answers():
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def job(j: int, pool: RankPool) -> None:
+        try:
+            results[j] = pool.run(memory_tasks.job_traffic, j, 150, timeout=180)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with RankPool(2) as a, RankPool(2) as b:
+        threads = [threading.Thread(target=job, args=(j, p)) for j, p in ((1, a), (2, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(240)
+    assert not errors, errors
+    assert [r["wrong"] for j in (1, 2) for r in results[j]] == [0, 0, 0, 0]
+
+
+def test_cxl_over_a_device_like_file_windows_per_group(tmp_path):
+    """A pre-sized file stands in for a DAX device: groups get windows of it, nothing is unlinked."""
+    dev = tmp_path / "dax0.0"
+    with open(dev, "wb") as f:
+        f.truncate(64 << 20)
+    with RankPool(3, env={"SAGELLM_COMM_CXL_PATH": str(dev)}) as pool:
+        # each task checks every rank's result against a local reference and raises on a mismatch
+        assert pool.run(tasks.all_reduce, "cxl", "float32", "sum", [0, 1, 1021, 300_000]) == [4, 4, 4]
+        pool.run(tasks.broadcast, "cxl", "bfloat16")
+        assert pool.run(tasks.p2p_all_pairs, "cxl", "int64") == [0, 1, 2]
+        members = [r["members"] for r in pool.run(tasks.sub_groups, "cxl")]
+    assert members == [[0, 2], [1], [0, 2]]
+    assert dev.exists() and dev.stat().st_size == 64 << 20
+
+
+def test_auto_picks_shm_for_ranks_of_one_host_and_not_across_hosts():
+    with RankPool(2) as pool:
+        assert pool.run(memory_tasks.auto_name) == ["shm", "shm"]
+    # torchrun on 2 hosts x 1 rank: LOCAL_WORLD_SIZE < WORLD_SIZE, shm steps aside
+    with RankPool(2, env={"LOCAL_WORLD_SIZE": "1"}) as pool:
+        names = pool.run(memory_tasks.auto_name)
+    assert "shm" not in names
