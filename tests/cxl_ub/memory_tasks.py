@@ -91,3 +91,34 @@ def region_files_during_init(directory: str) -> dict:
 
 def auto_name() -> str:
     return get_comm_backend("auto").name
+
+
+def p2p_stress(messages: int) -> dict:
+    """Rank 0 streams ``messages`` isends of varying sizes (some many mailboxes long) to rank 1, which receives
+    them in order with blocking recv; then both exchange 3 MiB at once (each isend waits for the other's recv)."""
+    comm = get_comm_backend("shm")
+    comm.init_process_group()
+    rank = comm.get_rank()
+    sizes = [(i * 7919) % 200_000 + (i % 3) for i in range(messages)]
+    wrong = 0
+    try:
+        if rank == 0:
+            works = [comm.isend(torch.full((n,), float(i)), 1) for i, n in enumerate(sizes)]
+            for w in works:
+                w.wait(60)
+        elif rank == 1:
+            for i, n in enumerate(sizes):
+                buf = torch.empty(n)
+                comm.recv(buf, 0)
+                wrong += int((buf != float(i)).sum())
+        if rank < 2:
+            peer = 1 - rank
+            out = torch.arange(786_432, dtype=torch.float32) + rank
+            got = torch.empty_like(out)
+            ws = [comm.isend(out, peer), comm.irecv(got, peer)]
+            for w in ws:
+                w.wait(60)
+            wrong += int((got != torch.arange(786_432, dtype=torch.float32) + peer).sum())
+        return {"rank": rank, "wrong": wrong}
+    finally:
+        comm.destroy()

@@ -97,3 +97,8 @@ def test_auto_picks_shm_for_ranks_of_one_host_and_not_across_hosts():
     with RankPool(2, env={"LOCAL_WORLD_SIZE": "1"}) as pool:
         names = pool.run(memory_tasks.auto_name)
     assert "shm" not in names
+
+
+def test_p2p_streams_in_order_and_exchanges_large_messages_both_ways(pools):
+    results = pools.get(2).run(memory_tasks.p2p_stress, 120, timeout=180)
+    assert [r["wrong"] for r in results] == [0, 0]

@@ -165,18 +165,17 @@ class P2PEngine:
             return False
         hdr, box = self.box[(peer, self.rank, k & 1)]
         total, c, a = hdr.tolist()
+        if total == op.data.numel() and c:
+            op.data[a:a + c].copy_(box[:c])  # before the ack: the ack lets the sender reuse this mailbox
         self.n_recv[peer] = k + 1
         self.acked[(peer, self.rank)][0] = _as_int32(k + 1)
+        self._ring(peer)
         if total != op.data.numel():
-            self._ring(peer)
-            # the rest of the sender's message is drained by this receive so the channel stays aligned
             raise P2PFailedError(
                 f"group {self.group_id}: rank {self.global_ranks[peer]} sent a message of {total} bytes but rank "
                 f"{self.global_ranks[self.rank]} posted a receive of {op.data.numel()} bytes; sizes and dtypes of "
-                "matching send/recv must agree", retryable=False)
-        if c:
-            op.data[a:a + c].copy_(box[:c])
-        self._ring(peer)
+                "matching send/recv must agree; this channel is now out of step: destroy() the backend",
+                retryable=False)
         op.done_bytes, op.started = a + c, True
         return True
 
