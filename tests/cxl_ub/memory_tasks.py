@@ -122,3 +122,37 @@ def p2p_stress(messages: int) -> dict:
         return {"rank": rank, "wrong": wrong}
     finally:
         comm.destroy()
+
+
+def p2p_tags_and_sizes() -> dict:
+    """Tagged messages received in another order than sent (the early ones wait in buffers of their own), a
+    receive of the wrong size fails with both sizes named, and the channel still works afterwards."""
+    comm = get_comm_backend("shm")
+    comm.init_process_group()
+    rank = comm.get_rank()
+    out: dict = {"rank": rank}
+    try:
+        if rank == 0:
+            for tag in (5, 6, 7):
+                comm.send(torch.full((300_000,), float(tag)), 1, tag=tag)  # 1.2 MB: several mailboxes each
+            comm.send(torch.ones(10), 1)
+            comm.send(torch.full((4,), 9.0), 1)
+        elif rank == 1:
+            got = {}
+            for tag in (7, 5, 6):
+                buf = torch.empty(300_000)
+                comm.recv(buf, 0, tag=tag)
+                got[tag] = sorted(set(buf.tolist()))
+            out["got"] = got
+            try:
+                comm.recv(torch.empty(5), 0)
+                out["mismatch"] = None
+            except CommError as exc:
+                out["mismatch"] = (exc.code.value, exc.message)
+            buf = torch.empty(4)
+            comm.recv(buf, 0)
+            out["after"] = buf.tolist()
+        comm.barrier()
+        return out
+    finally:
+        comm.destroy()

@@ -102,3 +102,11 @@ def test_auto_picks_shm_for_ranks_of_one_host_and_not_across_hosts():
 def test_p2p_streams_in_order_and_exchanges_large_messages_both_ways(pools):
     results = pools.get(2).run(memory_tasks.p2p_stress, 120, timeout=180)
     assert [r["wrong"] for r in results] == [0, 0]
+
+
+def test_p2p_matches_tags_out_of_order_and_names_size_mismatches(pools):
+    _, r1 = pools.get(2).run(memory_tasks.p2p_tags_and_sizes, timeout=120)
+    assert r1["got"] == {7: [7.0], 5: [5.0], 6: [6.0]}
+    code, message = r1["mismatch"]
+    assert code == ErrorCode.COMM_P2P_FAILED.value and "40 bytes" in message and "20 bytes" in message
+    assert r1["after"] == [9.0] * 4

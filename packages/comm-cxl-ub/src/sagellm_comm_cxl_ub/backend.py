@@ -67,7 +67,6 @@ class MemoryBackend(CommBackend):
         devices=frozenset({"cpu"}),
         reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, INT_DTYPES),
         non_contiguous=True,
-        p2p_tags=False,
     )
 
     def __init__(self, **options: Any) -> None:
@@ -307,19 +306,19 @@ class MemoryBackend(CommBackend):
     # ------------------------------------------------------------------------------------------------ p2p
     def _send(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> None:
         p2p = self._state(group).p2p
-        p2p.run(p2p.post("send", dst, tensor, background=False), None)
+        p2p.run(p2p.post("send", dst, tensor, background=False, tag=tag), None)
 
     def _recv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> None:
         p2p = self._state(group).p2p
-        p2p.run(p2p.post("recv", src, tensor, background=False), None)
+        p2p.run(p2p.post("recv", src, tensor, background=False, tag=tag), None)
 
     def _isend(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> P2PWork:
         p2p = self._state(group).p2p
-        return P2PWork("send", p2p, p2p.post("send", dst, tensor, background=True))
+        return P2PWork("send", p2p, p2p.post("send", dst, tensor, background=True, tag=tag))
 
     def _irecv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> P2PWork:
         p2p = self._state(group).p2p
-        return P2PWork("recv", p2p, p2p.post("recv", src, tensor, background=True))
+        return P2PWork("recv", p2p, p2p.post("recv", src, tensor, background=True, tag=tag))
 
     # ------------------------------------------------------------------------------------------- reporting
     def memory_bytes(self) -> int:

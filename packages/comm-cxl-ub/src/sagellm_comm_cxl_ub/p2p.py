@@ -3,7 +3,9 @@
 Channel ``src -> dst`` has two mailboxes (sub-buffers) and two counters: ``sent`` (chunks written, by ``src``) and
 ``acked`` (chunks consumed, by ``dst``). ``src`` may write chunk ``k`` once ``acked >= k - 1`` (at most two chunks
 in flight), ``dst`` may read chunk ``k`` once ``sent > k``. A message is as many chunks as it needs; each chunk's
-header carries the message length, so a receive posted with the wrong size fails with both sizes named.
+header carries the message length and tag, so a receive posted with the wrong size fails with both sizes named.
+Matching follows MPI: a message goes to the earliest posted receive from that peer with its tag; a message nobody
+has asked for yet is received into a buffer of its own and handed to the first matching receive posted later.
 
 Progress is non-blocking steps over every pending operation, so a rank that sends a large message while it
 receives one (a ring exchange) moves both along. Blocking calls drive progress themselves; ``isend``/``irecv``
@@ -42,7 +44,17 @@ class _Op:
     done_bytes: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    started: bool = False
+    tag: int = 0
+
+
+@dataclass
+class _Inbound:
+    """The message currently arriving from one peer, and where its bytes go."""
+
+    tag: int
+    total: int
+    target: torch.Tensor
+    op: _Op | None  # None: nobody asked for it yet (or a size mismatch is being drained)
 
 
 class P2PEngine:
@@ -70,12 +82,15 @@ class P2PEngine:
                 if s != d:
                     for w in (0, 1):
                         off = layout.mailbox(s, d, w)
-                        hdr = np.ndarray((3,), dtype=np.int64, buffer=mapping, offset=base_off + off)  # type: ignore
+                        hdr = np.ndarray((4,), dtype=np.int64, buffer=mapping, offset=base_off + off)  # type: ignore
                         self.box[(s, d, w)] = (hdr, base_tensor[off + _HDR:off + _HDR + self.chunk])
         # chunks this rank wrote to / read from each peer so far (mirrors of its own counters)
         self.n_sent = dict.fromkeys(range(n), 0)
         self.n_recv = dict.fromkeys(range(n), 0)
-        self.queues: dict[tuple[str, int], deque[_Op]] = {}
+        self.queues: dict[tuple[str, int], deque[_Op]] = {}  # sends, per destination, in posting order
+        self.posted: dict[int, list[_Op]] = {}  # receives not yet bound to a message, per source
+        self.inbound: dict[int, _Inbound] = {}
+        self.unexpected: dict[tuple[int, int], deque[torch.Tensor]] = {}  # (source, tag) -> whole messages
         self._lock = threading.RLock()
         self._ring_count = 0
         self._thread: threading.Thread | None = None
@@ -83,7 +98,7 @@ class P2PEngine:
         self._async_pending = 0
 
     # ------------------------------------------------------------------------------------------------ posting
-    def post(self, kind: str, peer: int, tensor: torch.Tensor, background: bool) -> _Op:
+    def post(self, kind: str, peer: int, tensor: torch.Tensor, background: bool, tag: int = 0) -> _Op:
         if tensor.is_contiguous():
             data, back = tensor.view(-1).view(torch.uint8) if tensor.numel() else tensor.view(torch.uint8), None
         elif kind == "send":
@@ -91,9 +106,12 @@ class P2PEngine:
         else:
             tmp = tensor.contiguous()
             data, back = tmp.view(-1).view(torch.uint8), (lambda: tensor.copy_(tmp))
-        op = _Op(kind, peer, data.reshape(-1), back)
+        op = _Op(kind, peer, data.reshape(-1), back, tag=tag)
         with self._lock:
-            self.queues.setdefault((kind, peer), deque()).append(op)
+            if kind == "send":
+                self.queues.setdefault((kind, peer), deque()).append(op)
+            else:
+                self.posted.setdefault(peer, []).append(op)
             if background:
                 self._async_pending += 1
                 self._ensure_thread()
@@ -124,23 +142,22 @@ class P2PEngine:
             for key, q in list(self.queues.items()):
                 while q:
                     op = q[0]
-                    step = self._send_step if op.kind == "send" else self._recv_step
                     try:
-                        advanced = step(op)
+                        advanced = self._send_step(op)
                     except BaseException as exc:
-                        op.error = exc
-                        advanced = op.started = True
+                        op.error, advanced = exc, True
                         op.done_bytes = op.data.numel()
                     if not advanced:
                         break
                     moved = True
-                    if op.done_bytes >= op.data.numel() and op.started:
+                    if op.done_bytes >= op.data.numel():
                         q.popleft()
-                        if op.back is not None and op.error is None:
-                            op.back()  # type: ignore[operator]
                         op.done.set()
                 if not q:
                     del self.queues[key]
+            for peer in range(self.n):
+                if peer != self.rank:
+                    moved |= self._receive_from(peer)
         return moved
 
     def _send_step(self, op: _Op) -> bool:
@@ -152,32 +169,77 @@ class P2PEngine:
         c = min(self.chunk, op.data.numel() - a)
         if c:
             box[:c].copy_(op.data[a:a + c])
-        hdr[:] = (op.data.numel(), c, a)
+        hdr[:] = (op.data.numel(), c, a, op.tag)
         self.n_sent[peer] = k + 1
         self.sent[(self.rank, peer)][0] = _as_int32(k + 1)
         self._ring(peer)
-        op.done_bytes, op.started = a + c, True
+        op.done_bytes = a + c
         return True
 
-    def _recv_step(self, op: _Op) -> bool:
-        peer, k = op.peer, self.n_recv[op.peer]
-        if not reached(int(self.sent[(peer, self.rank)][0]), k + 1):
+    def _receive_from(self, peer: int) -> bool:
+        moved = self._match_unexpected(peer)
+        while reached(int(self.sent[(peer, self.rank)][0]), self.n_recv[peer] + 1):
+            k = self.n_recv[peer]
+            hdr, box = self.box[(peer, self.rank, k & 1)]
+            total, c, a, tag = hdr.tolist()
+            inbound = self.inbound.get(peer)
+            if inbound is None:
+                inbound = self.inbound[peer] = self._bind(peer, tag, total)
+            if c:
+                inbound.target[a:a + c].copy_(box[:c])  # before the ack: the ack lets the sender reuse the box
+            self.n_recv[peer] = k + 1
+            self.acked[(peer, self.rank)][0] = _as_int32(k + 1)
+            self._ring(peer)
+            moved = True
+            if a + c >= total:
+                del self.inbound[peer]
+                if inbound.op is not None:
+                    self._finish(inbound.op)
+                elif inbound.total >= 0:
+                    self.unexpected.setdefault((peer, tag), deque()).append(inbound.target)
+        return self._match_unexpected(peer) or moved
+
+    def _bind(self, peer: int, tag: int, total: int) -> _Inbound:
+        ops = self.posted.get(peer, [])
+        for i, op in enumerate(ops):
+            if op.tag == tag:
+                del ops[i]
+                if op.data.numel() == total:
+                    return _Inbound(tag, total, op.data, op)
+                self._fail_size(op, total)  # drain the message so the channel stays in step
+                return _Inbound(tag, -1, torch.empty(total, dtype=torch.uint8), None)
+        return _Inbound(tag, total, torch.empty(total, dtype=torch.uint8), None)
+
+    def _match_unexpected(self, peer: int) -> bool:
+        ops = self.posted.get(peer)
+        if not ops or not self.unexpected:
             return False
-        hdr, box = self.box[(peer, self.rank, k & 1)]
-        total, c, a = hdr.tolist()
-        if total == op.data.numel() and c:
-            op.data[a:a + c].copy_(box[:c])  # before the ack: the ack lets the sender reuse this mailbox
-        self.n_recv[peer] = k + 1
-        self.acked[(peer, self.rank)][0] = _as_int32(k + 1)
-        self._ring(peer)
-        if total != op.data.numel():
-            raise P2PFailedError(
-                f"group {self.group_id}: rank {self.global_ranks[peer]} sent a message of {total} bytes but rank "
-                f"{self.global_ranks[self.rank]} posted a receive of {op.data.numel()} bytes; sizes and dtypes of "
-                "matching send/recv must agree; this channel is now out of step: destroy() the backend",
-                retryable=False)
-        op.done_bytes, op.started = a + c, True
-        return True
+        moved = False
+        for op in list(ops):
+            waiting = self.unexpected.get((peer, op.tag))
+            if waiting:
+                msg = waiting.popleft()
+                ops.remove(op)
+                if msg.numel() == op.data.numel():
+                    op.data.copy_(msg)
+                    self._finish(op)
+                else:
+                    self._fail_size(op, msg.numel())
+                moved = True
+        return moved
+
+    def _finish(self, op: _Op) -> None:
+        op.done_bytes = op.data.numel()
+        if op.back is not None:
+            op.back()  # type: ignore[operator]
+        op.done.set()
+
+    def _fail_size(self, op: _Op, total: int) -> None:
+        op.error = P2PFailedError(
+            f"group {self.group_id}: rank {self.global_ranks[op.peer]} sent a message of {total} bytes (tag "
+            f"{op.tag}) but rank {self.global_ranks[self.rank]} posted a receive of {op.data.numel()} bytes; sizes "
+            "and dtypes of matching send/recv must agree", retryable=False)
+        op.done.set()
 
     def _ring(self, peer: int) -> None:
         self._ring_count += 1
@@ -205,7 +267,7 @@ class P2PEngine:
             if self.progress():
                 continue
             with self._lock:
-                idle = not self.queues
+                idle = not self.queues and not any(self.posted.values())
             futex.wait(self.bell_addrs[self.rank], bell, 0.05 if idle else SLEEP_SLICE_S)
 
     def finished_async(self) -> None:
