@@ -143,6 +143,7 @@ class MemoryBackend(CommBackend):
             counters = StepCounters(mm, region.offset, [layout.step_word(r) for r in range(n)], me,
                                     list(members), pids, host_local, spin, timeout_s, group_id, yield_s=yld)
             engine = RegionEngine(base, layout, me, counters)
+            engine.algo = self.config.allreduce
             import ctypes
 
             addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset

@@ -50,6 +50,7 @@ class RegionEngine:
         self.counters = counters
         self.step = 0
         self.slot = layout.slot_bytes
+        self.algo = "auto"  # all_reduce: "auto", "direct" or "split" (SAGELLM_COMM_SHM_ALLREDUCE)
         self._parity = [base[layout.parity_off(p):layout.parity_off(p) + self.n * self.slot].view(self.n, self.slot)
                         for p in (0, 1)]
 
@@ -79,7 +80,10 @@ class RegionEngine:
         numel = flat.numel()
         per = self._elems_per_chunk(flat.dtype)
         esize = flat.element_size()
-        use_split = self.n > 2 and min(numel, per) * esize >= SPLIT_MIN_BYTES
+        if self.algo == "auto":
+            use_split = self.n > 2 and min(numel, per) * esize >= SPLIT_MIN_BYTES
+        else:
+            use_split = self.algo == "split" and self.n > 1
         for a in range(0, max(numel, 1), per):
             b = min(numel, a + per)
             if use_split:
