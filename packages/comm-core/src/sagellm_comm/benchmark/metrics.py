@@ -2,8 +2,8 @@
 
 Bandwidths follow nccl-tests (``doc/PERFORMANCE.md``): ``algbw = bytes / time`` and
 ``busbw = algbw * factor``, where the factor turns the algorithm bandwidth into the bandwidth each link of a
-ring must sustain, so numbers are comparable across world sizes. GB means 1e9 bytes. ``bytes`` is the
-per-rank buffer size (the tensor one rank passes to the op; for all_gather, the gathered output).
+ring must sustain, so numbers are comparable across world sizes. GB means 1e9 bytes. ``bytes`` is nccl-tests'
+size S: the whole buffer (for all_gather, reduce_scatter and all_to_all: per-rank count x ranks x dtype size).
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sagellm_protocol import CollectiveOp
 
 __all__ = [
     "BUS_FACTORS",
     "DEFAULT_SIZES",
+    "MessageSize",
     "algbw_gbps",
     "bus_factor",
     "busbw_gbps",
@@ -24,6 +26,7 @@ __all__ = [
     "max_across_ranks",
     "median",
     "p99",
+    "parse_message_size",
     "parse_size",
     "percentile",
 ]
@@ -161,3 +164,32 @@ def format_size(nbytes: int) -> str:
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.3g} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class MessageSize:
+    """A requested message size: ``value`` elements of the benchmark's dtype, or ``value`` bytes."""
+
+    value: int
+    unit: str  # "elements" | "bytes"
+
+    def to_bytes(self, itemsize: int) -> int:
+        return self.value * itemsize if self.unit == "elements" else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value} elements" if self.unit == "elements" else format_size(self.value)
+
+
+def parse_message_size(value: str | int | MessageSize) -> MessageSize:
+    """The seed's ``--message-sizes``: a bare number is an element count (``1024`` = 1024 float32 = 4 KiB), a number
+    with a unit is bytes (``4K``, ``1MiB``, ``512B``). Ints (the Python API) are element counts."""
+    if isinstance(value, MessageSize):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"invalid size {value!r}")
+    if isinstance(value, int) or str(value).strip().isdigit():
+        count = int(value)
+        if count < 1:
+            raise ValueError(f"invalid size {value!r}: an element count must be at least 1")
+        return MessageSize(count, "elements")
+    return MessageSize(parse_size(value), "bytes")

@@ -1,0 +1,88 @@
+"""The pieces composite algorithms are built from: a simultaneous send/receive with a peer, local reduction of
+a received chunk, and the group an algorithm runs on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from sagellm_protocol import ReduceOp
+
+from sagellm_comm.errors import InvalidArgumentError
+from sagellm_comm.group import CommGroup
+from sagellm_comm.ops import normalize_reduce_op
+
+__all__ = ["combine_", "exchange", "finish_reduce_", "recv_from", "reduce_op_for", "send_to", "world_of"]
+
+_COMBINE: dict[ReduceOp, Callable[..., torch.Tensor]] = {
+    ReduceOp.SUM: torch.add,
+    ReduceOp.AVG: torch.add,  # summed, divided once at the end (finish_reduce_)
+    ReduceOp.PROD: torch.mul,
+    ReduceOp.MIN: torch.minimum,
+    ReduceOp.MAX: torch.maximum,
+    ReduceOp.BAND: torch.bitwise_and,
+    ReduceOp.BOR: torch.bitwise_or,
+    ReduceOp.BXOR: torch.bitwise_xor,
+}
+
+
+def world_of(comm: Any, group: CommGroup | None) -> CommGroup:
+    """``group``, or the backend's world group."""
+    return comm.world_group if group is None else group
+
+
+def reduce_op_for(op: ReduceOp | str, tensor: torch.Tensor) -> ReduceOp:
+    """The protocol ReduceOp for ``op``, refused when it cannot be applied to ``tensor``'s dtype here (composite
+    algorithms reduce with torch on this rank, so the backend's reduce table does not matter)."""
+    rop = normalize_reduce_op(op)
+    if rop is ReduceOp.AVG and not tensor.dtype.is_floating_point:
+        raise InvalidArgumentError(f"avg needs a floating-point tensor, got {tensor.dtype}")
+    if rop in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) and tensor.dtype.is_floating_point:
+        raise InvalidArgumentError(f"{rop.value} needs an integer or bool tensor, got {tensor.dtype}")
+    return rop
+
+
+def combine_(acc: torch.Tensor, other: torch.Tensor, op: ReduceOp) -> torch.Tensor:
+    """``acc = acc (op) other``, in place."""
+    return _COMBINE[op](acc, other, out=acc)
+
+
+def finish_reduce_(tensor: torch.Tensor, op: ReduceOp, world_size: int) -> torch.Tensor:
+    """AVG was summed: divide once by the number of ranks."""
+    if op is ReduceOp.AVG and world_size > 1:
+        tensor.div_(world_size)
+    return tensor
+
+
+def send_to(comm: Any, tensor: torch.Tensor, dst: int, group: CommGroup) -> None:
+    if tensor.numel():
+        comm.send(tensor, dst, group=group)
+
+
+def recv_from(comm: Any, tensor: torch.Tensor, src: int, group: CommGroup) -> None:
+    if tensor.numel():
+        comm.recv(tensor, src, group=group)
+
+
+def exchange(comm: Any, group: CommGroup, send: torch.Tensor | None, dst: int, recv: torch.Tensor | None,
+             src: int, *, send_first: bool) -> None:
+    """Send ``send`` to ``dst`` while receiving ``recv`` from ``src`` (empty tensors and None are skipped on both
+    sides, which agree on sizes). With async ops both are posted at once; a backend without them gets blocking
+    calls in the order ``send_first`` says, which the caller picks so that no cycle of ranks all wait to
+    receive."""
+    send = send if send is not None and send.numel() else None
+    recv = recv if recv is not None and recv.numel() else None
+    if comm.capabilities.async_ops:
+        works = []
+        if recv is not None:
+            works.append(comm.irecv(recv, src, group=group))
+        if send is not None:
+            works.append(comm.isend(send, dst, group=group))
+        for work in works:
+            work.wait(group.timeout_s)
+        return
+    steps = [(send, lambda t: comm.send(t, dst, group=group)), (recv, lambda t: comm.recv(t, src, group=group))]
+    for tensor, call in steps if send_first else steps[::-1]:
+        if tensor is not None:
+            call(tensor)

@@ -1,0 +1,73 @@
+"""Rank-side checks of the composite algorithms beyond the benchmark's sum: every reduce op, roots other than 0,
+non-contiguous tensors, against the conformance kit's references. Run by test_bench_algorithms.py on ranks set up
+with ``rank_setup("gloo")``."""
+
+from __future__ import annotations
+
+import torch
+from sagellm_protocol import ReduceOp
+
+from sagellm_comm.algorithms import get_algorithm
+from sagellm_comm.benchmark.rank import current_comm
+from sagellm_comm.testing.reference import check_equal, make_input, reduce_reference, tolerance
+
+CASES = [
+    (ReduceOp.SUM, torch.float32), (ReduceOp.AVG, torch.float32), (ReduceOp.MAX, torch.int32),
+    (ReduceOp.MIN, torch.float16), (ReduceOp.PROD, torch.int64), (ReduceOp.BXOR, torch.int32),
+    (ReduceOp.SUM, torch.bfloat16),
+]
+
+
+def reduce_ops(algo: str, numel: int) -> int:
+    """all_reduce with every case; reduce (tree) to the last rank. Returns the number of checks."""
+    comm = current_comm()
+    g = comm.world_group
+    n, r = g.world_size, g.rank
+    impl = get_algorithm(algo)
+    checks = 0
+    for op, dtype in CASES:
+        inputs = [make_input(i, numel, dtype, op) for i in range(n)]
+        want = reduce_reference(inputs, op, dtype)
+        t = inputs[r].clone()
+        impl.fn("all_reduce")(comm, t, op, None)
+        check_equal(f"{algo} all_reduce {op.value} {dtype}", t, want, **tolerance(dtype, op))
+        checks += 1
+        if impl.supports("reduce"):
+            t = inputs[r].clone()
+            impl.fn("reduce")(comm, t, n - 1, op, None)
+            if r == n - 1:
+                check_equal(f"{algo} reduce {op.value} {dtype} to {n - 1}", t, want, **tolerance(dtype, op))
+            checks += 1
+    return checks
+
+
+def non_contiguous(algo: str) -> int:
+    """all_reduce of a transposed (non-contiguous) tensor leaves the tensor's own view right."""
+    comm = current_comm()
+    g = comm.world_group
+    base = [make_input(i, 6 * 5, torch.float32).view(6, 5) for i in range(g.world_size)]
+    t = base[g.rank].clone().t()
+    assert not t.is_contiguous()
+    get_algorithm(algo).fn("all_reduce")(comm, t, "sum", None)
+    check_equal(f"{algo} non-contiguous", t, reduce_reference(base, ReduceOp.SUM, torch.float32).t())
+    return 1
+
+
+def sub_group(algo: str, ranks: list[int], numel: int) -> int:
+    """all_reduce (and broadcast/reduce where the algorithm has them, rooted at group rank 1) on a sub-group:
+    roots and peers are group ranks, translated to global ranks by the backend."""
+    comm = current_comm()
+    g = comm.create_group(ranks)
+    if not g.is_member:
+        return 0
+    impl = get_algorithm(algo)
+    inputs = [make_input(i, numel, torch.float32) for i in range(g.world_size)]
+    want = reduce_reference(inputs, ReduceOp.SUM, torch.float32)
+    t = inputs[g.rank].clone()
+    impl.fn("all_reduce")(comm, t, "sum", g)
+    check_equal(f"{algo} all_reduce on {ranks}", t, want)
+    if impl.supports("broadcast"):
+        t = inputs[g.rank].clone()
+        impl.fn("broadcast")(comm, t, 1, g)
+        check_equal(f"{algo} broadcast from group rank 1 on {ranks}", t, inputs[1])
+    return 1
