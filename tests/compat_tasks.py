@@ -67,7 +67,8 @@ def core_all_reduce_spellings(name: str = "gloo") -> dict:
 
 
 def seed_create_init_broadcast_all_gather(name: str = "gloo") -> dict:
-    """Seed API: CommBackend.create("gloo") (or the backend under test) + backend.init(rank=, world_size=, master_addr=, master_port=)."""
+    """Seed API: CommBackend.create("gloo") (or the backend under test) + backend.init(rank=, world_size=,
+    master_addr=, master_port=)."""
     from sagellm_comm import CommBackend
 
     R, _ = _rank_and_world()

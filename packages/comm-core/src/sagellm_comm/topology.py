@@ -1,8 +1,10 @@
-"""``Topology.discover()``: what this host looks like, enriched by plugins through a hook.
+"""``Topology.discover()``: what this host looks like, enriched by plugins through hooks.
 
 The core reports the host view only (host identity, CPU count, the devices torch sees, with the reason when there
-are none); the comm-topology plugin adds NUMA, PCIe, NICs, links and the multi-node view through
-``sagellm_comm_topology_facts``. ``to_descriptor()`` gives the protocol's ``CommTopologyDescriptor``.
+are none). A topology plugin (isagellm-comm-topology) adds NUMA, PCIe, NICs, RDMA, CXL, accelerators and their
+links through ``sagellm_comm_topology_facts``, the multi-rank view through ``sagellm_comm_topology_gather``
+(``Topology.discover(backend=...)``, a collective) and the descriptor's bandwidths through
+``sagellm_comm_topology_descriptor``. ``to_descriptor()`` gives the protocol's ``CommTopologyDescriptor``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,19 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sagellm_protocol import CommBackendType, CommTopologyDescriptor, TopologyType
 
-__all__ = ["Device", "Topology"]
+__all__ = ["TOPOLOGY_FILE_ENV", "Device", "Topology", "first_topology_hook"]
+
+# A topology JSON file that pins (replays) the topology instead of discovering it; read by topology plugins.
+TOPOLOGY_FILE_ENV = "SAGELLM_COMM_TOPOLOGY_FILE"
+
+NO_PLUGIN_NOTE = ("host-only view: install a topology plugin (pip install 'isagellm-comm[topology]') for NUMA, "
+                  "PCIe, NICs, links, the multi-node view and link profiling")
 
 
 @dataclass
@@ -55,6 +64,27 @@ def _torch_devices() -> tuple[list[Device], str]:
     return devices, "ok"
 
 
+def first_topology_hook(hook: str, *, isolate: bool, **kwargs: Any) -> tuple[str, Any] | None:
+    """(plugin name, result) of the first plugin whose ``hook`` returns non-None, or None if none does.
+
+    ``isolate``: a raising plugin is skipped with a warning (True) or its error propagates (False).
+    """
+    from sagellm_comm.registry import plugin_manager
+
+    caller = getattr(plugin_manager().pm.hook, hook)
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            result = impl.function(**kwargs)
+        except Exception as exc:
+            if not isolate:
+                raise
+            warnings.warn(f"sagellm-comm plugin {impl.plugin_name!r} failed in {hook}: {exc}", stacklevel=2)
+            continue
+        if result is not None:
+            return impl.plugin_name, result
+    return None
+
+
 @dataclass
 class Topology:
     hostname: str
@@ -65,21 +95,40 @@ class Topology:
     num_nodes: int = 1
     facts: dict[str, Any] = field(default_factory=dict)
     plugin_errors: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def discover(cls, enrich: bool = True) -> Topology:
+    def discover(cls, enrich: bool = True, *, backend: Any = None, group: Any = None) -> Topology:
+        """This host's view (plugins enrich it unless ``enrich`` is False).
+
+        With ``backend`` (an initialized ``CommBackend``) or ``group`` (a ``CommGroup``), discovery is a
+        collective: every rank of the group must call it, and a topology plugin returns the whole job's map
+        (nodes, ranks per node, links). Without such a plugin the host-only view is returned with a note.
+        """
         hostname = socket.gethostname()
         devices, reason = _torch_devices()
         topo = cls(hostname=hostname, node_id=_node_id(hostname), cpu_count=os.cpu_count() or 1,
                    devices=devices, accelerator_reason=reason)
-        if enrich:
-            from sagellm_comm.registry import plugin_manager
+        if not enrich:
+            return topo
+        from sagellm_comm.registry import plugin_manager
 
-            for plugin, result, error in plugin_manager().call_each("sagellm_comm_topology_facts", topology=topo):
-                if error is not None:
-                    topo.plugin_errors[plugin] = f"{type(error).__name__}: {error}"
-                elif result:
-                    topo.facts[plugin] = result
+        for plugin, result, error in plugin_manager().call_each("sagellm_comm_topology_facts", topology=topo):
+            if error is not None:
+                topo.plugin_errors[plugin] = f"{type(error).__name__}: {error}"
+            elif result:
+                topo.facts[plugin] = result
+        if backend is None and group is not None:
+            backend = group.backend
+        if backend is not None:
+            found = first_topology_hook("sagellm_comm_topology_gather", isolate=False, topology=topo,
+                                        backend=backend, group=group)
+            if found is None:
+                topo.notes.append(NO_PLUGIN_NOTE + " (each rank reports its own host only)")
+            else:
+                topo.facts[found[0]] = found[1]
+        if not topo.facts:
+            topo.notes.append(NO_PLUGIN_NOTE)
         return topo
 
     @property
@@ -87,8 +136,19 @@ class Topology:
         return sum(1 for d in self.devices if d.kind != "cpu")
 
     def to_descriptor(self, backend: CommBackendType | str | None = None) -> CommTopologyDescriptor:
+        """The protocol descriptor: from a topology plugin's model when one answers, else from the host view."""
+        meta = {"hostname": self.hostname, "node_id": self.node_id, "cpu_count": self.cpu_count,
+                "accelerators": self.gpus_per_node, "accelerator_reason": self.accelerator_reason,
+                "facts": self.facts}
+        key = None if backend is None else str(getattr(backend, "value", backend))
+        found = first_topology_hook("sagellm_comm_topology_descriptor", isolate=True, topology=self, backend=key)
+        if found is not None and isinstance(found[1], CommTopologyDescriptor):
+            desc = found[1]
+            return desc.model_copy(update={"metadata": {**meta, **desc.metadata, "descriptor_from": found[0]}})
         if backend is None:
-            backend = CommBackendType.NCCL if self.gpus_per_node else CommBackendType.GLOO
+            kinds = {d.kind for d in self.devices}
+            backend = (CommBackendType.HCCL if "npu" in kinds
+                       else CommBackendType.NCCL if self.gpus_per_node else CommBackendType.GLOO)
         try:
             btype = CommBackendType(backend)
         except ValueError:
@@ -96,10 +156,7 @@ class Topology:
         ttype = TopologyType.FULLY_CONNECTED if self.num_nodes == 1 else TopologyType.HYBRID
         return CommTopologyDescriptor(
             topology_type=ttype, num_nodes=self.num_nodes, gpus_per_node=max(self.gpus_per_node, 1),
-            backend=btype,
-            metadata={"hostname": self.hostname, "node_id": self.node_id, "cpu_count": self.cpu_count,
-                      "accelerators": self.gpus_per_node, "accelerator_reason": self.accelerator_reason,
-                      "facts": self.facts},
+            backend=btype, metadata=meta,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import NoReturn
 from sagellm_comm._version import __version__
 from sagellm_comm.cli.bench import add_bench_parser
 from sagellm_comm.cli.info import add_info_parser
+from sagellm_comm.cli.topology import add_topology_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_info_parser(sub)
     add_bench_parser(sub)
+    add_topology_parser(sub)
     return parser
 
 

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from sagellm_protocol import CommTopologyDescriptor
+
+    from sagellm_comm.backend import CommBackend
     from sagellm_comm.registry import BackendRegistry
     from sagellm_comm.topology import Topology
 
@@ -36,3 +39,34 @@ def sagellm_comm_topology_facts(topology: Topology) -> dict[str, Any] | None:
 @hookspec(firstresult=True)
 def sagellm_comm_select_algorithm(op: str, nbytes: int, world_size: int, backend: str) -> str | None:
     """Pick an algorithm id (e.g. ``"ring"``, ``"tree"``) for one collective call; the first non-None wins."""
+
+
+@hookspec
+def sagellm_comm_topology_gather(topology: Topology, backend: CommBackend, group: Any) -> dict[str, Any] | None:
+    """Collective: build the multi-rank view for ``Topology.discover(backend=..., group=...)``, which every rank of
+    ``group`` (None: the world) calls. Exchange this host's facts through ``backend`` and return the whole map
+    (JSON-serialisable; stored under the plugin's name in ``topology.facts``); set ``topology.num_nodes``.
+    The first plugin returning non-None wins; an error propagates (a collective must not fail silently)."""
+
+
+@hookspec
+def sagellm_comm_topology_descriptor(topology: Topology, backend: str | None) -> CommTopologyDescriptor | None:
+    """The protocol descriptor for ``topology.to_descriptor(backend)`` from the plugin's richer model (bandwidths,
+    topology type); the core adds its own metadata. The first non-None wins; an error falls back to the core's."""
+
+
+@hookspec
+def sagellm_comm_topology_tree(topology: Topology) -> Any:
+    """A rich renderable (e.g. ``rich.tree.Tree``) showing ``topology`` for ``sagellm-comm topology``; first wins."""
+
+
+@hookspec
+def sagellm_comm_topology_render(topology: Topology, path: str) -> str | None:
+    """Draw ``topology`` into an image file (format from the suffix: .png, .svg); return the path written."""
+
+
+@hookspec
+def sagellm_comm_topology_profile(topology: Topology, backend: str | None, world_size: int,
+                                  budget_s: float) -> dict[str, Any] | None:
+    """Measure link latency and bandwidth on ``world_size`` local ranks through ``backend`` (None: auto), add the
+    results to ``topology`` and return the profile; for ``sagellm-comm topology --profile``."""
