@@ -123,7 +123,6 @@ class MemoryBackend(CommBackend):
             return None
         assert self.config is not None and self._provider_obj is not None
         n, me = len(members), members.index(self._rank)
-        layout = Layout(n, self.config.slot_bytes, self.config.chunk_bytes)
         provider = self._provider_obj
         key_base = f"{self._prefix}g{index}/"
         host_local = provider.host_local
@@ -134,7 +133,9 @@ class MemoryBackend(CommBackend):
                     f"{self.name} joins ranks of one host only, but the ranks of group {group_id} are on several "
                     "hosts; use gloo across hosts (or cxl with a CXL pool every host shares)")
             host_local = same_host
-        region = self._make_region(provider, layout, key_base, members, me, index, timeout_s)
+        # group rank 0 sizes the region; the others take its layout from what it publishes
+        layout = Layout(n, self.config.slot_for(n if host_local else 1), self.config.chunk_bytes)
+        region, layout = self._make_region(provider, layout, key_base, members, me, index, timeout_s)
         try:
             pids = self._read_pids(region, layout, n)
             mm = region.mapping
@@ -174,7 +175,7 @@ class MemoryBackend(CommBackend):
                 "running, are stuck, or use another MASTER_ADDR/MASTER_PORT", retryable=False) from exc
 
     def _make_region(self, provider: RegionProvider, layout: Layout, key_base: str, members: tuple[int, ...],
-                     me: int, index: int, timeout_s: float) -> Region:
+                     me: int, index: int, timeout_s: float) -> tuple[Region, Layout]:
         n = len(members)
         if me == 0:
             key = uuid.uuid4().hex
@@ -189,16 +190,18 @@ class MemoryBackend(CommBackend):
                 region.close()
                 raise
             if n > 1:
-                self._store.set(f"{key_base}region", f"{region.handle}|{key}")
+                self._store.set(f"{key_base}region",
+                                f"{region.handle}|{key}|{layout.slot_bytes}|{layout.chunk_bytes}")
         else:
             self._wait_keys([f"{key_base}region"], members[:1], timeout_s, "publish the group's region")
-            handle, key = self._store.get(f"{key_base}region").decode().rsplit("|", 1)
+            handle, key, slot, chunk = self._store.get(f"{key_base}region").decode().rsplit("|", 3)
+            layout = Layout(n, int(slot), int(chunk))
             region = provider.attach(handle, layout.size, index)
             self._check_header(region, layout, n, key)
         struct.pack_into("<q", region.mapping, region.offset + layout.pids_off + 8 * me, os.getpid())
         if n == 1:
             provider.release_name(region)
-            return region
+            return region, layout
         try:
             self._store.set(f"{key_base}mapped/{me}", "1")
             if self._store.add(f"{key_base}mapped", 1) == n:
@@ -209,7 +212,7 @@ class MemoryBackend(CommBackend):
             region.close()
             raise
         provider.release_name(region)  # idempotent: every rank makes sure the name is gone
-        return region
+        return region, layout
 
     @staticmethod
     def _check_header(region: Region, layout: Layout, n: int, key: str) -> None:
@@ -220,7 +223,7 @@ class MemoryBackend(CommBackend):
             region.close()
             raise GroupInvalidError(
                 f"region {region.handle} does not hold this group (header {magic:#x} v{version}, {world} ranks, slot "
-                f"{slot}, chunk {chunk}); every rank must use the same slot_bytes/chunk_bytes and region settings")
+                f"{slot}, chunk {chunk}): another job overwrote it, or ranks were given different region settings")
 
     @staticmethod
     def _read_pids(region: Region, layout: Layout, n: int) -> list[int]:

@@ -67,8 +67,8 @@ class RegionEngine:
         rows = slots[:, :nbytes]
         return rows.view(dtype) if dtype != torch.uint8 else rows
 
-    def _elems_per_chunk(self, dtype: torch.dtype, parts: int = 1) -> int:
-        return max(1, (self.slot // parts) // torch.empty((), dtype=dtype).element_size())
+    def _elems_per_chunk(self, t: torch.Tensor, parts: int = 1) -> int:
+        return max(1, (self.slot // parts) // t.element_size())
 
     # -------------------------------------------------------------------------------------------- collectives
     def barrier(self, timeout_s: float | None = None) -> None:
@@ -78,7 +78,7 @@ class RegionEngine:
     def all_reduce(self, tensor: torch.Tensor, op: ReduceOp) -> None:
         flat, back = _flat(tensor)
         numel = flat.numel()
-        per = self._elems_per_chunk(flat.dtype)
+        per = self._elems_per_chunk(flat)
         esize = flat.element_size()
         if self.algo == "auto":
             use_split = self.n > 2 and min(numel, per) * esize >= SPLIT_MIN_BYTES
@@ -120,7 +120,7 @@ class RegionEngine:
 
     def reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp) -> None:
         flat, back = _flat(tensor)
-        per = self._elems_per_chunk(flat.dtype)
+        per = self._elems_per_chunk(flat)
         for a in range(0, max(flat.numel(), 1), per):
             chunk = flat[a:a + per]
             step, slots = self._next()
@@ -214,7 +214,7 @@ class RegionEngine:
         inp, _ = _flat(flat_input)
         m, n, esize = out.numel(), self.n, out.element_size()
         blocks = inp.view(n, m) if m else None
-        per = self._elems_per_chunk(out.dtype, parts=n)
+        per = self._elems_per_chunk(out, parts=n)
         for a in range(0, max(m, 1), per):
             b = min(m, a + per)
             c = b - a

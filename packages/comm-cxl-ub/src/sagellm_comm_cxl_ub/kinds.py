@@ -32,9 +32,10 @@ def _mib(n: int) -> str:
 
 
 def _memory_note(cfg: MemoryConfig) -> str:
-    two, four = Layout(2, cfg.slot_bytes, cfg.chunk_bytes).size, Layout(4, cfg.slot_bytes, cfg.chunk_bytes).size
-    return (f"region per group: {_mib(two)} at 2 ranks, {_mib(four)} at 4 (slots {_mib(cfg.slot_bytes)}, "
-            f"mailboxes {_mib(cfg.chunk_bytes)})")
+    two = Layout(2, cfg.slot_for(2), cfg.chunk_bytes).size
+    four = Layout(4, cfg.slot_for(4), cfg.chunk_bytes).size
+    return (f"region per group: {_mib(two)} at 2 ranks, {_mib(four)} at 4 on this host (slots "
+            f"{_mib(cfg.slot_for(2))} / {_mib(cfg.slot_for(4))}, mailboxes {_mib(cfg.chunk_bytes)})")
 
 
 def _engine_ok() -> tuple[bool, str]:

@@ -197,6 +197,8 @@ class P2PEngine:
                     self._finish(inbound.op)
                 elif inbound.total >= 0:
                     self.unexpected.setdefault((peer, tag), deque()).append(inbound.target)
+                    # hand it out now: the next message must not be bound to a receive posted for this one
+                    self._match_unexpected(peer)
         return self._match_unexpected(peer) or moved
 
     def _bind(self, peer: int, tag: int, total: int) -> _Inbound:
