@@ -158,3 +158,10 @@ def p2p_tags_and_sizes() -> dict:
         return out
     finally:
         comm.destroy()
+
+
+def device_windows(name: str) -> list:
+    """Where each group's window of the device lies, as this rank computed it."""
+    from sagellm_comm.testing.tasks import backend_for
+
+    return sorted(backend_for(name)._provider_obj._windows.items())

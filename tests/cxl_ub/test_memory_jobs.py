@@ -86,7 +86,11 @@ def test_cxl_over_a_device_like_file_windows_per_group(tmp_path):
         pool.run(tasks.broadcast, "cxl", "bfloat16")
         assert pool.run(tasks.p2p_all_pairs, "cxl", "int64") == [0, 1, 2]
         members = [r["members"] for r in pool.run(tasks.sub_groups, "cxl")]
+        windows = pool.run(memory_tasks.device_windows, "cxl")
     assert members == [[0, 2], [1], [0, 2]]
+    # rank 1 is not in the evens group, yet must place its window where ranks 0 and 2 do, or the odds group's
+    # window would overlap it
+    assert windows[0] == windows[1] == windows[2] and len(windows[0]) == 3
     assert dev.exists() and dev.stat().st_size == 64 << 20
 
 

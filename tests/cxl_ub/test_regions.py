@@ -56,6 +56,8 @@ def test_device_windows_are_aligned_consecutive_and_bounded(tmp_path):
     dev.write_bytes(b"\0" * (8 << 20))
     prov = DeviceRegionProvider(str(dev), offset=4096)
     assert prov.available()[0]
+    for index, size in ((0, 3 << 20), (1, 1 << 20), (2, 4 << 20)):
+        prov.reserve(index, size)  # every rank reserves every group's window, member or not
     a = prov.create("ignored", 3 << 20, 0)
     b = prov.create("ignored", 1 << 20, 1)
     try:
@@ -67,7 +69,11 @@ def test_device_windows_are_aligned_consecutive_and_bounded(tmp_path):
         with pytest.raises(InvalidArgumentError, match="different order"):
             prov.attach(f"{dev}@0", 1 << 20, 1)
         with pytest.raises(InvalidArgumentError, match="holds"):
-            prov.create("ignored", 4 << 20, 2)
+            prov.create("ignored", 4 << 20, 2)  # its window would end past the device
+        with pytest.raises(InvalidArgumentError, match="window"):
+            prov.create("ignored", 2 << 20, 1)  # more than was reserved
+        with pytest.raises(InvalidArgumentError, match="reserve"):
+            prov.create("ignored", 1 << 20, 3)
     finally:
         a.close()
         b.close()

@@ -119,11 +119,14 @@ class MemoryBackend(CommBackend):
     # --------------------------------------------------------------------------------------- group setup
     def _setup(self, members: tuple[int, ...], group_id: str, timeout_s: float) -> GroupState | None:
         index = next(self._index)
+        assert self.config is not None and self._provider_obj is not None
+        provider = self._provider_obj
+        n = len(members)
+        sizes = [Layout(n, slot, self.config.chunk_bytes).size for slot in self.config.slot_choices()]
+        provider.reserve(index, max(sizes))
         if self._rank not in members:
             return None
-        assert self.config is not None and self._provider_obj is not None
-        n, me = len(members), members.index(self._rank)
-        provider = self._provider_obj
+        me = members.index(self._rank)
         key_base = f"{self._prefix}g{index}/"
         host_local = provider.host_local
         if n > 1:

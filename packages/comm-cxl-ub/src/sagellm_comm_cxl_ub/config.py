@@ -117,6 +117,10 @@ class MemoryConfig:
             cores = os.cpu_count() or 1
         return ranks_here > cores
 
+    def slot_choices(self) -> tuple[int, ...]:
+        """Every slot size ``slot_for`` may pick (carved devices reserve room for the largest)."""
+        return (self.slot_bytes,) if self.slot_bytes is not None else (DEFAULT_SLOT_BYTES, CROWDED_SLOT_BYTES)
+
     def slot_for(self, ranks_here: int) -> int:
         """Slot size of a group (measured here, 16 MiB all_reduce: 2 ranks fastest with 512 KiB slots, 4 ranks on
         2 cores 1.5x faster with 2 MiB ones)."""

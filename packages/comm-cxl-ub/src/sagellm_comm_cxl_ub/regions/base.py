@@ -52,6 +52,10 @@ class RegionProvider(ABC):
     def attach(self, handle: str, size: int, index: int) -> Region:
         """Map the region group rank 0 created."""
 
+    def reserve(self, index: int, size: int) -> None:  # noqa: B027 - only carved devices need it
+        """Every rank of the world calls this for every group it creates, member or not, before ``create`` /
+        ``attach``: providers that carve one device into windows place group ``index`` here. Default: nothing."""
+
     def release_name(self, region: Region) -> None:  # noqa: B027 - providers without names keep the default
         """Remove the region's name (the mapping stays valid); idempotent. Nothing to do by default."""
 

@@ -3,8 +3,9 @@ memory bound to a CXL NUMA node, or a UB segment mapped through its driver's dev
 
 The device is not created or unlinked: the job owns it (or the window ``[offset, offset + size)`` of it) for its
 lifetime. Groups get consecutive windows in creation order; since every rank creates groups in the same order (the
-``create_group`` rule), every rank computes the same window without talking to the others. Windows are aligned to
-2 MiB, the alignment device DAX requires for ``mmap``.
+``create_group`` rule) and every rank reserves a window for every group, member or not, with a size every rank
+computes alike (the largest the group could need), every rank computes the same window without talking to the
+others. Windows are aligned to 2 MiB, the alignment device DAX requires for ``mmap``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class DeviceRegionProvider(RegionProvider):
         self.kind = kind
         self.host_local = host_local
         self._next = _align(offset)
-        self._windows: dict[int, int] = {}
+        self._windows: dict[int, tuple[int, int]] = {}  # group index -> (start, bytes)
 
     def available(self) -> tuple[bool, str]:
         if not os.path.exists(self.path):
@@ -60,11 +61,18 @@ class DeviceRegionProvider(RegionProvider):
             return False, str(exc)
         return True, f"regions are windows of {self.path} ({size >> 20} MiB from offset {self.base})"
 
+    def reserve(self, index: int, size: int) -> None:
+        if index not in self._windows:
+            self._windows[index] = (self._next, size)
+            self._next = _align(self._next + size)
+
     def _window(self, size: int, index: int) -> int:
         if index not in self._windows:
-            self._windows[index] = self._next
-            self._next = _align(self._next + size)
-        start = self._windows[index]
+            raise InvalidArgumentError(f"group {index} has no window of {self.path}: reserve() it on every rank first")
+        start, reserved = self._windows[index]
+        if size > reserved:
+            raise InvalidArgumentError(
+                f"group {index} needs {size} bytes but its window of {self.path} holds {reserved}")
         total = device_size(self.path)
         if start + size > total:
             raise InvalidArgumentError(
