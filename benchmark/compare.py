@@ -62,9 +62,11 @@ class Scale:
 
 
 def auto_scale(nbytes: int, iters: int | None = None, warmup: int | None = None) -> Scale:
-    """Blocks, calls per block and warmup calls for one size: many calls per block below 64 KiB (a call is
-    shorter than the clock and barrier noise), fewer blocks above 1 MiB (each call takes milliseconds)."""
-    calls = max(1, min(16, (64 << 10) // max(nbytes, 1)))
+    """Blocks, calls per block and warmup calls for one size: up to 64 calls per block below 4 MiB, fewer blocks
+    above 1 MiB (each call takes milliseconds). A block starts at a barrier and ranks leave a barrier up to
+    ~100 us apart on this machine (a sleeping rank's wake-up), so a block of one 25 us call would time the barrier's
+    skew, not the op: blocks are made long enough (4 MiB of traffic) for that skew to stay a few percent."""
+    calls = max(1, min(64, (4 << 20) // max(nbytes, 1)))
     blocks = iters if iters is not None else (15 if nbytes <= 1 << 20 else 9 if nbytes <= 16 << 20 else 5)
     return Scale(blocks=blocks, calls=calls, warmup=warmup if warmup is not None else max(2, 2 * calls))
 

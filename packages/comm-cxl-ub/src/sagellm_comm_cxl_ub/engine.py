@@ -80,16 +80,12 @@ class RegionEngine:
         numel = flat.numel()
         per = self._elems_per_chunk(flat)
         esize = flat.element_size()
-        if self.algo == "auto":
-            use_split = self.n > 2 and min(numel, per) * esize >= SPLIT_MIN_BYTES
-        else:
-            use_split = self.algo == "split" and self.n > 1
+        algo = self.algo
+        if algo == "auto":
+            algo = "split" if self.n > 2 and min(numel, per) * esize >= SPLIT_MIN_BYTES else "direct"
+        run = self._all_reduce_split if algo == "split" and self.n > 1 else self._all_reduce_direct
         for a in range(0, max(numel, 1), per):
-            b = min(numel, a + per)
-            if use_split:
-                self._all_reduce_split(flat[a:b], op)
-            else:
-                self._all_reduce_direct(flat[a:b], op)
+            run(flat[a:min(numel, a + per)], op)
         if back:
             back()
 
