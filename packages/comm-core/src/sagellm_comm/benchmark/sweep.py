@@ -210,7 +210,7 @@ def plan_sweep(cfg: BenchConfig, world_size: int) -> Plan:
 # ----------------------------------------------------------------------------------------------------------
 def _unit_timeout(spec: UnitSpec) -> float:
     """Generous: 60 s plus every call at 50 MB/s + 2 ms (a slow, oversubscribed host)."""
-    calls = (spec.warmup + spec.iters * spec.calls) * (2 if spec.compare else 1) + 1
+    calls = (spec.warmup + spec.iters * (spec.calls + 1)) * (2 if spec.compare else 1) + 1  # +1: lead-in call
     return 60.0 + calls * (2e-3 + spec.plan.nbytes / 50e6)
 
 

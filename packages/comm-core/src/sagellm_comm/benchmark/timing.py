@@ -1,9 +1,12 @@
 """Timing loop shared by every benchmark: several engines on the same ranks, interleaved block by block.
 
-Each block is a barrier of that engine (not timed), then ``calls`` back-to-back calls of it timed with
-``perf_counter`` (and a device synchronize at the end for accelerators). Engines alternate within and across
-blocks (A B, B A, A B, ...) so they see the same machine noise. ``calls=1`` gives per-iteration samples
-(nccl-tests' per-op time); larger ``calls`` amortise the clock and barrier for tiny messages.
+Each block is a barrier of that engine and one lead-in call (neither timed), then ``calls`` back-to-back calls of
+it timed with ``perf_counter`` (and a device synchronize at the end for accelerators). Ranks leave a barrier up to
+~100 us apart (a rank that slept in it must be woken); the lead-in call absorbs that skew, so a timed call measures
+the op, not the barrier's exit (without it a 17 us shared-memory all_reduce read as ~185 us here). Engines
+alternate within and across blocks (A B, B A, A B, ...) so they see the same machine noise. ``calls=1`` gives
+per-iteration samples (nccl-tests' per-op time); larger ``calls`` amortise the clock and barrier for tiny
+messages.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def interleaved(engines: Mapping[str, Callable[[], Any]], *, blocks: int, calls:
         for name in names if b % 2 == 0 else names[::-1]:
             fn = engines[name]
             barriers[name]()
+            fn()  # lead-in: ranks leave the barrier apart, and this call lines them up again
+            sync()
             t0 = clock()
             for _ in range(calls):
                 fn()
