@@ -144,17 +144,7 @@ class RegionEngine:
 
     def all_gather_into(self, outputs: Sequence[torch.Tensor], tensor: torch.Tensor) -> None:
         """``outputs[j]`` (1-D byte views, contiguous) receive rank ``j``'s ``tensor``."""
-        flat, _ = _flat(tensor)
-        data = _bytes(flat)
-        for a in range(0, max(data.numel(), 1), self.slot):
-            piece = data[a:a + self.slot]
-            k = piece.numel()
-            step, slots = self._next()
-            slots[self.rank, :k].copy_(piece)
-            self._sync(step)
-            if k:
-                for j, out in enumerate(outputs):
-                    out[a:a + k].copy_(slots[j, :k])
+        self._collect(tensor, outputs)
 
     def all_gather_tensor(self, output: torch.Tensor, tensor: torch.Tensor) -> None:
         """``output`` holds ``n`` blocks of ``tensor``'s size, rank-major: one strided copy per chunk."""
@@ -175,15 +165,19 @@ class RegionEngine:
             back()
 
     def gather(self, tensor: torch.Tensor, outputs: Sequence[torch.Tensor] | None, dst: int) -> None:
-        flat, _ = _flat(tensor)
-        data = _bytes(flat)
+        self._collect(tensor, outputs if self.rank == dst else None)
+
+    def _collect(self, tensor: torch.Tensor, outputs: Sequence[torch.Tensor] | None) -> None:
+        """Every rank stores ``tensor`` chunk by chunk; ranks given ``outputs`` copy rank ``j``'s into
+        ``outputs[j]`` (all ranks for all_gather, the root for gather)."""
+        data = _bytes(_flat(tensor)[0])
         for a in range(0, max(data.numel(), 1), self.slot):
             piece = data[a:a + self.slot]
             k = piece.numel()
             step, slots = self._next()
             slots[self.rank, :k].copy_(piece)
             self._sync(step)
-            if self.rank == dst and k and outputs is not None:
+            if k and outputs is not None:
                 for j, out in enumerate(outputs):
                     out[a:a + k].copy_(slots[j, :k])
 
