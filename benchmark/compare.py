@@ -119,8 +119,9 @@ def markdown(rows: Sequence[dict[str, Any]], bound: CopyBound, header: dict[str,
         f"{header['versions']['sagellm_comm']}. Backends: {', '.join(header['backends'])}; world sizes "
         f"{', '.join(map(str, header['world_sizes']))}; float32.",
         "",
-        "Method: ours and raw Gloo run on the same rank processes in alternating blocks (a barrier, then back-to-back "
-        "calls); per-call time of a block is the max over ranks; the table shows the median over blocks. "
+        "Method: ours and raw Gloo run on the same rank processes in alternating blocks (a barrier, one untimed "
+        "lead-in call, then back-to-back timed calls); per-call time of a block is the max over ranks; the table "
+        "shows the median over blocks. "
         "busbw = S / time x nccl-tests' factor. ratio = raw gloo / ours (>1: ours is faster).",
         f"Copy bound: one thread copying a {format_size(bound.nbytes)} buffer with torch, median of {bound.repeats}, "
         f"counted as {bound.counted}: {bound.gbps:.2f} GB/s.",
