@@ -92,21 +92,20 @@ def measure_pair(backend: CommBackend, leader: int, follower: int, budget_s: flo
     small, bulk = _tensor(cfg.small_bytes, dt, dev), _tensor(cfg.bulk_bytes, dt, dev)
     nbytes = bulk.numel() * bulk.element_size()
 
-    def ping() -> None:
+    def round_trip(payload: Any) -> None:
+        """``payload`` one way, a small acknowledgement back."""
         if lead:
-            backend.send(small, peer, group)
+            backend.send(payload, peer, group)
             backend.recv(small, peer, group)
         else:
-            backend.recv(small, peer, group)
+            backend.recv(payload, peer, group)
             backend.send(small, peer, group)
 
+    def ping() -> None:
+        round_trip(small)
+
     def push() -> None:
-        if lead:
-            backend.send(bulk, peer, group)
-            backend.recv(small, peer, group)
-        else:
-            backend.recv(bulk, peer, group)
-            backend.send(small, peer, group)
+        round_trip(bulk)
 
     def timed(fn: Any) -> float:
         t0 = time.perf_counter()
