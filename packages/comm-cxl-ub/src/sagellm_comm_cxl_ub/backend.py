@@ -8,6 +8,8 @@ map it removes its name, so from then on only the mappings keep it alive and a c
 
 from __future__ import annotations
 
+import ctypes
+import datetime
 import itertools
 import os
 import socket
@@ -148,8 +150,6 @@ class MemoryBackend(CommBackend):
                                     list(members), pids, host_local, spin, timeout_s, group_id, yield_s=yld)
             engine = RegionEngine(base, layout, me, counters)
             engine.algo = self.config.allreduce
-            import ctypes
-
             addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset
             p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s)
         except BaseException:
@@ -167,8 +167,6 @@ class MemoryBackend(CommBackend):
         return all(self._store.get(k).decode() == ident for k in keys)
 
     def _wait_keys(self, keys: list[str], members: tuple[int, ...], timeout_s: float, what: str) -> None:
-        import datetime
-
         try:
             self._store.wait(keys, datetime.timedelta(seconds=timeout_s))
         except Exception as exc:  # torch raises DistStoreError / RuntimeError on timeout
