@@ -47,9 +47,9 @@ def _protocol_name(name: str) -> str:
 
 
 @pytest.fixture
-def pool(pools: PoolCache) -> RankPool:
+def pool(comm_pools: PoolCache) -> RankPool:
     """One 2-rank pool for the whole module; replaced only if an earlier failure tore it down."""
-    current = pools.get(2)
+    current = comm_pools.get(2)
     current.run(compat_tasks.reset, timeout=TIMEOUT)
     return current
 

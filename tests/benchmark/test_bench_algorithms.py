@@ -18,8 +18,8 @@ COUNTS = (1, 7, 1000)
 
 
 @pytest.fixture(scope="module", params=[2, 3, 4], ids=lambda n: f"ws{n}")
-def gloo_ranks(request: pytest.FixtureRequest, pools):
-    pool = pools.get(request.param)
+def gloo_ranks(request: pytest.FixtureRequest, comm_pools):
+    pool = comm_pools.get(request.param)
     pool.run(rank_setup, "gloo")
     yield pool
     if not pool.broken:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -37,6 +37,7 @@ from sagellm_comm.errors import (
 from sagellm_comm.group import CommGroup, validate_group_ranks
 from sagellm_comm.ops import CommOp, normalize_reduce_op
 from sagellm_comm.rendezvous import Rendezvous, resolve_rendezvous
+from sagellm_comm.store import SideChannel, open_side_channel, release_side_channel
 from sagellm_comm.work import CompletedWork, Work
 
 __all__ = ["CommBackend", "CommOp", "P2POp", "ReduceOp", "active_backends"]
@@ -74,6 +75,7 @@ class CommBackend(ABC):
         self._groups: dict[str, CommGroup] = {}
         self._group_counter = itertools.count(1)
         self.rendezvous: Rendezvous | None = None
+        self._channel: SideChannel | None = None
 
     # ------------------------------------------------------------------------------------------------------
     # construction and lifecycle
@@ -98,8 +100,30 @@ class CommBackend(ABC):
 
     @property
     def device(self) -> torch.device:
-        """The device tensors for this backend should live on (set by the engine at init)."""
+        """The device this rank's tensors live on for this backend: ``cpu`` for CPU backends; for accelerator
+        backends the one local device bound to this rank at init (e.g. ``cuda:<LOCAL_RANK>``). The conformance
+        suite allocates every tensor here."""
         return torch.device("cpu")
+
+    # ------------------------------------------------------------------------------------------------------
+    # the side channel (docs/architecture.md): a namespaced store for group setup, opened by the core
+    # ------------------------------------------------------------------------------------------------------
+    @property
+    def side_channel(self) -> SideChannel:
+        """This backend initialization's namespace on the rendezvous store (after init)."""
+        self._require_world("side_channel")
+        assert self._channel is not None
+        return self._channel
+
+    def group_channel(self, group_id: str, timeout_s: float | None = None) -> SideChannel:
+        """The namespace for one group's setup (``_new_group`` uses it; every rank, member or not, gets the same
+        one for the same ``group_id``); waits are bounded by ``timeout_s`` (default: the group's, else the
+        rendezvous timeout)."""
+        if self._channel is None:
+            raise NotInitializedError(f"group_channel({group_id!r}) called before init of the {self.name} backend")
+        if timeout_s is None and group_id in self._groups:
+            timeout_s = self._groups[group_id].timeout_s
+        return self._channel.scope(f"groups/{group_id}", timeout_s)
 
     def init_process_group(
         self,
@@ -124,10 +148,20 @@ class CommBackend(ABC):
             )
         rdzv = resolve_rendezvous(world_size, rank, master_addr, master_port, timeout, init_method)
         try:
-            handle = self._init(rdzv, {**self.options, **options})
+            channel = open_side_channel(rdzv, self.name)
         except CommError:
             raise
         except Exception as exc:
+            raise self._translate_error("init_process_group", exc) from exc
+        rdzv = replace(rdzv, store=channel)
+        self._channel = channel
+        try:
+            handle = self._init(rdzv, {**self.options, **options})
+        except BaseException as exc:
+            self._channel = None
+            release_side_channel(rdzv)
+            if isinstance(exc, CommError) or not isinstance(exc, Exception):
+                raise
             raise self._translate_error("init_process_group", exc) from exc
         self.rendezvous = rdzv
         self._global_rank = rdzv.rank
@@ -160,6 +194,9 @@ class CommBackend(ABC):
             self._groups = {}
             self._world = None
             self._global_rank = -1
+            self._channel = None
+            if self.rendezvous is not None:
+                release_side_channel(self.rendezvous)
             if _ACTIVE.get(self.name) is self:
                 del _ACTIVE[self.name]
 
@@ -529,6 +566,8 @@ class CommBackend(ABC):
             work = CompletedWork(op)
         work.op = op
         work._result = result
+        if work.device is None:
+            work.device = next((a.device for a in args if isinstance(a, torch.Tensor)), self.device)
         return work
 
     def _translate_error(self, op: str, exc: BaseException) -> CommError:

@@ -32,6 +32,14 @@ class Capabilities:
     ``reduce_support`` maps each reduce op to the dtypes it can reduce; an op absent from it is not supported.
     ``non_contiguous``: True means non-contiguous tensors give a correct result; False means they are rejected with
     ``INVALID_ARGUMENT`` (both are conformant, the suite checks the declared one).
+
+    Asynchrony is two claims (see docs/streams.md):
+
+    - ``async_ops``: the backend *accepts* ``async_op=True`` and returns a :class:`~sagellm_comm.work.Work`;
+    - ``concurrent_progress``: an async op *progresses on its own* while the caller does other work (a progress
+      thread, the engine's own threads, a device stream), so it can complete before ``wait()`` is called. False means
+      the op may only run inside the call or inside ``wait()``. The conformance suite checks a True claim causally:
+      a peer's blocking op must complete while this rank, having submitted its own op, never calls the backend.
     """
 
     ops: frozenset[str]
@@ -41,12 +49,16 @@ class Capabilities:
     non_contiguous: bool = False
     sub_groups: bool = True
     async_ops: bool = True
+    concurrent_progress: bool = False
     p2p_tags: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.ops) - ALL_OPS
         if unknown:
             raise ValueError(f"unknown op names in capabilities: {sorted(unknown)}; known: {sorted(ALL_OPS)}")
+        if self.concurrent_progress and not self.async_ops:
+            raise ValueError("concurrent_progress=True needs async_ops=True: only async ops can progress in the "
+                             "background")
 
     @property
     def reduce_ops(self) -> frozenset[ReduceOp]:
@@ -85,5 +97,6 @@ class Capabilities:
             "non_contiguous": self.non_contiguous,
             "sub_groups": self.sub_groups,
             "async_ops": self.async_ops,
+            "concurrent_progress": self.concurrent_progress,
             "p2p_tags": self.p2p_tags,
         }

@@ -1,18 +1,26 @@
 """Backend registry: every backend plugins register, their availability, and selection.
 
 ``get_comm_backend(name)`` returns a new, uninitialized backend; ``"auto"``/None picks the available backend with
-the highest priority for the device (CUDA when torch sees one, else CPU, unless ``device=`` says otherwise).
+the highest priority for the device the caller names (``device="cuda:0"`` or a tensor's ``.device``; CPU when none
+is named).
+
+Registration is lazy (fsspec's registry is the model): a ``BackendSpec`` may name its factory and its availability
+probe as ``"module:attr"`` strings, imported only when a backend is created or probed, so listing backends never
+imports an engine, and a plugin whose engine needs a missing library fails at creation with its own install hint.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sagellm_comm.backend import CommBackend, active_backends
 from sagellm_comm.errors import BackendNotSupportedError, InvalidArgumentError
+from sagellm_comm.hints import hint_for_backend, hint_for_device
 from sagellm_comm.plugins.manager import PluginRecord, SagellmPluginManager
 
 __all__ = [
@@ -26,32 +34,74 @@ __all__ = [
     "plugin_manager",
     "register_comm_backend",
     "reload_plugins",
+    "resolve_object",
 ]
 
 AUTO_NAMES = frozenset({"auto", ""})
+DEFAULT_DEVICE = "cpu"
+
+
+def resolve_object(path: str) -> Any:
+    """Import ``"package.module:attr"`` (``attr`` may be dotted)."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise InvalidArgumentError(f"{path!r} is not a 'module:attribute' path")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 @dataclass(frozen=True)
 class BackendSpec:
     """How to make a backend, and whether it can run here.
 
-    ``available`` returns ``(ok, reason)``; the reason says why not (e.g. "torch has no CUDA"). ``priority`` orders
-    auto selection among available backends for the same device (higher wins).
+    ``factory`` is the backend class (or any callable returning a ``CommBackend``), or its ``"module:Class"`` path,
+    imported on first use. ``available`` (a callable or a ``"module:function"`` path) returns ``(ok, reason)``; the
+    reason says why not ("torch has no CUDA"); it must be cheap and must not import the engine. ``priority`` orders
+    auto selection among available backends for the same device (higher wins). ``install_hint`` is what to tell a
+    user when the factory cannot be imported (e.g. ``"pip install 'isagellm-comm[rdma]'"``).
     """
 
     name: str
-    factory: Callable[..., CommBackend]
+    factory: Callable[..., CommBackend] | str
     devices: frozenset[str] = frozenset({"cpu"})
     priority: int = 0
-    available: Callable[[], tuple[bool, str]] | None = None
+    available: Callable[[], tuple[bool, str]] | str | None = None
     description: str = ""
     plugin: str = "in-process"
+    install_hint: str = ""
+
+    def load(self) -> Callable[..., CommBackend]:
+        """The factory, importing it if it was given as a path; a failed import becomes
+        ``COMM_BACKEND_NOT_SUPPORTED`` with the install hint."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        try:
+            return resolve_object(self.factory)  # type: ignore[no-any-return]
+        except Exception as exc:
+            hint = self.install_hint or hint_for_backend(self.name)
+            raise BackendNotSupportedError(
+                f"backend {self.name!r} (plugin {self.plugin!r}) could not be loaded from {self.factory}: "
+                f"{type(exc).__name__}: {exc}. {hint}") from exc
+
+    def loaded_class(self) -> type | None:
+        """The factory class if it is already imported (never imports anything)."""
+        if isinstance(self.factory, type):
+            return self.factory
+        if isinstance(self.factory, str):
+            module_name, _, attr = self.factory.partition(":")
+            module = sys.modules.get(module_name)
+            obj = getattr(module, attr, None) if module is not None and "." not in attr else None
+            return obj if isinstance(obj, type) else None
+        return None
 
     def check(self) -> tuple[bool, str]:
         if self.available is None:
             return True, "ok"
         try:
-            ok, reason = self.available()
+            probe = resolve_object(self.available) if isinstance(self.available, str) else self.available
+            ok, reason = probe()
         except Exception as exc:  # an availability probe must never break listing
             return False, f"availability check raised {type(exc).__name__}: {exc}"
         return bool(ok), reason or ("ok" if ok else "unavailable")
@@ -86,9 +136,11 @@ class BackendRegistry:
             spec = BackendSpec(name=spec, factory=factory, **fields)
         if not spec.name or spec.name in AUTO_NAMES or spec.name != spec.name.strip().lower():
             raise InvalidArgumentError(f"backend name {spec.name!r} must be a non-empty lower-case name, not 'auto'")
+        if not isinstance(spec.factory, str) and not callable(spec.factory):
+            raise InvalidArgumentError(f"backend {spec.name!r}: factory must be callable or a 'module:Class' path")
         if spec.plugin == "in-process" and self._plugin != "in-process":
-            spec = BackendSpec(**{**spec.__dict__, "plugin": self._plugin})
-        spec = BackendSpec(**{**spec.__dict__, "devices": frozenset(spec.devices)})
+            spec = replace(spec, plugin=self._plugin)
+        spec = replace(spec, devices=frozenset(spec.devices))
         with self._lock:
             self._specs[spec.name] = spec
         return spec
@@ -138,8 +190,7 @@ _manager: SagellmPluginManager | None = None
 def _register_plugin(registry: BackendRegistry, manager: SagellmPluginManager) -> Callable[[str, Any], list[str]]:
     def on_loaded(name: str, plugin: Any) -> list[str]:
         with registry.registering_as(name) as scope:
-            for fn in manager.impls_of(plugin, "sagellm_comm_register_backends"):
-                fn(registry=registry)
+            manager.call_plugin(name, "sagellm_comm_register_backends", registry=registry)
         return scope.names
 
     return on_loaded
@@ -179,25 +230,28 @@ def register_plugin(plugin: Any, name: str) -> PluginRecord:
     return man.register_object(plugin, name, _register_plugin(reg, man))
 
 
-def register_comm_backend(name: str, factory: Callable[..., CommBackend], *, devices: Iterable[str] = ("cpu",),
-                          priority: int = 0, available: Callable[[], tuple[bool, str]] | None = None,
-                          description: str = "") -> BackendSpec:
+def register_comm_backend(name: str, factory: Callable[..., CommBackend] | str, *, devices: Iterable[str] = ("cpu",),
+                          priority: int = 0, available: Callable[[], tuple[bool, str]] | str | None = None,
+                          description: str = "", install_hint: str = "") -> BackendSpec:
     """Register a backend from this process (no entry point needed); replaces one of the same name."""
     return backend_registry().register(BackendSpec(name=name, factory=factory, devices=frozenset(devices),
                                                    priority=priority, available=available,
-                                                   description=description))
+                                                   description=description, install_hint=install_hint))
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def _device_type(device: Any) -> str:
+    """``"cuda"`` from ``"cuda:1"``, ``torch.device("cuda", 1)`` or a tensor; CPU when nothing is named."""
+    if device is None:
+        return DEFAULT_DEVICE
+    dev = getattr(device, "device", device)  # a tensor names its device
+    text = getattr(dev, "type", None) or str(dev)
+    return text.split(":", 1)[0].strip().lower() or DEFAULT_DEVICE
 
 
 def _status(spec: BackendSpec) -> BackendStatus:
     ok, reason = spec.check()
     caps: dict[str, Any] = {}
-    cls = spec.factory if isinstance(spec.factory, type) else None
+    cls = spec.loaded_class()  # capabilities only of factories already imported: listing imports no engine
     if cls is not None and hasattr(cls, "capabilities"):
         caps = cls.capabilities.describe()
     return BackendStatus(name=spec.name, available=ok, reason=reason, devices=tuple(sorted(spec.devices)),
@@ -222,10 +276,9 @@ def is_comm_backend_available(name: str) -> bool:
     return spec is not None and spec.check()[0]
 
 
-def select_backend_name(device: str | None = None) -> str:
-    """The name ``auto`` resolves to for ``device`` (default: cuda if torch sees a GPU, else cpu)."""
-    dev = device or _default_device()
-    dev_type = dev.split(":", 1)[0]
+def select_backend_name(device: Any = None) -> str:
+    """The name ``auto`` resolves to for ``device`` (a device string, ``torch.device`` or tensor; default CPU)."""
+    dev_type = _device_type(device)
     reg = backend_registry()
     candidates = [s for s in reg.specs() if dev_type in s.devices]
     ranked = sorted(candidates, key=lambda s: (-s.priority, s.name))
@@ -235,14 +288,17 @@ def select_backend_name(device: str | None = None) -> str:
         if ok:
             return spec.name
         reasons.append(f"{spec.name}: {reason}")
-    known = ", ".join(reg.names()) or "none (install a plugin, e.g. pip install 'isagellm-comm[gloo]')"
+    known = ", ".join(f"{s.name} ({'/'.join(sorted(s.devices))})" for s in reg.specs()) or "none"
+    if reasons:
+        raise BackendNotSupportedError(
+            f"no available backend for {dev_type!r} tensors: {'; '.join(reasons)}; known backends: {known}")
     raise BackendNotSupportedError(
-        f"no available backend for device {dev_type!r}" + (f" ({'; '.join(reasons)})" if reasons else "")
-        + f"; known backends: {known}")
+        f"no installed backend handles {dev_type!r} tensors (known backends: {known}); {hint_for_device(dev_type)}")
 
 
-def get_comm_backend(name: str | None = None, *, device: str | None = None, **options: Any) -> CommBackend:
-    """A new, uninitialized backend by name (``"gloo"``, ...) or ``"auto"``/None for the best available one."""
+def get_comm_backend(name: str | None = None, *, device: Any = None, **options: Any) -> CommBackend:
+    """A new, uninitialized backend by name (``"gloo"``, ...) or ``"auto"``/None for the best available one for
+    ``device`` (the device of the tensors you will pass; CPU when not given)."""
     if name is not None and not isinstance(name, str):
         raise InvalidArgumentError(f"backend name must be a string, got {type(name).__name__}")
     key = (name or "auto").strip().lower()
@@ -252,14 +308,14 @@ def get_comm_backend(name: str | None = None, *, device: str | None = None, **op
     spec = reg.get(key)
     if spec is None:
         failed = {r.name: r.error for r in man.records.values() if r.status == "failed"}
-        hint = f"; plugin {key!r} failed to load: {failed[key]}" if key in failed else ""
+        why = f"plugin {key!r} failed to load: {failed[key]}; " if key in failed else ""
         raise BackendNotSupportedError(
-            f"unknown comm backend {name!r}; known backends: {', '.join(reg.names()) or 'none'}{hint}. "
-            f"Install the plugin (pip install 'isagellm-comm[{key}]') or check `sagellm-comm info`.")
+            f"unknown comm backend {name!r}; known backends: {', '.join(reg.names()) or 'none'}. {why}"
+            f"{hint_for_backend(key)}; `sagellm-comm info` shows what is installed.")
     ok, reason = spec.check()
     if not ok:
         raise BackendNotSupportedError(f"comm backend {key!r} is installed but unavailable here: {reason}")
-    return spec.factory(**options)
+    return spec.load()(**options)
 
 
 def current_backend(name: str | None = None) -> CommBackend | None:

@@ -1,5 +1,8 @@
 """Where a process group meets: rank, world size and master address, from arguments or the torchrun environment.
 
+``store`` is filled in by ``CommBackend.init_process_group``: the backend's namespaced side channel
+(:mod:`sagellm_comm.store`), the way c10d hands a store to a backend factory.
+
 Arguments win over the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as torchrun sets
 them). With neither, the process is a world of one. The timeout comes from the argument, else
 ``SAGELLM_COMM_TIMEOUT_S``, else ``DEFAULT_TIMEOUT_S``.
@@ -8,7 +11,8 @@ them). With neither, the process is a world of one. The timeout comes from the a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sagellm_comm.errors import InvalidArgumentError, RankMismatchError
 
@@ -28,6 +32,8 @@ class Rendezvous:
     master_port: int
     timeout_s: float
     init_method: str | None = None
+    # the backend's side channel (a ``sagellm_comm.store.SideChannel``), set by the core before ``_init``
+    store: Any = field(default=None, compare=False, repr=False)
 
     @property
     def url(self) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,24 +64,13 @@ def _torch_devices() -> tuple[list[Device], str]:
 
 
 def first_topology_hook(hook: str, *, isolate: bool, **kwargs: Any) -> tuple[str, Any] | None:
-    """(plugin name, result) of the first plugin whose ``hook`` returns non-None, or None if none does.
+    """(plugin name, answer) of the first plugin whose ``hook`` (a ``firstresult`` spec) answers, or None.
 
-    ``isolate``: a raising plugin is skipped with a warning (True) or its error propagates (False).
-    """
+    ``isolate``: a raising plugin is skipped with a warning (True) or its error propagates (False). Calls go through
+    pluggy, so an implementation may declare only the arguments it needs."""
     from sagellm_comm.registry import plugin_manager
 
-    caller = getattr(plugin_manager().pm.hook, hook)
-    for impl in reversed(caller.get_hookimpls()):
-        try:
-            result = impl.function(**kwargs)
-        except Exception as exc:
-            if not isolate:
-                raise
-            warnings.warn(f"sagellm-comm plugin {impl.plugin_name!r} failed in {hook}: {exc}", stacklevel=2)
-            continue
-        if result is not None:
-            return impl.plugin_name, result
-    return None
+    return plugin_manager().call_first(hook, isolate=isolate, **kwargs)
 
 
 @dataclass

@@ -1,7 +1,17 @@
 """Work handles returned by ``async_op=True`` calls (the torch.distributed ``Work`` shape).
 
-``wait(timeout)`` blocks at most ``timeout`` seconds and raises ``CommTimeoutError`` past it; ``is_completed()``
-never blocks; ``result()`` waits and returns the op's output (the tensor, or the list for list-form ops).
+Stream semantics (docs/streams.md):
+
+- ``wait(timeout)``: the op's results are usable by whatever the caller does next. On CPU that means the call
+  blocks until the op finished. On an accelerator it means the caller's *current stream* waits for the op (work
+  enqueued on it afterwards sees the results) and the CPU is not blocked, as with NCCL's ``Work.wait()``.
+- ``synchronize(timeout)``: block the CPU until the results are in memory (``wait`` plus, on an accelerator, until
+  the current stream has reached this point). Use it before reading results on the host.
+- ``is_completed()`` never blocks; ``result(timeout)`` waits and returns the op's output (the tensor, or the list
+  for list-form ops).
+
+Every blocking call is bounded: past ``timeout`` seconds ``CommTimeoutError`` is raised (retryable: the op may still
+finish; call ``wait`` again or destroy the group).
 """
 
 from __future__ import annotations
@@ -9,11 +19,36 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from sagellm_comm.errors import CommError, CommTimeoutError
 
-__all__ = ["CompletedWork", "Work"]
+__all__ = ["CompletedWork", "FutureWork", "Work", "device_synchronize"]
+
+
+def device_synchronize(device: Any, timeout: float | None = None) -> bool:
+    """Block the CPU until ``device``'s current stream reached this point; False if ``timeout`` passed first.
+    A no-op for CPU (and for ``None``). Device-generic: CUDA/ROCm, NPU (torch_npu), XPU through
+    ``torch.get_device_module``."""
+    if device is None or getattr(device, "type", "cpu") == "cpu":
+        return True
+    import torch
+
+    module = torch.get_device_module(device.type)
+    event = module.current_stream(device).record_event()
+    if timeout is None:
+        event.synchronize()
+        return True
+    deadline = time.monotonic() + timeout
+    pause = 20e-6
+    while not event.query():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 1e-3)
+    return True
 
 
 class Work(ABC):
@@ -21,6 +56,7 @@ class Work(ABC):
 
     def __init__(self, op: str, result: Any = None, on_complete: Callable[[], None] | None = None) -> None:
         self.op = op
+        self.device: Any = None  # the torch.device of the op's tensors (set by the core)
         self._result = result
         self._on_complete = on_complete
         self._finished = False
@@ -58,6 +94,18 @@ class Work(ABC):
             self._on_complete = None
         return True
 
+    def synchronize(self, timeout: float | None = None) -> bool:
+        """Block the CPU until the op's results are in memory (on CPU the same as ``wait``)."""
+        start = time.monotonic()
+        self.wait(timeout)
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        if not device_synchronize(self.device, left):
+            raise CommTimeoutError(
+                f"{self.op}: the device stream did not reach the op's end within {timeout:.3f}s; the device is busy "
+                "or a peer has not joined. Call synchronize() again to keep waiting, or destroy the group.",
+                retryable=True)
+        return True
+
     def result(self, timeout: float | None = None) -> Any:
         self.wait(timeout)
         return self._result
@@ -73,4 +121,23 @@ class CompletedWork(Work):
         return True
 
     def _wait(self, timeout: float | None) -> bool:
+        return True
+
+
+class FutureWork(Work):
+    """An op running on a backend's own progress thread (a ``concurrent.futures.Future``): it progresses while the
+    caller does other work; ``wait`` blocks until it finished and re-raises its error."""
+
+    def __init__(self, op: str, future: Future, on_complete: Callable[[], None] | None = None) -> None:
+        super().__init__(op, on_complete=on_complete)
+        self._future = future
+
+    def is_completed(self) -> bool:
+        return self._future.done()
+
+    def _wait(self, timeout: float | None) -> bool:
+        try:
+            self._future.result(timeout)
+        except FutureTimeout:
+            return False
         return True

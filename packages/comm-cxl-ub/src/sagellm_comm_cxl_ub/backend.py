@@ -2,19 +2,24 @@
 
 Subclasses only say where regions come from (``_provider``): ``shm`` (POSIX shared memory), ``cxl`` (CXL-backed
 memory), ``ub`` (a UB segment). Group setup: group rank 0 makes a region under a fresh random key and publishes
-its handle through the rendezvous store; the others map it, check its header, record their pid; the last rank to
-map it removes its name, so from then on only the mappings keep it alive and a crash leaves nothing behind.
+its handle through the group's side channel (the store the core hands every backend); the others map it, check its
+header, record their pid; the last rank to map it removes its name, so from then on only the mappings keep it alive
+and a crash leaves nothing behind.
+
+Each group's collectives go through an :class:`~sagellm_comm_cxl_ub.progress.OpQueue`: blocking calls run inline,
+``async_op=True`` runs on the group's progress thread and returns at once (``concurrent_progress``); isend/irecv
+are driven by the P2P engine's own thread.
 """
 
 from __future__ import annotations
 
 import ctypes
-import datetime
 import itertools
 import os
 import socket
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,13 +28,16 @@ from sagellm_protocol import ReduceOp
 
 from sagellm_comm.backend import CommBackend
 from sagellm_comm.capabilities import ALL_OPS, FLOAT_DTYPES, INT_DTYPES, Capabilities
-from sagellm_comm.errors import BackendNotSupportedError, CommTimeoutError, GroupInvalidError
+from sagellm_comm.errors import BackendNotSupportedError, CommError, GroupInvalidError
 from sagellm_comm.group import CommGroup
 from sagellm_comm.rendezvous import Rendezvous
+from sagellm_comm.store import SideChannel
+from sagellm_comm.work import FutureWork
 from sagellm_comm_cxl_ub.config import MemoryConfig
 from sagellm_comm_cxl_ub.engine import RegionEngine
 from sagellm_comm_cxl_ub.layout import MAGIC, VERSION, Layout
 from sagellm_comm_cxl_ub.p2p import P2PEngine, P2PWork
+from sagellm_comm_cxl_ub.progress import OpQueue
 from sagellm_comm_cxl_ub.regions.base import Region, RegionProvider
 from sagellm_comm_cxl_ub.sync import StepCounters
 
@@ -52,8 +60,10 @@ class GroupState:
     engine: RegionEngine
     p2p: P2PEngine
     counters: StepCounters
+    queue: OpQueue
 
     def close(self) -> None:
+        self.queue.close()
         self.p2p.close()
         self.counters.release()
         self.engine.base = None  # type: ignore[assignment]
@@ -69,16 +79,15 @@ class MemoryBackend(CommBackend):
         devices=frozenset({"cpu"}),
         reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, INT_DTYPES),
         non_contiguous=True,
+        concurrent_progress=True,
     )
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.config: MemoryConfig | None = None
         self._provider_obj: RegionProvider | None = None
-        self._store: Any = None
         self._states: list[GroupState] = []
         self._index = itertools.count()
-        self._prefix = ""
 
     # ---------------------------------------------------------------------------------------- subclass hook
     def _provider(self, config: MemoryConfig) -> RegionProvider:
@@ -94,14 +103,9 @@ class MemoryBackend(CommBackend):
         self._provider_obj = provider
         self._rank = rendezvous.rank
         self._timeout_s = rendezvous.timeout_s
-        if rendezvous.world_size > 1:
-            from sagellm_comm_cxl_ub.rendezvous_store import open_store
-
-            self._store = open_store(rendezvous, f"sagellm_comm/{self.name}/")
-            epoch = self._store.add(f"inits/{rendezvous.rank}", 1)
-            self._prefix = f"e{epoch}/"
         try:
-            return self._setup(tuple(range(rendezvous.world_size)), "world", rendezvous.timeout_s)
+            return self._setup(tuple(range(rendezvous.world_size)), "world", rendezvous.timeout_s,
+                               rendezvous.store.scope("groups/world"))
         except BaseException:
             self._release_all()
             raise
@@ -113,13 +117,13 @@ class MemoryBackend(CommBackend):
         for st in self._states:
             st.close()
         self._states = []
-        self._store = None
 
     def _new_group(self, ranks: tuple[int, ...], group_id: str, timeout_s: float) -> Any:
-        return self._setup(ranks, group_id, timeout_s)
+        return self._setup(ranks, group_id, timeout_s, self.group_channel(group_id, timeout_s))
 
     # --------------------------------------------------------------------------------------- group setup
-    def _setup(self, members: tuple[int, ...], group_id: str, timeout_s: float) -> GroupState | None:
+    def _setup(self, members: tuple[int, ...], group_id: str, timeout_s: float,
+               channel: SideChannel) -> GroupState | None:
         index = next(self._index)
         assert self.config is not None and self._provider_obj is not None
         provider = self._provider_obj
@@ -129,10 +133,9 @@ class MemoryBackend(CommBackend):
         if self._rank not in members:
             return None
         me = members.index(self._rank)
-        key_base = f"{self._prefix}g{index}/"
         host_local = provider.host_local
         if n > 1:
-            same_host = self._same_host(key_base, members, me, timeout_s)
+            same_host = self._same_host(channel, members, me)
             if provider.host_local and not same_host:
                 raise BackendNotSupportedError(
                     f"{self.name} joins ranks of one host only, but the ranks of group {group_id} are on several "
@@ -140,7 +143,7 @@ class MemoryBackend(CommBackend):
             host_local = same_host
         # group rank 0 sizes the region; the others take its layout from what it publishes
         layout = Layout(n, self.config.slot_for(n if host_local else 1), self.config.chunk_bytes)
-        region, layout = self._make_region(provider, layout, key_base, members, me, index, timeout_s)
+        region, layout = self._make_region(provider, layout, channel, members, me, index)
         try:
             pids = self._read_pids(region, layout, n)
             mm = region.mapping
@@ -155,28 +158,18 @@ class MemoryBackend(CommBackend):
         except BaseException:
             region.close()
             raise
-        state = GroupState(region, layout, engine, p2p, counters)
+        state = GroupState(region, layout, engine, p2p, counters, OpQueue(f"{self.name}-{group_id}"))
         self._states.append(state)
         return state
 
-    def _same_host(self, key_base: str, members: tuple[int, ...], me: int, timeout_s: float) -> bool:
+    @staticmethod
+    def _same_host(channel: SideChannel, members: tuple[int, ...], me: int) -> bool:
         ident = _host_identity()
-        self._store.set(f"{key_base}host/{me}", ident)
-        keys = [f"{key_base}host/{r}" for r in range(len(members))]
-        self._wait_keys(keys, members, timeout_s, "announce its host")
-        return all(self._store.get(k).decode() == ident for k in keys)
+        hosts = channel.exchange("host", ident, me, len(members), names=members, what="announce its host")
+        return all(h.decode() == ident for h in hosts)
 
-    def _wait_keys(self, keys: list[str], members: tuple[int, ...], timeout_s: float, what: str) -> None:
-        try:
-            self._store.wait(keys, datetime.timedelta(seconds=timeout_s))
-        except Exception as exc:  # torch raises DistStoreError / RuntimeError on timeout
-            missing = [members[i] for i, k in enumerate(keys) if not self._store.check([k])]
-            raise CommTimeoutError(
-                f"{self.name}: rank(s) {missing or '?'} did not {what} within {timeout_s:.1f}s ({exc}); they are not "
-                "running, are stuck, or use another MASTER_ADDR/MASTER_PORT", retryable=False) from exc
-
-    def _make_region(self, provider: RegionProvider, layout: Layout, key_base: str, members: tuple[int, ...],
-                     me: int, index: int, timeout_s: float) -> tuple[Region, Layout]:
+    def _make_region(self, provider: RegionProvider, layout: Layout, channel: SideChannel, members: tuple[int, ...],
+                     me: int, index: int) -> tuple[Region, Layout]:
         n = len(members)
         if me == 0:
             key = uuid.uuid4().hex
@@ -191,11 +184,10 @@ class MemoryBackend(CommBackend):
                 region.close()
                 raise
             if n > 1:
-                self._store.set(f"{key_base}region",
-                                f"{region.handle}|{key}|{layout.slot_bytes}|{layout.chunk_bytes}")
+                channel.set("region", f"{region.handle}|{key}|{layout.slot_bytes}|{layout.chunk_bytes}")
         else:
-            self._wait_keys([f"{key_base}region"], members[:1], timeout_s, "publish the group's region")
-            handle, key, slot, chunk = self._store.get(f"{key_base}region").decode().rsplit("|", 3)
+            published = channel.get("region", owner=f"rank {members[0]}", what="publish the group's region")
+            handle, key, slot, chunk = published.decode().rsplit("|", 3)
             layout = Layout(n, int(slot), int(chunk))
             region = provider.attach(handle, layout.size, index)
             self._check_header(region, layout, n, key)
@@ -204,10 +196,11 @@ class MemoryBackend(CommBackend):
             provider.release_name(region)
             return region, layout
         try:
-            self._store.set(f"{key_base}mapped/{me}", "1")
-            if self._store.add(f"{key_base}mapped", 1) == n:
+            channel.set(f"mapped/{me}", "1")
+            if channel.add("mapped", 1) == n:
                 provider.release_name(region)
-            self._wait_keys([f"{key_base}mapped/{r}" for r in range(n)], members, timeout_s, "map the region")
+            channel.wait([f"mapped/{r}" for r in range(n)], owners=[f"rank {m}" for m in members],
+                         what="map the region")
         except BaseException:
             provider.release_name(region)  # nobody may be left to remove it
             region.close()
@@ -252,61 +245,93 @@ class MemoryBackend(CommBackend):
         for t, tmp in backs:
             t.copy_(tmp)
 
-    # ------------------------------------------------------------------------------------------ collectives
-    def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> None:
-        self._state(group).engine.all_reduce(tensor, op)
+    def _submit(self, op: str, group: CommGroup, async_op: bool,
+                fn: Callable[[GroupState], None]) -> FutureWork | None:
+        """Run ``fn`` on the group's engine: inline (blocking call) or on its progress thread (``async_op``)."""
+        st = self._state(group)
+        if not async_op:
+            st.queue.run(lambda: fn(st))
+            return None
 
-    def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup,
-                    async_op: bool) -> None:
-        views, backs = self._byte_views(output)
-        self._state(group).engine.all_gather_into(views, tensor)
-        self._copy_back(backs)
+        def job() -> None:
+            try:
+                fn(st)
+            except CommError:
+                raise
+            except Exception as exc:
+                raise self._translate_error(op, exc) from exc
+
+        return FutureWork(op, st.queue.submit(job))
+
+    # ------------------------------------------------------------------------------------------ collectives
+    def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> Any:
+        return self._submit("all_reduce", group, async_op, lambda st: st.engine.all_reduce(tensor, op))
+
+    def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup, async_op: bool) -> Any:
+        def run(st: GroupState) -> None:
+            views, backs = self._byte_views(output)
+            st.engine.all_gather_into(views, tensor)
+            self._copy_back(backs)
+
+        return self._submit("all_gather", group, async_op, run)
 
     def _all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup,
-                                async_op: bool) -> None:
-        self._state(group).engine.all_gather_tensor(output, tensor)
+                                async_op: bool) -> Any:
+        return self._submit("all_gather_into_tensor", group, async_op,
+                            lambda st: st.engine.all_gather_tensor(output, tensor))
 
     def _reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup,
-                        async_op: bool) -> None:
-        self._state(group).engine.reduce_scatter(output, input, op)
+                        async_op: bool) -> Any:
+        return self._submit("reduce_scatter", group, async_op, lambda st: st.engine.reduce_scatter(output, input, op))
 
-    def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> None:
-        self._state(group).engine.broadcast(tensor, src)
+    def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> Any:
+        return self._submit("broadcast", group, async_op, lambda st: st.engine.broadcast(tensor, src))
 
-    def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup, async_op: bool) -> None:
-        self._state(group).engine.reduce(tensor, dst, op)
+    def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup, async_op: bool) -> Any:
+        return self._submit("reduce", group, async_op, lambda st: st.engine.reduce(tensor, dst, op))
 
     def _gather(self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup,
-                async_op: bool) -> None:
-        views, backs = self._byte_views(gather_list) if gather_list is not None else (None, [])
-        self._state(group).engine.gather(tensor, views, dst)
-        self._copy_back(backs)
+                async_op: bool) -> Any:
+        def run(st: GroupState) -> None:
+            views, backs = self._byte_views(gather_list) if gather_list is not None else (None, [])
+            st.engine.gather(tensor, views, dst)
+            self._copy_back(backs)
+
+        return self._submit("gather", group, async_op, run)
 
     def _scatter(self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup,
-                 async_op: bool) -> None:
-        views = self._byte_views(scatter_list)[0] if scatter_list is not None else None
-        self._state(group).engine.scatter(tensor, views, src)
+                 async_op: bool) -> Any:
+        def run(st: GroupState) -> None:
+            views = self._byte_views(scatter_list)[0] if scatter_list is not None else None
+            st.engine.scatter(tensor, views, src)
+
+        return self._submit("scatter", group, async_op, run)
 
     def _all_to_all(self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup,
-                    async_op: bool) -> None:
-        outs, backs = self._byte_views(output)
-        ins = self._byte_views(input)[0]
-        self._state(group).engine.all_to_all(outs, ins)
-        self._copy_back(backs)
+                    async_op: bool) -> Any:
+        def run(st: GroupState) -> None:
+            outs, backs = self._byte_views(output)
+            ins = self._byte_views(input)[0]
+            st.engine.all_to_all(outs, ins)
+            self._copy_back(backs)
 
-    def _all_to_all_single(self, output: torch.Tensor, input: torch.Tensor, group: CommGroup,
-                           async_op: bool) -> None:
+        return self._submit("all_to_all", group, async_op, run)
+
+    def _all_to_all_single(self, output: torch.Tensor, input: torch.Tensor, group: CommGroup, async_op: bool) -> Any:
         n = group.world_size
-        out = output if output.is_contiguous() else output.contiguous()
-        ob, ib = out.reshape(-1).view(torch.uint8), input.contiguous().reshape(-1).view(torch.uint8)
-        k = ob.numel() // n
-        self._state(group).engine.all_to_all([ob[i * k:(i + 1) * k] for i in range(n)],
-                                             [ib[i * k:(i + 1) * k] for i in range(n)])
-        if out is not output:
-            output.copy_(out)
 
-    def _barrier(self, group: CommGroup, async_op: bool, timeout: float | None) -> None:
-        self._state(group).engine.barrier(timeout)
+        def run(st: GroupState) -> None:
+            out = output if output.is_contiguous() else output.contiguous()
+            ob, ib = out.reshape(-1).view(torch.uint8), input.contiguous().reshape(-1).view(torch.uint8)
+            k = ob.numel() // n
+            st.engine.all_to_all([ob[i * k:(i + 1) * k] for i in range(n)], [ib[i * k:(i + 1) * k] for i in range(n)])
+            if out is not output:
+                output.copy_(out)
+
+        return self._submit("all_to_all", group, async_op, run)
+
+    def _barrier(self, group: CommGroup, async_op: bool, timeout: float | None) -> Any:
+        return self._submit("barrier", group, async_op, lambda st: st.engine.barrier(timeout))
 
     # ------------------------------------------------------------------------------------------------ p2p
     def _send(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> None:

@@ -7,14 +7,13 @@ cores a waiting rank gives its core to the rank it waits for. Every sleep is bou
 after each, and a peer whose process is gone is reported at once (same-host groups) instead of at the deadline.
 
 Ordering: data is stored before the counter and read after it; x86-64 keeps stores in order and loads in order
-(TSO), which is what this relies on (see ``ordering_supported``).
+(TSO), which is what this relies on (see ``probes.ordering_supported``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import time
 from collections.abc import Sequence
 
@@ -23,20 +22,12 @@ import numpy as np
 from sagellm_comm.errors import CollectiveFailedError, CommTimeoutError
 from sagellm_comm_cxl_ub import futex
 
-__all__ = ["StepCounters", "ordering_supported", "reached"]
+__all__ = ["StepCounters", "reached"]
 
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
 SLEEP_SLICE_S = 0.002  # longest single futex sleep: bounds a missed cross-host wake-up
 LIVENESS_EVERY_S = 0.05
-
-
-def ordering_supported() -> tuple[bool, str]:
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64"):
-        return True, "x86-64 total store order"
-    return False, (f"the engine's flag protocol relies on x86-64 store ordering; on {machine} it needs memory "
-                   "fences this pure-Python engine does not issue yet")
 
 
 def reached(value: int, target: int) -> bool:

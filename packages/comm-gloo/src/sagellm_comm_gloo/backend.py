@@ -1,4 +1,8 @@
-"""``GlooBackend``: the contract on torch.distributed's Gloo process group (CPU tensors, TCP between ranks)."""
+"""``GlooBackend``: the contract on torch.distributed's Gloo process group (CPU tensors, TCP between ranks).
+
+Gloo runs async ops on its own threads, so they progress while the caller does other work
+(``concurrent_progress``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import torch
 from sagellm_comm.capabilities import ALL_OPS, FLOAT_DTYPES, INT_DTYPES, Capabilities
 from sagellm_comm.engines.torch_distributed import TorchDistributedBackend
 
-__all__ = ["GlooBackend", "gloo_available"]
+__all__ = ["GlooBackend"]
 
 
 class GlooBackend(TorchDistributedBackend):
@@ -19,14 +23,5 @@ class GlooBackend(TorchDistributedBackend):
         devices=frozenset({"cpu"}),
         reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, INT_DTYPES),
         non_contiguous=True,
+        concurrent_progress=True,
     )
-
-
-def gloo_available() -> tuple[bool, str]:
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        return False, "this torch build has no torch.distributed"
-    if not dist.is_gloo_available():
-        return False, "this torch build was compiled without Gloo"
-    return True, f"torch {torch.__version__} with Gloo"

@@ -1,9 +1,15 @@
 """``TorchDistributedBackend``: the contract on top of a torch.distributed process group.
 
 Plugins for Gloo, NCCL, RCCL and HCCL subclass it and set ``torch_backend`` (the string torch.distributed knows),
-``name`` and ``capabilities``. Initialization uses torch's default process group, so code that calls
-``torch.distributed`` directly sees the same world; if the default group already exists (e.g. the application
-initialized it) and matches the requested rank and world size, it is adopted, not replaced.
+``name`` and ``capabilities``. Initialization uses torch's default process group, built on the store the core
+hands over (``rendezvous.store``), so code that calls ``torch.distributed`` directly sees the same world; if the
+default group already exists (e.g. the application initialized it) and matches the requested rank and world size,
+it is adopted, not replaced.
+
+Streams: torch.distributed's semantics are the contract's (docs/streams.md). On an accelerator a collective is
+enqueued on the process group's communication stream after an event recorded on the caller's current stream;
+``TorchWork.wait()`` makes the current stream wait for it (the CPU is not blocked), ``synchronize()`` also blocks the
+CPU. On CPU (Gloo) async ops run on Gloo's own threads: they progress while the caller does other work.
 """
 
 from __future__ import annotations
@@ -107,10 +113,8 @@ class TorchDistributedBackend(CommBackend):
         device_id = self._device_id(rdzv)
         if device_id is not None:
             kwargs["device_id"] = device_id
-        if rdzv.world_size == 1 and rdzv.init_method is None:
-            kwargs["store"] = dist.HashStore()  # nobody to meet: no port to collide on
-        else:
-            kwargs["init_method"] = rdzv.url
+        # the core's side channel is the process group's store (c10d's factory gets a store the same way)
+        kwargs["store"] = rdzv.store.store
         dist.init_process_group(**kwargs)
         self._owns_default_group = True
         atexit.register(_destroy_at_exit, weakref.ref(self))

@@ -41,7 +41,7 @@ def sagellm_comm_select_algorithm(op: str, nbytes: int, world_size: int, backend
     """Pick an algorithm id (e.g. ``"ring"``, ``"tree"``) for one collective call; the first non-None wins."""
 
 
-@hookspec
+@hookspec(firstresult=True)
 def sagellm_comm_topology_gather(topology: Topology, backend: CommBackend, group: Any) -> dict[str, Any] | None:
     """Collective: build the multi-rank view for ``Topology.discover(backend=..., group=...)``, which every rank of
     ``group`` (None: the world) calls. Exchange this host's facts through ``backend`` and return the whole map
@@ -49,23 +49,23 @@ def sagellm_comm_topology_gather(topology: Topology, backend: CommBackend, group
     The first plugin returning non-None wins; an error propagates (a collective must not fail silently)."""
 
 
-@hookspec
+@hookspec(firstresult=True)
 def sagellm_comm_topology_descriptor(topology: Topology, backend: str | None) -> CommTopologyDescriptor | None:
     """The protocol descriptor for ``topology.to_descriptor(backend)`` from the plugin's richer model (bandwidths,
     topology type); the core adds its own metadata. The first non-None wins; an error falls back to the core's."""
 
 
-@hookspec
+@hookspec(firstresult=True)
 def sagellm_comm_topology_tree(topology: Topology) -> Any:
     """A rich renderable (e.g. ``rich.tree.Tree``) showing ``topology`` for ``sagellm-comm topology``; first wins."""
 
 
-@hookspec
+@hookspec(firstresult=True)
 def sagellm_comm_topology_render(topology: Topology, path: str) -> str | None:
     """Draw ``topology`` into an image file (format from the suffix: .png, .svg); return the path written."""
 
 
-@hookspec
+@hookspec(firstresult=True)
 def sagellm_comm_topology_profile(topology: Topology, backend: str | None, world_size: int,
                                   budget_s: float) -> dict[str, Any] | None:
     """Measure link latency and bandwidth on ``world_size`` local ranks through ``backend`` (None: auto), add the

@@ -94,21 +94,52 @@ class SagellmPluginManager:
             self._fail(rec, exc, "registration")
         return rec
 
+    # -- calling hooks: always through pluggy, which binds only the arguments an implementation declares ----------
+    def call_plugin(self, plugin_name: str, hook_name: str, **kwargs: Any) -> Any:
+        """One plugin's implementation of a hook, called by pluggy; for a ``firstresult`` hook its answer, else
+        its single result (None if it returned None or does not implement the hook)."""
+        hook = getattr(self.pm.hook, hook_name)
+        others = [p for name, p in self.pm.list_name_plugin() if name != plugin_name]
+        out = self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+        if hook.spec is not None and hook.spec.opts.get("firstresult"):
+            return out
+        return out[0] if out else None
+
+    def implementers(self, hook_name: str) -> list[str]:
+        """Names of the plugins implementing ``hook_name``, in pluggy's call order (last registered first)."""
+        names: list[str] = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            if impl.plugin_name not in names:
+                names.append(impl.plugin_name)
+        return names
+
     def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any, BaseException | None]]:
-        """Call one hook on every plugin separately: one raising never hides the others' results."""
-        caller = getattr(self.pm.hook, hook_name)
+        """Call a hook on every plugin separately (pluggy binds the arguments): one raising never hides the others'
+        results. Returns ``(plugin, result, error)`` per plugin; a raising plugin also warns."""
         out: list[tuple[str, Any, BaseException | None]] = []
-        for impl in reversed(caller.get_hookimpls()):
+        for name in self.implementers(hook_name):
             try:
-                out.append((impl.plugin_name, impl.function(**kwargs), None))
+                out.append((name, self.call_plugin(name, hook_name, **kwargs), None))
             except Exception as exc:
-                warnings.warn(f"sagellm-comm plugin {impl.plugin_name!r} failed in {hook_name}: {exc}", stacklevel=2)
-                out.append((impl.plugin_name, None, exc))
+                warnings.warn(f"sagellm-comm plugin {name!r} failed in {hook_name}: {exc}", stacklevel=2)
+                out.append((name, None, exc))
         return out
 
-    def impls_of(self, plugin: Any, hook_name: str) -> list[Callable[..., Any]]:
-        caller = getattr(self.pm.hook, hook_name)
-        return [i.function for i in caller.get_hookimpls() if i.plugin is plugin]
+    def call_first(self, hook_name: str, *, isolate: bool, **kwargs: Any) -> tuple[str, Any] | None:
+        """``(plugin, answer)`` of the first plugin whose implementation returns non-None (a "first wins" hook,
+        declared ``firstresult``), or None. ``isolate``: a raising plugin is skipped with a warning (True) or its
+        error propagates (False: e.g. a collective must not fail silently)."""
+        for name in self.implementers(hook_name):
+            try:
+                result = self.call_plugin(name, hook_name, **kwargs)
+            except Exception as exc:
+                if not isolate:
+                    raise
+                warnings.warn(f"sagellm-comm plugin {name!r} failed in {hook_name}: {exc}", stacklevel=2)
+                continue
+            if result is not None:
+                return name, result
+        return None
 
     @staticmethod
     def _record(ep: EntryPoint) -> PluginRecord:

@@ -1,5 +1,7 @@
 """pytest plugin (entry point ``pytest11``) that runs the conformance suite: options, pools and parametrization.
 
+Fixtures: ``comm_rank_pools`` (session) and ``comm_pools`` (per module): rank pools by world size.
+
 Options:
 - ``--comm-backend NAME`` (repeatable): the backend(s) ``BackendConformance`` subclasses without a ``backend``
   attribute are run against;
@@ -45,6 +47,18 @@ def pytest_generate_tests(metafunc: Any) -> None:
 
 @pytest.fixture(scope="session")
 def comm_rank_pools() -> Any:
+    """Rank pools (one per world size) shared by the whole session: what the conformance suite uses."""
+    from sagellm_comm.testing.runner import PoolCache
+
+    cache = PoolCache()
+    yield cache
+    cache.close()
+
+
+@pytest.fixture(scope="module")
+def comm_pools() -> Any:
+    """Rank pools for one test module (``comm_pools.get(world_size)``), closed when the module ends: for a plugin's
+    own multi-rank tests, whose tasks may leave the ranks in a state later modules should not inherit."""
     from sagellm_comm.testing.runner import PoolCache
 
     cache = PoolCache()

@@ -1,8 +1,9 @@
 """Deterministic per-rank inputs and locally computed references for the conformance suite.
 
 Every rank can build every other rank's input, so each rank checks its own result against a reference computed
-with plain torch, in float64/int64, without any communication. Values are small integers so sums and products
-are exact in float16 and bfloat16 too.
+with plain torch on the CPU, in float64/int64, without any communication. Values are small integers so sums and
+products are exact in float16 and bfloat16 too. Inputs are built on the CPU and moved to the backend's device
+(``device=``); results are brought back to the CPU to be compared, so the same checks hold for CUDA or NPU tensors.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ def sizes_for(dtype: torch.dtype) -> list[int]:
     return [0, 1, 1021, (4 << 20) // itemsize]
 
 
-def make_input(rank: int, numel: int, dtype: torch.dtype, op: ReduceOp = ReduceOp.SUM, seed: int = 0) -> torch.Tensor:
+def make_input(rank: int, numel: int, dtype: torch.dtype, op: ReduceOp = ReduceOp.SUM, seed: int = 0,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Rank ``rank``'s input, on ``device`` (CPU when None)."""
+    return _values(rank, numel, op, seed).to(dtype=dtype, device=device or "cpu")
+
+
+def _values(rank: int, numel: int, op: ReduceOp, seed: int) -> torch.Tensor:
     idx = torch.arange(numel, dtype=torch.int64)
     if op is ReduceOp.PROD:
         vals = 1 + (idx + rank + seed) % 2  # 1 or 2: a product over <= 8 ranks stays exact
@@ -35,7 +42,7 @@ def make_input(rank: int, numel: int, dtype: torch.dtype, op: ReduceOp = ReduceO
         vals = (idx * (rank + 3) + seed) % 17 - 8
     else:
         vals = (idx + seed) % 7 + rank + 1
-    return vals.to(dtype)
+    return vals
 
 
 def reduce_reference(inputs: list[torch.Tensor], op: ReduceOp, dtype: torch.dtype) -> torch.Tensor:
@@ -68,7 +75,9 @@ def tolerance(dtype: torch.dtype, op: ReduceOp) -> dict[str, float]:
 
 
 def check_equal(name: str, got: torch.Tensor, want: torch.Tensor, rtol: float = 0.0, atol: float = 0.0) -> None:
-    """Raise AssertionError naming the first wrong element (nccl-tests' #wrong, with a place to look)."""
+    """Raise AssertionError naming the first wrong element (nccl-tests' #wrong, with a place to look). ``got`` may
+    live on any device; it is compared on the CPU."""
+    got, want = got.detach().cpu(), want.detach().cpu()
     if got.shape != want.shape and got.numel() == want.numel():
         got = got.reshape(want.shape)
     if got.dtype != want.dtype or got.shape != want.shape:

@@ -11,6 +11,17 @@ from sagellm_comm.launch import RankPool
 DEFAULT_TASK_TIMEOUT_S = 120.0
 
 
+def local_device_count(device_type: str) -> int:
+    """How many ``device_type`` devices this host has (torch's device module: cuda, npu, xpu, ...)."""
+    import torch
+
+    try:
+        module = torch.get_device_module(device_type)
+        return int(module.device_count()) if module.is_available() else 0
+    except Exception:
+        return 0
+
+
 class PoolCache:
     """One live ``RankPool`` per world size for a whole test session; a pool torn down by a failure is replaced."""
 
@@ -35,10 +46,12 @@ class PoolCache:
 class ConformanceRunner:
     """Runs conformance tasks for one backend on one world size."""
 
-    def __init__(self, backend: str, world_size: int, capabilities: Capabilities, pools: PoolCache) -> None:
+    def __init__(self, backend: str, world_size: int, capabilities: Capabilities, pools: PoolCache,
+                 device_type: str = "cpu") -> None:
         self.backend = backend
         self.world_size = world_size
         self.capabilities = capabilities
+        self.device_type = device_type
         self._pools = pools
 
     def run(self, task: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TASK_TIMEOUT_S,

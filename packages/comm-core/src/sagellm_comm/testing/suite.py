@@ -10,8 +10,11 @@ A vendor subclasses it in their own test file and names their backend::
 or runs it without writing a file: ``python -m sagellm_comm.testing mybackend``.
 
 Tests run on world sizes 1, 2 and 4 (``world_sizes``) with one pool of rank processes per size, reused across
-tests. Results are checked on every rank against references computed locally. Ops, reduce ops and dtypes the
-backend does not declare are skipped with the reason; everything declared must be right.
+tests. Every tensor lives on the backend's device (``comm.device``: the CPU, or one local accelerator per rank, so
+an accelerator backend runs only the world sizes its host has devices for); results are checked on every rank
+against references computed on the CPU. Ops, reduce ops and dtypes the backend does not declare are skipped with
+the reason; everything declared must be right, including the asynchrony it claims (``concurrent_progress``) and,
+on accelerators, the stream semantics of docs/streams.md.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sagellm_comm.errors import CommError, ErrorCode
 from sagellm_comm.registry import get_comm_backend, list_comm_backends
 from sagellm_comm.testing import tasks
 from sagellm_comm.testing.reference import DTYPES
-from sagellm_comm.testing.runner import ConformanceRunner
+from sagellm_comm.testing.runner import ConformanceRunner, local_device_count
 
 DTYPE_NAMES = list(DTYPES)
 REDUCE_OPS = [op.value for op in ReduceOp]
@@ -54,7 +57,13 @@ class BackendConformance:
             probe = get_comm_backend(backend_name)
         except CommError as exc:
             pytest.skip(f"backend {backend_name!r} is not usable here: {exc.message}")
-        return ConformanceRunner(backend_name, world_size, probe.capabilities, comm_rank_pools)
+        device_type = probe.device.type
+        if device_type != "cpu":
+            count = local_device_count(device_type)
+            if count < world_size:
+                pytest.skip(f"{backend_name} binds one {device_type} device per rank; world size {world_size} needs "
+                            f"{world_size} and this host has {count}")
+        return ConformanceRunner(backend_name, world_size, probe.capabilities, comm_rank_pools, device_type)
 
     # ------------------------------------------------------------------------------------------------ helpers
     @staticmethod
@@ -187,6 +196,25 @@ class BackendConformance:
         self.need_op(comm, "batch_p2p")
         self.need_peers(comm)
         comm.run(tasks.batch_ring)
+
+    def test_concurrent_progress(self, comm: ConformanceRunner) -> None:
+        """An async op progresses while its caller never calls the backend (checked causally, see the task)."""
+        self.need_op(comm, "all_reduce")
+        self.need_peers(comm)
+        if not comm.capabilities.concurrent_progress:
+            pytest.skip(f"{comm.backend} does not claim concurrent_progress (async ops may run inside the call or "
+                        "inside wait())")
+        comm.run(tasks.concurrent_progress)
+
+    def test_stream_order(self, comm: ConformanceRunner) -> None:
+        """Accelerators: collectives follow the caller's current stream; wait() orders the stream,
+        synchronize() the host."""
+        self.need_op(comm, "all_reduce")
+        if comm.device_type == "cpu":
+            pytest.skip(f"stream semantics apply to accelerator backends; {comm.backend} runs on cpu")
+        if not comm.capabilities.async_ops:
+            pytest.skip(f"{comm.backend} does not declare async ops")
+        comm.run(tasks.stream_order)
 
     def test_async_handles(self, comm: ConformanceRunner) -> None:
         for op in ("all_reduce", "all_gather", "barrier"):

@@ -17,6 +17,9 @@ Teardown is guaranteed: ``close()`` (also on ``with`` exit, at interpreter exit,
 kills the ranks and holders and deletes every namespace; holders die with the process that made them, and
 ``cleanup_stale()`` removes namespaces left behind by a lab whose process was killed.
 
+A developer's lab, not part of any wheel: it lives in ``tools/sagellm_comm_lab`` and tests import it as
+``sagellm_comm_lab.netns`` (the root pytest configuration puts ``tools`` on the path).
+
 Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) and ``ip``/``tc`` (Debian: iproute2), ``unshare``/``nsenter``
 (util-linux). ``unavailable_reason()`` says why a lab cannot be built here (tests skip with it).
 """
@@ -65,7 +68,7 @@ print("ready", flush=True)
 sys.stdin.read()
 """
 
-_RANK_ENTRY = "from sagellm_comm.testing.netns import _rank_main; _rank_main()"
+_RANK_ENTRY = "from sagellm_comm_lab.netns import _rank_main; _rank_main()"
 
 
 class NetnsError(CommError):

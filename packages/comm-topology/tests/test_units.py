@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from topology_paths import FIXTURES
 
 from sagellm_comm_topology.cache import ProfileCache
 from sagellm_comm_topology.cluster import ClusterTopology

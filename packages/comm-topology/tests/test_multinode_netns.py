@@ -14,7 +14,7 @@ import pytest
 import topology_tasks as tasks
 
 from sagellm_comm.launch import RankFailedError
-from sagellm_comm.testing import netns
+from sagellm_comm_lab import netns
 
 pytestmark = pytest.mark.multirank
 

@@ -1,18 +1,13 @@
-"""Shared fixtures: one rank pool per world size and test module (spawning ranks costs seconds).
+"""comm-cxl-ub's tests: a stand-in for CXL memory.
 
 The ``cxl`` backend needs CXL memory given by a path. This machine has none, so unless SAGELLM_COMM_CXL_PATH is
 already set, a directory on tmpfs (/dev/shm) stands in for a CXL-backed mount for the whole session; rank
-processes inherit the variable. It is set at import time because the conformance suite picks its backends
-(every available one) while tests are collected.
+processes inherit the variable. It is set at import time, before any rank pool starts.
 """
 
 import os
 import shutil
 import tempfile
-
-import pytest
-
-from sagellm_comm.testing.runner import PoolCache
 
 _CXL_STAND_IN = None
 if not os.environ.get("SAGELLM_COMM_CXL_PATH") and os.path.isdir("/dev/shm"):
@@ -23,10 +18,3 @@ if not os.environ.get("SAGELLM_COMM_CXL_PATH") and os.path.isdir("/dev/shm"):
 def pytest_unconfigure(config):
     if _CXL_STAND_IN:
         shutil.rmtree(_CXL_STAND_IN, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pools():
-    cache = PoolCache()
-    yield cache
-    cache.close()

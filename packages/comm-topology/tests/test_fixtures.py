@@ -12,7 +12,7 @@ import json
 import os
 
 import pytest
-from conftest import EXPECTED, FIXTURES
+from topology_paths import EXPECTED, FIXTURES
 
 from sagellm_comm_topology.cluster import ClusterTopology
 from sagellm_comm_topology.local import discover_host

@@ -23,9 +23,9 @@ def _all_dead(pool: RankPool) -> bool:
 
 
 @pytest.fixture
-def pool(pools: PoolCache) -> RankPool:
+def pool(comm_pools: PoolCache) -> RankPool:
     """A 2-rank pool shared by this module's tests, replaced once a test tore it down (spawning costs)."""
-    return pools.get(2)
+    return comm_pools.get(2)
 
 
 def test_results_in_rank_order_and_pool_reuse(pool):

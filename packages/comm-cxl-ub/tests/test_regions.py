@@ -13,7 +13,7 @@ import torch
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm import InvalidArgumentError, get_comm_backend, list_comm_backends
-from sagellm_comm_cxl_ub import kinds, sync
+from sagellm_comm_cxl_ub import probes
 from sagellm_comm_cxl_ub.config import MemoryConfig, parse_bytes
 from sagellm_comm_cxl_ub.layout import LINE, Layout
 from sagellm_comm_cxl_ub.reduce_kernels import reduce_rows
@@ -157,34 +157,34 @@ def test_world_of_one_runs_every_op_and_leaves_no_file(tmp_path):
 
 
 def test_engine_refuses_architectures_it_cannot_order(monkeypatch):
-    monkeypatch.setattr(sync.platform, "machine", lambda: "aarch64")
-    ok, why = sync.ordering_supported()
+    monkeypatch.setattr(probes.platform, "machine", lambda: "aarch64")
+    ok, why = probes.ordering_supported()
     assert not ok and "aarch64" in why
 
 
 def test_shm_is_unavailable_when_ranks_span_hosts(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    ok, why = kinds.shm_available()
+    ok, why = probes.shm_available()
     assert not ok and "several hosts" in why
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    assert kinds.shm_available()[0]
+    assert probes.shm_available()[0]
 
 
 def test_cxl_and_ub_say_why_they_are_unavailable(monkeypatch, tmp_path):
     monkeypatch.delenv("SAGELLM_COMM_CXL_PATH", raising=False)
-    ok, why = kinds.cxl_available()
+    ok, why = probes.cxl_available()
     assert not ok and "SAGELLM_COMM_CXL_PATH" in why
     monkeypatch.setenv("SAGELLM_COMM_CXL_PATH", str(tmp_path / "missing"))
-    ok, why = kinds.cxl_available()
+    ok, why = probes.cxl_available()
     assert not ok and "does not exist" in why
-    monkeypatch.setattr(kinds, "UB_SYSFS", (str(tmp_path / "no-ubcore"),))
-    ok, why = kinds.ub_available()
+    monkeypatch.setattr(probes, "UB_SYSFS", (str(tmp_path / "no-ubcore"),))
+    ok, why = probes.ub_available()
     assert not ok and "no UB device" in why
     # a registered UB device without a configured segment: still unavailable, and the reason says what to set
     (tmp_path / "ubcore" / "ubc0").mkdir(parents=True)
-    monkeypatch.setattr(kinds, "UB_SYSFS", (str(tmp_path / "ubcore"),))
-    ok, why = kinds.ub_available()
+    monkeypatch.setattr(probes, "UB_SYSFS", (str(tmp_path / "ubcore"),))
+    ok, why = probes.ub_available()
     assert not ok and "SAGELLM_COMM_UB_SEGMENT" in why
 
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from topology_paths import FIXTURES
 
 from sagellm_comm import Topology
 from sagellm_comm.cli.main import main

@@ -10,8 +10,6 @@ import pytest
 # pytest must never walk into them.
 collect_ignore = ["fixtures", "expected"]
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-EXPECTED = Path(__file__).resolve().parent / "expected"
 
 
 @pytest.fixture(autouse=True)

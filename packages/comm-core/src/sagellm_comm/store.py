@@ -1,0 +1,197 @@
+"""The side channel: a namespaced key-value store the core hands every backend for its group setup.
+
+torch's c10d hands ``store`` to a backend factory; so does this core. ``init_process_group`` opens one store per
+rendezvous (shared by every backend of the process that meets at the same address), gives each backend initialization
+its own namespace ``sagellm_comm/<backend>/e<epoch>/`` and passes it as ``rendezvous.store``; a sub-group's setup
+gets ``backend.group_channel(group_id)``. NCCL unique ids, UCX worker addresses, HCCL root info and shared-memory
+region names all travel through it. The stores are torch.distributed's, never a home-made one:
+
+- world of one and no ``init_method``: an in-process ``HashStore`` (nobody to meet, no port to collide on);
+- the application already initialized torch.distributed: its default store;
+- ``init_method`` given, or torchrun's agent hosts the store (``TORCHELASTIC_USE_AGENT_STORE``): ``dist.rendezvous``;
+- otherwise a ``TCPStore`` on MASTER_ADDR:MASTER_PORT hosted by rank 0, ``multi_tenant`` so that a torch process
+  group initialized later in the same process shares the server instead of failing to bind the port.
+
+Every wait is bounded by the rendezvous timeout and names the ranks whose keys are missing. The rank hosting a
+``TCPStore`` (rank 0) keeps it up, when its last backend is destroyed, until every rank said it is done with it (at
+most ``DEPART_WAIT_S``), so a peer still reading a key never finds the store gone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from sagellm_comm.errors import CommTimeoutError, GroupInvalidError
+
+__all__ = ["SideChannel", "open_side_channel", "release_side_channel"]
+
+DEPART_WAIT_S = 10.0
+DEPARTED = "sagellm_comm/departed"
+
+_lock = threading.Lock()
+
+
+class _Shared:
+    """One process's store for one rendezvous, with how many backends use it and whether this rank hosts it."""
+
+    def __init__(self, store: Any, hosting: bool) -> None:
+        self.store, self.hosting, self.users = store, hosting, 0
+
+
+_shared: dict[tuple[str, int, int], _Shared] = {}  # (url, rank, world_size) -> the shared store
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+class SideChannel:
+    """A namespace of a torch.distributed ``Store`` with bounded waits that name who is missing.
+
+    ``store`` is the torch ``Store`` itself (a ``PrefixStore``), for APIs that take one (e.g.
+    ``torch.distributed.init_process_group(store=...)``).
+    """
+
+    def __init__(self, store: Any, prefix: str, timeout_s: float, base: Any = None) -> None:
+        import torch.distributed as dist
+
+        self.prefix = prefix
+        self.timeout_s = float(timeout_s)
+        self.base = store if base is None else base
+        self.store = dist.PrefixStore(prefix, self.base)
+
+    def scope(self, name: str, timeout_s: float | None = None) -> SideChannel:
+        """A nested namespace ``<prefix><name>/`` (e.g. one per group), optionally with its own timeout."""
+        return SideChannel(self.base, f"{self.prefix}{name}/", self.timeout_s if timeout_s is None else timeout_s,
+                           base=self.base)
+
+    # ---------------------------------------------------------------------------------------------- basics
+    def set(self, key: str, value: bytes | str) -> None:
+        self.store.set(key, _as_bytes(value))
+
+    def add(self, key: str, amount: int) -> int:
+        return int(self.store.add(key, amount))
+
+    def check(self, keys: Sequence[str]) -> bool:
+        return bool(self.store.check(list(keys)))
+
+    def get(self, key: str, *, owner: str = "a peer", what: str = "publish it", timeout: float | None = None) -> bytes:
+        """The value of ``key``, waiting for it at most ``timeout`` (default: the rendezvous timeout)."""
+        self.wait([key], owners=[owner], what=what, timeout=timeout)
+        return bytes(self.store.get(key))
+
+    def wait(self, keys: Sequence[str], *, owners: Sequence[Any] | None = None, what: str = "publish their keys",
+             timeout: float | None = None) -> None:
+        """Wait until every key exists; on timeout raise ``COMM_TIMEOUT`` naming the owners of the missing keys."""
+        limit = self.timeout_s if timeout is None else float(timeout)
+        try:
+            self.store.wait(list(keys), datetime.timedelta(seconds=limit))
+        except Exception as exc:  # torch raises DistStoreError / RuntimeError on timeout or a lost store
+            names = list(owners) if owners is not None else list(keys)
+            try:
+                missing = [names[i] for i, k in enumerate(keys) if not self.store.check([k])]
+            except Exception:  # the store itself is gone (its host, rank 0, exited)
+                missing = ["?"]
+            raise CommTimeoutError(
+                f"side channel {self.prefix!r}: {', '.join(map(str, missing)) or '?'} did not {what} within "
+                f"{limit:.1f}s ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); they are not "
+                "running, are stuck, or were started with another MASTER_ADDR/MASTER_PORT", retryable=False) from exc
+
+    # ---------------------------------------------------------------------------------------- group helpers
+    def exchange(self, key: str, value: bytes | str, rank: int, world_size: int, *,
+                 names: Sequence[Any] | None = None, what: str = "join") -> list[bytes]:
+        """All-gather through the store: every rank posts ``value`` under ``key/<rank>`` and gets all of them in
+        rank order. ``names`` (e.g. global ranks) are used in the timeout message."""
+        self.set(f"{key}/{rank}", value)
+        keys = [f"{key}/{r}" for r in range(world_size)]
+        owners = [f"rank {n}" for n in (names if names is not None else range(world_size))]
+        self.wait(keys, owners=owners, what=what)
+        return [bytes(self.store.get(k)) for k in keys]
+
+    def broadcast(self, key: str, value: bytes | str | None, root: int, rank: int, *, root_name: Any = None,
+                  what: str = "publish it") -> bytes:
+        """Root posts ``value`` under ``key``; everyone returns it (the NCCL unique-id pattern)."""
+        if rank == root:
+            if value is None:
+                raise GroupInvalidError(f"side channel broadcast {key!r}: the root must give a value")
+            self.set(key, value)
+            return _as_bytes(value)
+        return self.get(key, owner=f"rank {root if root_name is None else root_name}", what=what)
+
+    def __repr__(self) -> str:
+        return f"SideChannel(prefix={self.prefix!r}, timeout_s={self.timeout_s})"
+
+
+def _open_base(rdzv: Any) -> _Shared:
+    import torch.distributed as dist
+
+    rank, world_size, timeout_s = rdzv.rank, rdzv.world_size, rdzv.timeout_s
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if world_size == 1 and rdzv.init_method is None:
+        return _Shared(dist.HashStore(), hosting=False)
+    if dist.is_available() and dist.is_initialized():
+        return _Shared(dist.distributed_c10d._get_default_store(), hosting=False)  # the application's
+    if rdzv.init_method or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        url = rdzv.init_method or "env://"
+        store, _, _ = next(dist.rendezvous(url, rank=rank, world_size=world_size, timeout=timeout))
+        return _Shared(store, hosting=rank == 0 and url.startswith("tcp://"))
+    try:
+        store = dist.TCPStore(rdzv.master_addr, rdzv.master_port, world_size, is_master=rank == 0, timeout=timeout,
+                              wait_for_workers=False, multi_tenant=True)
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        where = f"{rdzv.master_addr}:{rdzv.master_port}"
+        if rank == 0:
+            raise GroupInvalidError(
+                f"rank 0 could not host the rendezvous store on {where} ({text}); another process holds that port: "
+                "pick a free MASTER_PORT", retryable=True) from exc
+        raise CommTimeoutError(
+            f"rank {rank} could not reach the rendezvous store at {where} within {timeout_s:.1f}s ({text}); rank 0 "
+            "hosts it: is it running, with the same MASTER_ADDR/MASTER_PORT?", retryable=True) from exc
+    return _Shared(store, hosting=rank == 0)
+
+
+def open_side_channel(rdzv: Any, backend_name: str) -> SideChannel:
+    """The namespace of one backend initialization: ``sagellm_comm/<backend>/e<epoch>/`` on the rendezvous store.
+
+    The epoch counts this rank's initializations of that backend, so a re-initialization after ``destroy()``
+    never reads keys the previous one left behind (all ranks initialize the same number of times)."""
+    key = (rdzv.url, rdzv.rank, rdzv.world_size)
+    with _lock:
+        shared = _shared.get(key)
+        if shared is None:
+            shared = _shared[key] = _open_base(rdzv)
+        shared.users += 1
+    try:
+        epoch = int(shared.store.add(f"sagellm_comm/{backend_name}/inits/{rdzv.rank}", 1))
+    except BaseException:
+        release_side_channel(rdzv)
+        raise
+    return SideChannel(shared.store, f"sagellm_comm/{backend_name}/e{epoch}/", rdzv.timeout_s)
+
+
+def release_side_channel(rdzv: Any) -> None:
+    """Drop one backend's use of the shared store. When this process's last user goes, it tells the others it is
+    done; the rank hosting the store waits (bounded) until every rank did before the store goes down with it."""
+    key = (rdzv.url, rdzv.rank, rdzv.world_size)
+    with _lock:
+        shared = _shared.get(key)
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _shared[key]
+    if rdzv.world_size == 1:
+        return
+    try:
+        shared.store.set(f"{DEPARTED}/{rdzv.rank}", "1")
+        if shared.hosting:
+            keys = [f"{DEPARTED}/{r}" for r in range(rdzv.world_size)]
+            shared.store.wait(keys, datetime.timedelta(seconds=min(DEPART_WAIT_S, rdzv.timeout_s)))
+    except Exception:  # a peer that crashed never departs; the host stops waiting at the bound and leaves anyway
+        pass

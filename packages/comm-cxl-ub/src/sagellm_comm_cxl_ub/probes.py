@@ -1,0 +1,121 @@
+"""Availability probes of ``shm``, ``cxl`` and ``ub``, and where each one's region comes from.
+
+Imported by the registry to answer "can this backend run here?" without importing the engine: only the standard
+library, the region providers, the layout arithmetic and the config (no torch, no numpy). Each probe fails soft
+with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from sagellm_comm.errors import BackendNotSupportedError
+from sagellm_comm_cxl_ub import futex
+from sagellm_comm_cxl_ub.config import MemoryConfig
+from sagellm_comm_cxl_ub.layout import Layout
+from sagellm_comm_cxl_ub.regions import DeviceRegionProvider, DirectoryRegionProvider, RegionProvider
+
+__all__ = ["cxl_available", "cxl_provider", "ordering_supported", "shm_available", "shm_provider", "ub_available",
+           "ub_provider"]
+
+UB_SYSFS = ("/sys/class/ubcore", "/sys/bus/ub/devices")
+
+
+def ordering_supported() -> tuple[bool, str]:
+    """The engine's flag protocol stores data before a counter and loads it after, relying on x86-64 TSO."""
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        return True, "x86-64 total store order"
+    return False, (f"the engine's flag protocol relies on x86-64 store ordering; on {machine} it needs memory "
+                   "fences this pure-Python engine does not issue yet")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _memory_note(cfg: MemoryConfig) -> str:
+    two = Layout(2, cfg.slot_for(2), cfg.chunk_bytes).size
+    four = Layout(4, cfg.slot_for(4), cfg.chunk_bytes).size
+    return (f"region per group: {_mib(two)} at 2 ranks, {_mib(four)} at 4 on this host (slots "
+            f"{_mib(cfg.slot_for(2))} / {_mib(cfg.slot_for(4))}, mailboxes {_mib(cfg.chunk_bytes)})")
+
+
+def _engine_ok() -> tuple[bool, str]:
+    if not futex.FUTEX_AVAILABLE:
+        return False, futex.FUTEX_REASON
+    return ordering_supported()
+
+
+def shm_provider(cfg: MemoryConfig) -> RegionProvider:
+    return DirectoryRegionProvider(cfg.shm_dir, kind="shm", host_local=True)
+
+
+def cxl_provider(cfg: MemoryConfig) -> RegionProvider:
+    if not cfg.cxl_path:
+        raise BackendNotSupportedError(
+            "cxl: no CXL memory configured; set SAGELLM_COMM_CXL_PATH (or cxl_path=) to a directory on CXL-backed "
+            "memory, a DAX device (/dev/daxX.Y) or a file on CXL memory")
+    if os.path.isdir(cfg.cxl_path):
+        return DirectoryRegionProvider(cfg.cxl_path, kind="cxl", host_local=True)
+    return DeviceRegionProvider(cfg.cxl_path, cfg.cxl_offset, kind="cxl-device", host_local=False)
+
+
+def _ub_device() -> str | None:
+    for root in UB_SYSFS:
+        try:
+            entries = sorted(os.listdir(root))
+        except OSError:
+            continue
+        if entries:
+            return f"{root}/{entries[0]}"
+    return None
+
+
+def ub_provider(cfg: MemoryConfig) -> RegionProvider:
+    dev = _ub_device()
+    if dev is None:
+        raise BackendNotSupportedError(
+            "ub: no UB device on this host (neither /sys/class/ubcore nor /sys/bus/ub lists one: the ubcore driver "
+            "is not loaded or there is no Unified Bus hardware)")
+    if not cfg.ub_segment:
+        raise BackendNotSupportedError(
+            f"ub: UB device {dev} found but no segment configured; set SAGELLM_COMM_UB_SEGMENT (or ub_segment=) "
+            "to the device node through which the exported UB segment is mapped")
+    return DeviceRegionProvider(cfg.ub_segment, cfg.cxl_offset, kind="ub", host_local=False)
+
+
+def _check(provider_fn, cfg: MemoryConfig) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
+    ok, why = _engine_ok()
+    if not ok:
+        return False, why
+    try:
+        provider = provider_fn(cfg)
+    except BackendNotSupportedError as exc:
+        return False, exc.message
+    ok, why = provider.available()
+    return ok, (f"{why}; {_memory_note(cfg)}" if ok else why)
+
+
+def _local_world() -> str | None:
+    ws, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
+    if ws and local and ws != local:
+        return (f"ranks span several hosts (WORLD_SIZE={ws}, LOCAL_WORLD_SIZE={local}); shm joins ranks of one "
+                "host only")
+    return None
+
+
+def shm_available() -> tuple[bool, str]:
+    multi = _local_world()
+    if multi:
+        return False, multi
+    return _check(shm_provider, MemoryConfig.from_options())
+
+
+def cxl_available() -> tuple[bool, str]:
+    return _check(cxl_provider, MemoryConfig.from_options())
+
+
+def ub_available() -> tuple[bool, str]:
+    return _check(ub_provider, MemoryConfig.from_options())

@@ -1,0 +1,23 @@
+"""Entry point: registers every backend of this fixture by path (nothing heavy imported)."""
+
+from __future__ import annotations
+
+from sagellm_comm.plugins import hookimpl
+from sagellm_comm.registry import BackendRegistry, BackendSpec
+
+BACKENDS = {
+    "gloocopy": "GlooCopy",
+    "gloocopy-offbyone": "OffByOne",
+    "gloocopy-wrongroot": "WrongRoot",
+    "gloocopy-deferred": "DeferredAsync",
+    "gloocopy-blocking": "BlockingAsync",
+}
+
+
+@hookimpl
+def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
+    for name, cls in BACKENDS.items():
+        registry.register(BackendSpec(name=name, factory=f"sagellm_comm_gloocopy.backends:{cls}",
+                                      devices=frozenset({"cpu"}), priority=-10,
+                                      install_hint="pip install sagellm-comm-gloocopy",
+                                      description="out-of-tree test fixture"))

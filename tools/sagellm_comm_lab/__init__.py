@@ -1,0 +1,1 @@
+"""Developer tools shared by the plugins' tests; never shipped in a wheel. ``netns``: simulated hosts."""
