@@ -165,3 +165,26 @@ def device_windows(name: str) -> list:
     from sagellm_comm.testing.tasks import backend_for
 
     return sorted(backend_for(name)._provider_obj._windows.items())
+
+
+def destroy_with_an_async_op_pending(hold_s: float) -> dict:
+    """Rank 0 submits an async all_reduce that rank 1 never joins, then destroys its backend: the progress thread must
+    give up at once (no wait for the timeout, no crash from unmapping under it) and the handle must say why."""
+    comm = get_comm_backend("shm")
+    comm.init_process_group(timeout=60)
+    if comm.get_rank() != 0:
+        time.sleep(hold_s)  # alive, never calls the collective
+        comm.destroy()
+        return {"rank": 1}
+    work = comm.all_reduce(torch.ones(1 << 20), async_op=True)
+    time.sleep(0.2)
+    completed_early = work.is_completed()
+    start = time.monotonic()
+    comm.destroy()
+    destroy_s = time.monotonic() - start
+    try:
+        work.wait(5)
+        error = None
+    except CommError as exc:
+        error = {"code": exc.code.value, "message": exc.message}
+    return {"rank": 0, "completed_early": completed_early, "destroy_s": destroy_s, "error": error}

@@ -114,3 +114,13 @@ def test_p2p_matches_tags_out_of_order_and_names_size_mismatches(comm_pools):
     code, message = r1["mismatch"]
     assert code == ErrorCode.COMM_P2P_FAILED.value and "40 bytes" in message and "20 bytes" in message
     assert r1["after"] == [9.0] * 4
+
+
+def test_destroy_abandons_a_pending_async_op_promptly_and_says_so():
+    before = memory_tasks.shm_names()
+    with RankPool(2) as pool:
+        r0, _ = pool.run(memory_tasks.destroy_with_an_async_op_pending, 3.0, timeout=60)
+    assert r0["completed_early"] is False  # rank 1 never joined
+    assert r0["destroy_s"] < 30.0, r0  # the wait was aborted, not left to the 60 s group timeout
+    assert r0["error"]["code"] == ErrorCode.COMM_COLLECTIVE_FAILED.value and "destroyed" in r0["error"]["message"]
+    assert memory_tasks.shm_names() == before

@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -37,7 +38,7 @@ from sagellm_comm_cxl_ub.config import MemoryConfig
 from sagellm_comm_cxl_ub.engine import RegionEngine
 from sagellm_comm_cxl_ub.layout import MAGIC, VERSION, Layout
 from sagellm_comm_cxl_ub.p2p import P2PEngine, P2PWork
-from sagellm_comm_cxl_ub.progress import OpQueue
+from sagellm_comm_cxl_ub.progress import CLOSE_WAIT_S, OpQueue
 from sagellm_comm_cxl_ub.regions.base import Region, RegionProvider
 from sagellm_comm_cxl_ub.sync import StepCounters
 
@@ -63,7 +64,14 @@ class GroupState:
     queue: OpQueue
 
     def close(self) -> None:
-        self.queue.close()
+        self.counters.abort()  # an async op still waiting for a peer gives up, so its thread can be joined
+        if not self.queue.close():
+            # the progress thread is still inside the region: unmapping it now would crash the process; the name is
+            # already gone, so the memory is returned when the process exits
+            warnings.warn(f"{self.engine.counters.group_id}: an async op did not stop within "
+                          f"{CLOSE_WAIT_S:.0f}s of destroy(); its shared region stays mapped until the process exits",
+                          RuntimeWarning, stacklevel=3)
+            return
         self.p2p.close()
         self.counters.release()
         self.engine.base = None  # type: ignore[assignment]

@@ -62,12 +62,15 @@ class OpQueue:
     def pending(self) -> int:
         return self._pending
 
-    def close(self) -> None:
-        """Stop the progress thread: queued ops that have not started are cancelled, a running one may finish."""
+    def close(self) -> bool:
+        """Stop the progress thread: queued ops that have not started are cancelled, a running one gets
+        ``CLOSE_WAIT_S`` to finish (the caller aborts its waits first). False if the thread is still running."""
         with self._count_lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-            worker = next(iter(getattr(pool, "_threads", ())), None)
-            if worker is not None:
-                worker.join(CLOSE_WAIT_S)
+        if pool is None:
+            return True
+        pool.shutdown(wait=False, cancel_futures=True)
+        workers = list(getattr(pool, "_threads", ()))
+        for worker in workers:
+            worker.join(CLOSE_WAIT_S)
+        return not any(w.is_alive() for w in workers)

@@ -59,6 +59,11 @@ class StepCounters:
         self.words = [np.ndarray((1,), dtype=np.int32, buffer=mapping, offset=base + off)  # type: ignore[call-overload]
                       for off in offsets]
         self.peers = [j for j in range(self.n) if j != rank]
+        self.aborted = False
+
+    def abort(self) -> None:
+        """Make a wait in progress (on a progress thread) give up within one sleep slice: the group is going away."""
+        self.aborted = True
 
     def release(self) -> None:
         self.words = []
@@ -96,6 +101,10 @@ class StepCounters:
             if reached(v, target):
                 return
             futex.wait(addr, v, SLEEP_SLICE_S)
+            if self.aborted:
+                raise CollectiveFailedError(
+                    f"group {self.group_id}: destroyed while rank {self.global_ranks[self.rank]} waited at step {step} "
+                    "for a peer; the op was abandoned", retryable=False)
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + LIVENESS_EVERY_S
