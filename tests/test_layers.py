@@ -1,0 +1,74 @@
+"""The layering rules, checked on the source and on a live process:
+
+- no module of the core imports a plugin (the core knows plugins only through entry points and hooks);
+- plugins use the core's public modules only (no ``sagellm_comm._private`` imports);
+- listing backends and ``sagellm-comm info`` import no engine: only each plugin's entry module and its probes.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "packages" / "comm-core" / "src" / "sagellm_comm"
+PLUGINS = sorted(p for p in (ROOT / "packages").glob("comm-*/src/sagellm_comm_*") if p.is_dir())
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return names
+
+
+def test_no_core_module_imports_a_plugin() -> None:
+    found = {str(p.relative_to(ROOT)): name for p in CORE.rglob("*.py") for name in _imports(p)
+             if name.split(".")[0].startswith("sagellm_comm_")}
+    assert not found, f"core modules importing plugins: {found}"
+
+
+def test_plugins_use_the_public_core_only() -> None:
+    assert PLUGINS, "no plugin packages found"
+    private = {}
+    for pkg in PLUGINS:
+        for p in pkg.rglob("*.py"):
+            for name in _imports(p):
+                parts = name.split(".")
+                if parts[0] == "sagellm_comm" and any(part.startswith("_") for part in parts[1:]):
+                    private[str(p.relative_to(ROOT))] = name
+    assert not private, f"plugins importing private core names: {private}"
+
+
+ENGINE_MODULES = {"backend", "kinds", "engine", "p2p", "sync", "reduce_kernels", "progress", "profiler", "draw",
+                  "gather", "local", "cluster"}
+
+PROBE = """
+import json, sys
+from sagellm_comm import list_comm_backends
+from sagellm_comm.cli.info import collect_info
+listed = [s.name for s in list_comm_backends()]
+collect_info()
+print(json.dumps({"listed": listed, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_listing_backends_and_info_import_no_engine() -> None:
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.splitlines()[-1])
+    assert {"gloo", "shm"} <= set(data["listed"])
+    loaded = data["modules"]
+    engines = [m for m in loaded if m.startswith("sagellm_comm_") and m.rsplit(".", 1)[-1] in ENGINE_MODULES]
+    assert not engines, f"listing imported engine modules: {engines}"
+    heavy = [m for m in ("matplotlib", "networkx", "sagellm_comm.engines.torch_distributed", "sagellm_comm.benchmark",
+                         "sagellm_comm.algorithms") if m in loaded]
+    assert not heavy, f"listing imported {heavy}"
+    entry = {m for m in loaded if m.startswith("sagellm_comm_") and m.endswith(".plugin")}
+    assert {"sagellm_comm_gloo.plugin", "sagellm_comm_cxl_ub.plugin"} <= entry

@@ -1,0 +1,107 @@
+"""Run by tools/check-wheels inside a fresh environment where only ``pip install isagellm-comm`` happened.
+
+Each check prints one line; the exit status is the number of failed checks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import distributions
+
+import torch
+
+
+def listing_imports_no_engine() -> str:
+    code = ("import json, sys\nfrom sagellm_comm import list_comm_backends\n"
+            "rows = [(s.name, s.available) for s in list_comm_backends()]\n"
+            "print(json.dumps({'rows': rows, 'modules': sorted(sys.modules)}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                     .stdout.splitlines()[-1])
+    engines = [m for m in out["modules"] if m.startswith("sagellm_comm_") and m.rsplit(".", 1)[-1] in
+               {"backend", "kinds", "engine", "p2p", "sync", "progress"}]
+    assert not engines, f"listing imported {engines}"
+    available = sorted(name for name, ok in out["rows"] if ok)
+    assert {"gloo", "shm"} <= set(available), out["rows"]
+    return f"available: {', '.join(available)}; no engine module imported by the listing"
+
+
+def distributions_installed() -> str:
+    ours = sorted(d.metadata["Name"] for d in distributions() if d.metadata["Name"].startswith("isagellm-comm"))
+    assert ours == ["isagellm-comm", "isagellm-comm-core", "isagellm-comm-cxl-ub", "isagellm-comm-gloo"], ours
+    return ", ".join(ours)
+
+
+def rank_all_reduce(name: str | None) -> tuple[str, list[float]]:
+    from sagellm_comm import get_comm_backend
+
+    comm = get_comm_backend(name)
+    comm.init_process_group()
+    t = torch.full((1000,), float(comm.get_rank() + 1))
+    comm.all_reduce(t, op="sum")
+    out = comm.name, sorted(set(t.tolist()))
+    comm.destroy()
+    return out
+
+
+def auto_and_gloo_all_reduce_on_two_ranks() -> str:
+    from sagellm_comm.launch import launch
+
+    lines = []
+    for name in (None, "gloo"):
+        results = launch(rank_all_reduce, 2, name, timeout=120)
+        assert all(values == [3.0] for _, values in results), results
+        lines.append(f"{name or 'auto'} -> {results[0][0]}: 1+2 = 3 on both ranks")
+    assert lines[0].startswith("auto -> shm"), lines
+    return "; ".join(lines)
+
+
+def seed_spellings_and_benchmark_without_plot() -> str:
+    from sagellm_comm import get_comm_backend
+    from sagellm_comm.benchmark import run_all_reduce_benchmark
+
+    try:
+        import matplotlib  # noqa: F401
+        raise AssertionError("matplotlib is installed: the plot extra leaked into the base install")
+    except ImportError:
+        pass
+    backend = get_comm_backend("gloo")
+    backend.init(rank=0, world_size=1, master_addr="localhost", master_port=29500)
+    with tempfile.TemporaryDirectory() as out:
+        results = run_all_reduce_benchmark(backend=backend, message_sizes=[1024, 4096], output_dir=out,
+                                           warmup_iters=1, benchmark_iters=3)
+    backend.destroy()
+    return f"run_all_reduce_benchmark gave {len(results)} records without matplotlib"
+
+
+def cuda_work_gets_a_clear_error() -> str:
+    from sagellm_comm import BackendNotSupportedError, get_comm_backend
+
+    try:
+        get_comm_backend("auto", device="cuda")
+    except BackendNotSupportedError as exc:
+        assert "cuda" in exc.message, exc.message
+        return exc.message[:160] + "..."
+    raise AssertionError("auto for cuda tensors did not raise")
+
+
+CHECKS = [distributions_installed, listing_imports_no_engine, auto_and_gloo_all_reduce_on_two_ranks,
+          seed_spellings_and_benchmark_without_plot, cuda_work_gets_a_clear_error]
+
+
+def main() -> int:
+    failed = 0
+    for check in CHECKS:
+        try:
+            print(f"PASS {check.__name__}: {check()}", flush=True)
+        except Exception as exc:
+            failed += 1
+            print(f"FAIL {check.__name__}: {type(exc).__name__}: {exc}", flush=True)
+    print(f"wheel smoke: {len(CHECKS) - failed}/{len(CHECKS)} checks passed")
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
