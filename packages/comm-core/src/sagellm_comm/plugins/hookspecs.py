@@ -2,6 +2,9 @@
 
 A plugin is a module (or object) registered through the ``sagellm_comm.plugins`` entry-point group that
 implements some of these hooks with ``@sagellm_comm.plugins.hookimpl``. Hooks are only ever added, never changed.
+The core calls them through pluggy only (``SagellmPluginManager.call_plugin`` / ``call_each`` / ``call_first``), so
+an implementation may declare fewer arguments than a spec offers; "first wins" specs are ``firstresult``.
+docs/plugins.md documents every hook: when it is called, its arguments, what it returns.
 """
 
 from __future__ import annotations
