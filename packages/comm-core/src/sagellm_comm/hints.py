@@ -54,4 +54,6 @@ def hint_for_device(device_type: str) -> str:
     if engine and engine in extras:
         return f"install the plugin for {device_type} tensors: pip install '{META_DISTRIBUTION}[{engine}]'"
     via = f" (torch.distributed serves {device_type} with {engine!r})" if engine else ""
+    if version is None:
+        return f"{_extras_line(version, extras)}; its extras add the other devices{via}"
     return f"no extra of {META_DISTRIBUTION} serves {device_type!r} tensors yet{via}; {_extras_line(version, extras)}"
