@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, metadata
 __all__ = ["META_DISTRIBUTION", "hint_for_backend", "hint_for_device", "meta_extras"]
 
 META_DISTRIBUTION = "isagellm-comm"
-_NOT_EXTRAS = {"all", "plot", "bench", "testing"}  # extras that add tools, not backends
+_NOT_EXTRAS = {"all", "plot"}  # extras of the meta-distribution that add no backend of their own
 
 
 def meta_extras() -> tuple[str | None, list[str]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sagellm_protocol import CommBackendType, CommTopologyDescriptor, TopologyType
 
-__all__ = ["TOPOLOGY_FILE_ENV", "Device", "Topology", "first_topology_hook"]
+__all__ = ["TOPOLOGY_FILE_ENV", "Device", "Topology"]
 
 # A topology JSON file that pins (replays) the topology instead of discovering it; read by topology plugins.
 TOPOLOGY_FILE_ENV = "SAGELLM_COMM_TOPOLOGY_FILE"
@@ -63,16 +63,6 @@ def _torch_devices() -> tuple[list[Device], str]:
     return devices, "ok"
 
 
-def first_topology_hook(hook: str, *, isolate: bool, **kwargs: Any) -> tuple[str, Any] | None:
-    """(plugin name, answer) of the first plugin whose ``hook`` (a ``firstresult`` spec) answers, or None.
-
-    ``isolate``: a raising plugin is skipped with a warning (True) or its error propagates (False). Calls go through
-    pluggy, so an implementation may declare only the arguments it needs."""
-    from sagellm_comm.registry import plugin_manager
-
-    return plugin_manager().call_first(hook, isolate=isolate, **kwargs)
-
-
 @dataclass
 class Topology:
     hostname: str
@@ -109,7 +99,7 @@ class Topology:
         if backend is None and group is not None:
             backend = group.backend
         if backend is not None:
-            found = first_topology_hook("sagellm_comm_topology_gather", isolate=False, topology=topo,
+            found = plugin_manager().call_first("sagellm_comm_topology_gather", isolate=False, topology=topo,
                                         backend=backend, group=group)
             if found is None:
                 topo.notes.append(NO_PLUGIN_NOTE + " (each rank reports its own host only)")
@@ -129,7 +119,10 @@ class Topology:
                 "accelerators": self.gpus_per_node, "accelerator_reason": self.accelerator_reason,
                 "facts": self.facts}
         key = None if backend is None else str(getattr(backend, "value", backend))
-        found = first_topology_hook("sagellm_comm_topology_descriptor", isolate=True, topology=self, backend=key)
+        from sagellm_comm.registry import plugin_manager
+
+        found = plugin_manager().call_first("sagellm_comm_topology_descriptor", isolate=True, topology=self,
+                                            backend=key)
         if found is not None and isinstance(found[1], CommTopologyDescriptor):
             desc = found[1]
             return desc.model_copy(update={"metadata": {**meta, **desc.metadata, "descriptor_from": found[0]}})

@@ -68,7 +68,7 @@ class GroupState:
         if not self.queue.close():
             # the progress thread is still inside the region: unmapping it now would crash the process; the name is
             # already gone, so the memory is returned when the process exits
-            warnings.warn(f"{self.engine.counters.group_id}: an async op did not stop within "
+            warnings.warn(f"{self.counters.group_id}: an async op did not stop within "
                           f"{CLOSE_WAIT_S:.0f}s of destroy(); its shared region stays mapped until the process exits",
                           RuntimeWarning, stacklevel=3)
             return

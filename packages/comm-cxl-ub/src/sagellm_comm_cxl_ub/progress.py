@@ -58,10 +58,6 @@ class OpQueue:
             with self._count_lock:
                 self._pending -= 1
 
-    @property
-    def pending(self) -> int:
-        return self._pending
-
     def close(self) -> bool:
         """Stop the progress thread: queued ops that have not started are cancelled, a running one gets
         ``CLOSE_WAIT_S`` to finish (the caller aborts its waits first). False if the thread is still running."""

@@ -45,9 +45,9 @@ def _core_tree(topo: Any) -> Tree:
 
 
 def _hook(name: str, **kwargs: Any) -> Any:
-    from sagellm_comm.topology import first_topology_hook
+    from sagellm_comm.registry import plugin_manager
 
-    found = first_topology_hook(name, isolate=False, **kwargs)
+    found = plugin_manager().call_first(name, isolate=False, **kwargs)
     if found is None:
         raise _NoPlugin(name)
     return found[1]
