@@ -424,19 +424,35 @@ class CommBackend(ABC):
         return self._run("recv", self._irecv, tensor, True, buf, src_rank, g, tag)
 
     def batch_isend_irecv(self, p2p_ops: Sequence[P2POp]) -> list[Work]:
-        """Start several sends and receives at once (a ring exchange, a KV fan-out); wait on the handles."""
+        """Start several sends and receives at once (a ring exchange, a KV fan-out); wait on the handles (one per
+        op, in order). Every op is checked before any starts."""
         if not p2p_ops:
             raise InvalidArgumentError("batch_isend_irecv needs at least one P2POp")
         self._require_op("batch_p2p")
-        works = []
+        items: list[tuple[str, torch.Tensor, int, CommGroup, int]] = []
+        results = []
         for p in p2p_ops:
             kind = p.op if isinstance(p.op, str) else getattr(p.op, "__name__", str(p.op))
-            if kind == "isend":
-                works.append(self.isend(p.tensor, p.peer, p.group, p.tag))
-            elif kind == "irecv":
-                works.append(self.irecv(p.tensor, p.peer, p.group, p.tag))
-            else:
+            if kind not in ("isend", "irecv"):
                 raise InvalidArgumentError(f"P2POp.op must be 'isend' or 'irecv', got {p.op!r}")
+            op = "send" if kind == "isend" else "recv"
+            g = self._group(p.group, op)
+            buf = self._as_tensor(p.tensor, kind, writable=kind == "irecv")
+            self._check_tensor(buf, op)
+            self._check_peer(p.peer, g, op, "dst_rank" if op == "send" else "src_rank", allow_self=False)
+            self._check_tag(p.tag, op)
+            items.append((kind, buf, p.peer, g, p.tag))
+            results.append(None if op == "send" else p.tensor)
+        try:
+            works = self._batch_p2p(items)
+        except CommError:
+            raise
+        except Exception as exc:
+            raise self._translate_error("batch_isend_irecv", exc) from exc
+        for work, (kind, buf, *_), result in zip(works, items, results, strict=True):
+            work.op, work._result = ("send" if kind == "isend" else "recv"), result
+            if work.device is None:
+                work.device = buf.device
         return works
 
     # ------------------------------------------------------------------------------------------------------
@@ -653,6 +669,13 @@ class CommBackend(ABC):
 
     def _irecv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> Work:
         raise self._not_implemented("irecv")
+
+    def _batch_p2p(self, items: list[tuple[str, torch.Tensor, int, CommGroup, int]]) -> list[Work]:
+        """Start every ``(kind, tensor, peer, group, tag)`` (kind ``"isend"``/``"irecv"``), one Work per item in
+        order. The default starts them one by one; an engine whose sends block until matched (NCCL) overrides it to
+        fuse them, or a ring of them deadlocks."""
+        return [self._isend(t, peer, g, tag) if kind == "isend" else self._irecv(t, peer, g, tag)
+                for kind, t, peer, g, tag in items]
 
     def __repr__(self) -> str:
         state = f"rank {self._global_rank}/{self._world.world_size}" if self._world else "not initialized"

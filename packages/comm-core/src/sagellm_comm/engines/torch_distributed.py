@@ -25,7 +25,7 @@ import torch.distributed as dist
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm.backend import CommBackend
-from sagellm_comm.errors import BackendNotSupportedError, GroupInvalidError
+from sagellm_comm.errors import BackendNotSupportedError, GroupInvalidError, InvalidArgumentError
 from sagellm_comm.group import CommGroup
 from sagellm_comm.rendezvous import Rendezvous
 from sagellm_comm.work import Work
@@ -77,6 +77,21 @@ def _destroy_at_exit(ref: weakref.ref) -> None:
             backend.destroy()
 
 
+def _device_index(device: Any, device_type: str, local_rank: int) -> int:
+    """The device index an ``options["device"]`` names (an int, ``"cuda:1"``, a ``torch.device``), else the local
+    rank."""
+    if device is None:
+        return local_rank
+    if isinstance(device, bool):
+        raise InvalidArgumentError(f"device must be an index or a {device_type} device, got {device!r}")
+    if isinstance(device, int):
+        return device
+    dev = torch.device(device)
+    if dev.type != device_type:
+        raise InvalidArgumentError(f"device {device!r} is not a {device_type} device")
+    return local_rank if dev.index is None else dev.index
+
+
 def _pg(group: CommGroup) -> Any:
     return group.handle
 
@@ -87,10 +102,20 @@ class TorchDistributedBackend(CommBackend):
     torch_backend: ClassVar[str] = ""
     # AVG through the engine, or SUM followed by a division here (for engines/versions without a native AVG)
     native_avg: ClassVar[bool] = False
+    # the torch device type of the tensors; an accelerator engine ("cuda", "npu", "xpu") binds one local device per
+    # rank at init (``_device_id``)
+    device_type: ClassVar[str] = "cpu"
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._owns_default_group = False
+        self._device = torch.device(self.device_type)
+
+    @property
+    def device(self) -> torch.device:
+        """``cpu``, or after init the accelerator bound to this rank (``cuda:<LOCAL_RANK>``); before init the bare
+        device type."""
+        return self._device
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def _init(self, rdzv: Rendezvous, options: dict[str, Any]) -> Any:
@@ -98,6 +123,7 @@ class TorchDistributedBackend(CommBackend):
             raise BackendNotSupportedError(f"{self.name}: this torch build has no torch.distributed")
         timeout = datetime.timedelta(seconds=rdzv.timeout_s)
         if dist.is_initialized():
+            self._device_id(rdzv, options)
             if dist.get_rank() != rdzv.rank or dist.get_world_size() != rdzv.world_size:
                 raise GroupInvalidError(
                     f"torch.distributed is already initialized as rank {dist.get_rank()} of "
@@ -110,7 +136,7 @@ class TorchDistributedBackend(CommBackend):
             return dist.group.WORLD
         kwargs: dict[str, Any] = {"backend": self.torch_backend, "rank": rdzv.rank,
                                   "world_size": rdzv.world_size, "timeout": timeout}
-        device_id = self._device_id(rdzv)
+        device_id = self._device_id(rdzv, options)
         if device_id is not None:
             kwargs["device_id"] = device_id
         # the core's side channel is the process group's store (c10d's factory gets a store the same way)
@@ -120,9 +146,29 @@ class TorchDistributedBackend(CommBackend):
         atexit.register(_destroy_at_exit, weakref.ref(self))
         return dist.group.WORLD
 
-    def _device_id(self, rdzv: Rendezvous) -> torch.device | None:
-        """Accelerator engines bind the rank to a device here; CPU engines return None."""
-        return None
+    def _device_id(self, rdzv: Rendezvous, options: dict[str, Any]) -> torch.device | None:
+        """Bind this rank to its local accelerator and return it (None on CPU).
+
+        The device is ``options["device"]`` (an index, ``"cuda:1"`` or a ``torch.device``) when given, else the
+        local rank (LOCAL_RANK, as torchrun sets it; the global rank when unset), the convention of torchrun, vLLM and
+        torch.distributed's own examples. It must exist: two ranks on one device is refused by NCCL/HCCL anyway, so a
+        local rank past the device count is an error that says so rather than a silent wrap-around.
+        """
+        if self.device_type == "cpu":
+            return None
+        module = torch.get_device_module(self.device_type)
+        count = int(module.device_count())
+        if count == 0:
+            raise BackendNotSupportedError(f"{self.name}: torch {torch.__version__} found no {self.device_type} device")
+        index = _device_index(options.get("device"), self.device_type, rdzv.local_rank)
+        if not 0 <= index < count:
+            raise InvalidArgumentError(
+                f"{self.name}: rank {rdzv.rank} (local rank {rdzv.local_rank}) needs {self.device_type}:{index}, but "
+                f"this host shows {count} {self.device_type} device(s); run at most {count} ranks per host, or pass "
+                "device=<index> to init_process_group (one device per rank)")
+        module.set_device(index)
+        self._device = torch.device(self.device_type, index)
+        return self._device
 
     def _destroy(self) -> None:
         if not dist.is_initialized():
