@@ -47,7 +47,7 @@ def test_plugins_use_the_public_core_only() -> None:
 
 
 ENGINE_MODULES = {"backend", "kinds", "engine", "p2p", "sync", "reduce_kernels", "progress", "profiler", "draw",
-                  "gather", "local", "cluster"}
+                  "gather", "local", "cluster", "binding", "direct", "communicator"}
 
 PROBE = """
 import json, sys

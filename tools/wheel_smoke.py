@@ -1,4 +1,5 @@
-"""Run by tools/check-wheels inside a fresh environment where only ``pip install isagellm-comm`` happened.
+"""Run by tools/check-wheels inside a fresh environment where only ``pip install isagellm-comm`` happened; then, with
+``--accelerators TORCH_VERSION``, after ``pip install 'isagellm-comm[nccl,rccl,hccl]'`` in the same environment.
 
 Each check prints one line; the exit status is the number of failed checks.
 """
@@ -83,6 +84,7 @@ def cuda_work_gets_a_clear_error() -> str:
         get_comm_backend("auto", device="cuda")
     except BackendNotSupportedError as exc:
         assert "cuda" in exc.message, exc.message
+        assert "pip install 'isagellm-comm[nccl]'" in exc.message, "the hint names the extra that serves cuda"
         return exc.message[:160] + "..."
     raise AssertionError("auto for cuda tensors did not raise")
 
@@ -91,15 +93,63 @@ CHECKS = [distributions_installed, listing_imports_no_engine, auto_and_gloo_all_
           seed_spellings_and_benchmark_without_plot, cuda_work_gets_a_clear_error]
 
 
+# ------------------------------------------------------------------ after pip install 'isagellm-comm[nccl,rccl,hccl]'
+TORCH_BEFORE: list[str] = []
+
+
+def extras_kept_the_torch() -> str:
+    assert torch.__version__ == TORCH_BEFORE[0], f"torch {TORCH_BEFORE[0]} became {torch.__version__}"
+    names = sorted(d.metadata["Name"] for d in distributions() if d.metadata["Name"].startswith("isagellm-comm-"))
+    assert {"isagellm-comm-nccl", "isagellm-comm-rccl", "isagellm-comm-hccl"} <= set(names), names
+    return f"torch still {torch.__version__}; installed {', '.join(names)}"
+
+
+def accelerator_backends_say_why() -> str:
+    from sagellm_comm import BackendNotSupportedError, get_comm_backend, list_comm_backends
+
+    status = {s.name: s for s in list_comm_backends()}
+    lines = []
+    for name in ("nccl", "rccl", "hccl"):
+        assert name in status, f"{name} is not registered: {sorted(status)}"
+        if status[name].available:
+            lines.append(f"{name}: available ({status[name].reason})")
+            continue
+        try:
+            get_comm_backend(name)
+        except BackendNotSupportedError as exc:
+            assert status[name].reason in exc.message, exc.message
+        else:
+            raise AssertionError(f"{name} is unavailable but was created")
+        lines.append(f"{name}: refused ({status[name].reason[:60]}...)")
+    return "; ".join(lines)
+
+
+def nccl_binding_finds_the_library() -> str:
+    if not torch.version.cuda:
+        return "skipped: not a CUDA build of torch"
+    from sagellm_comm_nccl.binding import find_library
+
+    lib = find_library()
+    assert lib.version == tuple(torch.cuda.nccl.version()), (lib, torch.cuda.nccl.version())
+    return repr(lib)
+
+
+ACCELERATOR_CHECKS = [extras_kept_the_torch, accelerator_backends_say_why, nccl_binding_finds_the_library]
+
+
 def main() -> int:
+    checks = CHECKS
+    if sys.argv[1:2] == ["--accelerators"]:
+        TORCH_BEFORE.append(sys.argv[2])
+        checks = ACCELERATOR_CHECKS
     failed = 0
-    for check in CHECKS:
+    for check in checks:
         try:
             print(f"PASS {check.__name__}: {check()}", flush=True)
         except Exception as exc:
             failed += 1
             print(f"FAIL {check.__name__}: {type(exc).__name__}: {exc}", flush=True)
-    print(f"wheel smoke: {len(CHECKS) - failed}/{len(CHECKS)} checks passed")
+    print(f"wheel smoke: {len(checks) - failed}/{len(checks)} checks passed")
     return failed
 
 
