@@ -105,7 +105,8 @@ class Topology:
                 topo.notes.append(NO_PLUGIN_NOTE + " (each rank reports its own host only)")
             else:
                 topo.facts[found[0]] = found[1]
-        if not topo.facts:
+        if not plugin_manager().implementers("sagellm_comm_topology_descriptor"):
+            # facts from backend plugins (a library version, NPUs) do not make a topology model: no plugin gives one
             topo.notes.append(NO_PLUGIN_NOTE)
         return topo
 

@@ -24,11 +24,10 @@ import os
 from typing import Any, ClassVar
 
 import torch
-import torch.distributed as dist
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm.capabilities import ALL_OPS, ARITHMETIC_OPS, FLOAT_DTYPES, INT_DTYPES, Capabilities
-from sagellm_comm.engines.torch_distributed import TorchDistributedBackend, TorchWork
+from sagellm_comm.engines.torch_distributed import TorchDistributedBackend
 from sagellm_comm.errors import BackendNotSupportedError, InvalidArgumentError
 from sagellm_comm.group import CommGroup
 from sagellm_comm.rendezvous import Rendezvous
@@ -54,6 +53,7 @@ class NcclBackend(TorchDistributedBackend):
     torch_backend: ClassVar[str] = "nccl"
     device_type: ClassVar[str] = "cuda"
     native_avg: ClassVar[bool] = True
+    fused_batch_p2p: ClassVar[bool] = True
     library_flavor: ClassVar[str] = "nccl"  # which library the direct path binds (rccl: librccl)
     capabilities: ClassVar[Capabilities] = Capabilities(
         ops=ALL_OPS,
@@ -285,30 +285,21 @@ class NcclBackend(TorchDistributedBackend):
         return self._stream_done("recv", comm, True, back)
 
     def _batch_p2p(self, items):
-        """Fused: NCCL sends block until the peer's receive is posted, so a ring of separate ones can deadlock."""
-        if len({id(g) for _, _, _, g, _ in items}) > 1:  # torch fuses one group at a time
+        """Fused (``fused_batch_p2p``): NCCL sends block until the peer's receive is posted, so a ring of separate
+        ones can deadlock. On the direct path the batch is one ``ncclGroupStart/End``."""
+        comm = None
+        if len({id(g) for _, _, _, g, _ in items}) == 1:
+            comm = self._direct_for(items[0][3], "batch_isend_irecv")
+        if comm is None:
             return super()._batch_p2p(items)
-        comm = self._direct_for(items[0][3], "batch_isend_irecv")
-        if comm is not None:
-            sends, recvs, backs = [], [], []
-            for kind, t, peer, _, _ in items:
-                if kind == "isend":
-                    sends.append((t.contiguous(), peer))
-                else:
-                    buf, back = self._contig(t)
-                    recvs.append((buf, peer))
-                    backs.append(back)
-            comm.exchange(sends, recvs)
-            self._stream_done("batch_isend_irecv", comm, False, *backs)
-            return [StreamWork("send" if kind == "isend" else "recv", comm) for kind, *_ in items]
-        ops, backs = [], []
-        for kind, t, peer, g, tag in items:
-            buf, back = (t.contiguous(), None) if kind == "isend" else self._contig(t)
-            ops.append(dist.P2POp(dist.isend if kind == "isend" else dist.irecv, buf, g.global_ranks[peer],
-                                  group=g.handle, tag=tag))
-            backs.append(back)
-        works = dist.batch_isend_irecv(ops)
-        # NCCL coalesces the batch into one handle: every item's Work waits on it
-        handles = works if len(works) == len(items) else [works[-1]] * len(items)
-        return [TorchWork("send" if kind == "isend" else "recv", h, back)
-                for (kind, *_), h, back in zip(items, handles, backs, strict=True)]
+        sends, recvs, backs = [], [], []
+        for kind, t, peer, _, _ in items:
+            if kind == "isend":
+                sends.append((t.contiguous(), peer))
+            else:
+                buf, back = self._contig(t)
+                recvs.append((buf, peer))
+                backs.append(back)
+        comm.exchange(sends, recvs)
+        self._stream_done("batch_isend_irecv", comm, False, *backs)
+        return [StreamWork("send" if kind == "isend" else "recv", comm) for kind, *_ in items]

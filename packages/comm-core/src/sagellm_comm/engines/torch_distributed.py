@@ -105,17 +105,21 @@ class TorchDistributedBackend(CommBackend):
     # the torch device type of the tensors; an accelerator engine ("cuda", "npu", "xpu") binds one local device per
     # rank at init (``_device_id``)
     device_type: ClassVar[str] = "cpu"
+    # start a batch of sends/receives as one fused group (torch's batch_isend_irecv); engines whose point-to-point
+    # calls block until matched (NCCL, HCCL) need it, or a ring of them deadlocks
+    fused_batch_p2p: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._owns_default_group = False
-        self._device = torch.device(self.device_type)
+        self._device: torch.device | None = None
 
     @property
     def device(self) -> torch.device:
         """``cpu``, or after init the accelerator bound to this rank (``cuda:<LOCAL_RANK>``); before init the bare
-        device type."""
-        return self._device
+        device type (built on first use: torch knows some types, e.g. ``npu``, only once their extension is
+        imported)."""
+        return self._device if self._device is not None else torch.device(self.device_type)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def _init(self, rdzv: Rendezvous, options: dict[str, Any]) -> Any:
@@ -306,3 +310,18 @@ class TorchDistributedBackend(CommBackend):
         buf, back = self._contig(tensor)
         work = dist.irecv(buf, src=group.global_ranks[src], group=_pg(group), tag=tag)
         return TorchWork("recv", work, back)
+
+    def _batch_p2p(self, items):
+        if not self.fused_batch_p2p or len({id(g) for _, _, _, g, _ in items}) > 1:  # torch fuses one group at a time
+            return super()._batch_p2p(items)
+        ops, backs = [], []
+        for kind, t, peer, g, tag in items:
+            buf, back = (t.contiguous(), None) if kind == "isend" else self._contig(t)
+            ops.append(dist.P2POp(dist.isend if kind == "isend" else dist.irecv, buf, g.global_ranks[peer],
+                                  group=_pg(g), tag=tag))
+            backs.append(back)
+        works = dist.batch_isend_irecv(ops)
+        # a fused batch may come back as one handle for all of it: every item's Work then waits on that one
+        handles = works if len(works) == len(items) else [works[-1]] * len(items)
+        return [TorchWork("send" if kind == "isend" else "recv", h, back)
+                for (kind, *_), h, back in zip(items, handles, backs, strict=True)]
