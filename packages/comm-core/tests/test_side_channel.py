@@ -66,3 +66,43 @@ def test_backends_receive_their_channel_and_group_namespaces(monkeypatch):
         comm.destroy()
     with pytest.raises(CommError):
         comm.side_channel  # noqa: B018 - after destroy there is none
+
+
+STRANGER_CLIENT = """
+import sys, time
+from sagellm_comm.errors import CommError
+from sagellm_comm.rendezvous import resolve_rendezvous
+from sagellm_comm.store import open_side_channel
+start = time.monotonic()
+try:
+    open_side_channel(resolve_rendezvous(2, 1, "127.0.0.1", int(sys.argv[1]), 2.0), "unit")
+    print("opened")
+except CommError as exc:
+    print(f"{time.monotonic() - start:.2f}|{exc.code.value}|{exc.message}")
+"""
+
+
+def test_a_stranger_on_master_port_fails_init_within_the_timeout() -> None:
+    """A process that accepts connections on MASTER_PORT but is not a torch store: rank 1 must get COMM_TIMEOUT
+    naming the port within its timeout (torch's TCPStore client alone blocks on the handshake indefinitely)."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(server.accept()[0]) for _ in range(8)], daemon=True).start()
+    port = server.getsockname()[1]
+    try:
+        proc = subprocess.run([sys.executable, "-c", STRANGER_CLIENT, str(port)], capture_output=True, text=True,
+                              timeout=30)
+    finally:
+        server.close()
+        for conn in accepted:
+            conn.close()
+    elapsed, code, message = proc.stdout.strip().splitlines()[-1].split("|", 2)
+    assert code == "comm_timeout" and float(elapsed) < 2.0 + 2.0, proc.stdout + proc.stderr
+    assert f"port {port}" in message and "another process" in message

@@ -12,7 +12,9 @@ region names all travel through it. The stores are torch.distributed's, never a 
 - otherwise a ``TCPStore`` on MASTER_ADDR:MASTER_PORT hosted by rank 0, ``multi_tenant`` so that a torch process
   group initialized later in the same process shares the server instead of failing to bind the port.
 
-Every wait is bounded by the rendezvous timeout and names the ranks whose keys are missing. The rank hosting a
+Every wait is bounded by the rendezvous timeout and names the ranks whose keys are missing; so is opening the store
+itself (torch's ``TCPStore`` client can block past its timeout when a stranger holds MASTER_PORT: it connects, then
+waits for a handshake the stranger never sends). The rank hosting a
 ``TCPStore`` (rank 0) keeps it up, when its last backend is destroyed, until every rank said it is done with it (at
 most ``DEPART_WAIT_S``), so a peer still reading a key never finds the store gone.
 """
@@ -126,6 +128,29 @@ class SideChannel:
         return f"SideChannel(prefix={self.prefix!r}, timeout_s={self.timeout_s})"
 
 
+def _bounded(make: Any, timeout_s: float, stuck: str) -> Any:
+    """``make()`` on a helper thread, waited for at most ``timeout_s`` (+1 s for torch's own timeout to fire first).
+    Past that the caller gets ``COMM_TIMEOUT`` saying ``stuck``; the thread is left blocked in torch (a C call cannot
+    be cancelled) and ends with the process."""
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append((True, make()))
+        except BaseException as exc:
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, name="sagellm-comm-store-open", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 1.0)
+    if not result:
+        raise CommTimeoutError(stuck, retryable=True)
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
 def _open_base(rdzv: Any) -> _Shared:
     import torch.distributed as dist
 
@@ -137,14 +162,24 @@ def _open_base(rdzv: Any) -> _Shared:
         return _Shared(dist.distributed_c10d._get_default_store(), hosting=False)  # the application's
     if rdzv.init_method or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         url = rdzv.init_method or "env://"
-        store, _, _ = next(dist.rendezvous(url, rank=rank, world_size=world_size, timeout=timeout))
+        store, _, _ = _bounded(
+            lambda: next(dist.rendezvous(url, rank=rank, world_size=world_size, timeout=timeout)), timeout_s,
+            f"rank {rank}: the rendezvous at {url} did not complete within {timeout_s:.1f}s; are all {world_size} "
+            "ranks started with the same address?")
         return _Shared(store, hosting=rank == 0 and url.startswith("tcp://"))
+    where = f"{rdzv.master_addr}:{rdzv.master_port}"
     try:
-        store = dist.TCPStore(rdzv.master_addr, rdzv.master_port, world_size, is_master=rank == 0, timeout=timeout,
-                              wait_for_workers=False, multi_tenant=True)
+        store = _bounded(
+            lambda: dist.TCPStore(rdzv.master_addr, rdzv.master_port, world_size, is_master=rank == 0,
+                                  timeout=timeout, wait_for_workers=False, multi_tenant=True),
+            timeout_s,
+            f"rank {rank} connected to {where} but no rendezvous store answered within {timeout_s:.1f}s: another "
+            f"process (not rank 0 of this job) holds port {rdzv.master_port} on {rdzv.master_addr}, or rank 0 is "
+            "stuck; pick a free MASTER_PORT (or check what listens there: ss -ltnp)")
+    except CommTimeoutError:
+        raise
     except Exception as exc:
         text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        where = f"{rdzv.master_addr}:{rdzv.master_port}"
         if rank == 0:
             raise GroupInvalidError(
                 f"rank 0 could not host the rendezvous store on {where} ({text}); another process holds that port: "
