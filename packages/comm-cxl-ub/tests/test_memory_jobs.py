@@ -124,3 +124,12 @@ def test_destroy_abandons_a_pending_async_op_promptly_and_says_so():
     assert r0["destroy_s"] < 30.0, r0  # the wait was aborted, not left to the 60 s group timeout
     assert r0["error"]["code"] == ErrorCode.COMM_COLLECTIVE_FAILED.value and "destroyed" in r0["error"]["message"]
     assert memory_tasks.shm_names() == before
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_mismatched_collectives_raise_on_every_rank_and_the_group_stays_usable(comm_pools, world_size):
+    """Different sizes, ops, dtypes, roots or reduce ops across ranks: COMM_RANK_MISMATCH naming the field on every
+    rank (before the step tags the shared memory engine returned wrong data and no error)."""
+    results = comm_pools.get(world_size).run(memory_tasks.mismatched_collectives, "shm", timeout=120)
+    fields = ["numel", "op", "dtype", "root", "reduce op", "async numel"]
+    assert results == [[f"{f}: mismatch" for f in fields]] * world_size, results

@@ -74,8 +74,7 @@ class GroupState:
             return
         self.p2p.close()
         self.counters.release()
-        self.engine.base = None  # type: ignore[assignment]
-        self.engine._parity = []
+        self.engine.close()
         self.region.close()
 
 
@@ -253,17 +252,27 @@ class MemoryBackend(CommBackend):
         for t, tmp in backs:
             t.copy_(tmp)
 
-    def _submit(self, op: str, group: CommGroup, async_op: bool,
-                fn: Callable[[GroupState], None]) -> FutureWork | None:
-        """Run ``fn`` on the group's engine: inline (blocking call) or on its progress thread (``async_op``)."""
+    def _submit(self, op: str, group: CommGroup, async_op: bool, fn: Callable[[GroupState], None],
+                tensor: torch.Tensor | None = None, root: int = -1, reduce_op: ReduceOp | None = None,
+                numel: int | None = None) -> FutureWork | None:
+        """Run ``fn`` on the group's engine: inline (blocking call) or on its progress thread (``async_op``). The
+        call's signature (op, ``tensor``'s dtype and size, root, reduce op) tags its steps: ranks that disagree
+        raise ``COMM_RANK_MISMATCH`` instead of exchanging data."""
         st = self._state(group)
+        size = numel if numel is not None else (tensor.numel() if tensor is not None else -1)
+        dtype = tensor.dtype if tensor is not None else None
+
+        def call(st: GroupState) -> None:
+            st.engine.expect(op, dtype, size, root, reduce_op)
+            fn(st)
+
         if not async_op:
-            st.queue.run(lambda: fn(st))
+            st.queue.run(lambda: call(st))
             return None
 
         def job() -> None:
             try:
-                fn(st)
+                call(st)
             except CommError:
                 raise
             except Exception as exc:
@@ -273,7 +282,8 @@ class MemoryBackend(CommBackend):
 
     # ------------------------------------------------------------------------------------------ collectives
     def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> Any:
-        return self._submit("all_reduce", group, async_op, lambda st: st.engine.all_reduce(tensor, op))
+        return self._submit("all_reduce", group, async_op, lambda st: st.engine.all_reduce(tensor, op), tensor,
+                            reduce_op=op)
 
     def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup, async_op: bool) -> Any:
         def run(st: GroupState) -> None:
@@ -281,22 +291,23 @@ class MemoryBackend(CommBackend):
             st.engine.all_gather_into(views, tensor)
             self._copy_back(backs)
 
-        return self._submit("all_gather", group, async_op, run)
+        return self._submit("all_gather", group, async_op, run, tensor)
 
     def _all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup,
                                 async_op: bool) -> Any:
         return self._submit("all_gather_into_tensor", group, async_op,
-                            lambda st: st.engine.all_gather_tensor(output, tensor))
+                            lambda st: st.engine.all_gather_tensor(output, tensor), tensor)
 
     def _reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup,
                         async_op: bool) -> Any:
-        return self._submit("reduce_scatter", group, async_op, lambda st: st.engine.reduce_scatter(output, input, op))
+        return self._submit("reduce_scatter", group, async_op, lambda st: st.engine.reduce_scatter(output, input, op),
+                            output, reduce_op=op)
 
     def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> Any:
-        return self._submit("broadcast", group, async_op, lambda st: st.engine.broadcast(tensor, src))
+        return self._submit("broadcast", group, async_op, lambda st: st.engine.broadcast(tensor, src), tensor, src)
 
     def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup, async_op: bool) -> Any:
-        return self._submit("reduce", group, async_op, lambda st: st.engine.reduce(tensor, dst, op))
+        return self._submit("reduce", group, async_op, lambda st: st.engine.reduce(tensor, dst, op), tensor, dst, op)
 
     def _gather(self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup,
                 async_op: bool) -> Any:
@@ -305,7 +316,7 @@ class MemoryBackend(CommBackend):
             st.engine.gather(tensor, views, dst)
             self._copy_back(backs)
 
-        return self._submit("gather", group, async_op, run)
+        return self._submit("gather", group, async_op, run, tensor, dst)
 
     def _scatter(self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup,
                  async_op: bool) -> Any:
@@ -313,7 +324,7 @@ class MemoryBackend(CommBackend):
             views = self._byte_views(scatter_list)[0] if scatter_list is not None else None
             st.engine.scatter(tensor, views, src)
 
-        return self._submit("scatter", group, async_op, run)
+        return self._submit("scatter", group, async_op, run, tensor, src)
 
     def _all_to_all(self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup,
                     async_op: bool) -> Any:
@@ -323,7 +334,8 @@ class MemoryBackend(CommBackend):
             st.engine.all_to_all(outs, ins)
             self._copy_back(backs)
 
-        return self._submit("all_to_all", group, async_op, run)
+        # per-peer sizes of the list form may differ between ranks: only the op and dtype are compared
+        return self._submit("all_to_all", group, async_op, run, input[0] if input else None, numel=-1)
 
     def _all_to_all_single(self, output: torch.Tensor, input: torch.Tensor, group: CommGroup, async_op: bool) -> Any:
         n = group.world_size
@@ -336,7 +348,7 @@ class MemoryBackend(CommBackend):
             if out is not output:
                 output.copy_(out)
 
-        return self._submit("all_to_all", group, async_op, run)
+        return self._submit("all_to_all", group, async_op, run, input)
 
     def _barrier(self, group: CommGroup, async_op: bool, timeout: float | None) -> Any:
         return self._submit("barrier", group, async_op, lambda st: st.engine.barrier(timeout))

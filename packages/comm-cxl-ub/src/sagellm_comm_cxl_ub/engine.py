@@ -11,22 +11,42 @@ All-reduce has two algorithms: ``direct`` (one step per chunk: every rank reduce
 in synchronisations, reads ``n`` chunks) and ``split`` (two steps per chunk: rank ``r`` reduces piece ``r`` of the
 chunk into its slot of the next parity, then everyone copies the ``n`` reduced pieces: reads ~2 chunks whatever
 ``n`` is). ``direct`` is used for 2 ranks and for small chunks, ``split`` beyond.
+
+Every step is tagged: before signalling step ``s`` a rank writes (op, dtype, numel, root, reduce op) of the call
+it is running next to its step counter (parity ``s % 2``, the same double buffering as the data), and after the
+wait it compares every peer's tag with its own. Ranks that called different collectives, or the same one with other
+sizes, dtypes, roots or reduce ops, all see the difference at the same step -- the call's first -- and all raise
+``COMM_RANK_MISMATCH`` naming what differed on which rank, before any data is read. The step counters stay aligned,
+so the group remains usable; without the tags the call would return wrong data and no error.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 
 import torch
 from sagellm_protocol import ReduceOp
 
-from sagellm_comm_cxl_ub.layout import Layout
+from sagellm_comm.errors import RankMismatchError
+from sagellm_comm_cxl_ub.layout import TAG_BYTES, Layout
 from sagellm_comm_cxl_ub.reduce_kernels import reduce_rows
 from sagellm_comm_cxl_ub.sync import StepCounters
 
 __all__ = ["SPLIT_MIN_BYTES", "RegionEngine"]
 
 SPLIT_MIN_BYTES = 256 << 10  # all_reduce chunks at least this big use ``split`` when n > 2
+
+_TAG = struct.Struct("<iiqii")  # op, dtype, numel, root, reduce op (the step counters already align the steps)
+assert _TAG.size <= TAG_BYTES
+# ops whose steps are interchangeable share a code (all_gather into a list or into one tensor store the same chunks)
+OP_CODES = {"barrier": 1, "all_reduce": 2, "reduce": 3, "broadcast": 4, "all_gather": 5, "all_gather_into_tensor": 5,
+            "gather": 6, "scatter": 7, "reduce_scatter": 8, "all_to_all": 9}
+_OP_NAMES = {v: k for k, v in reversed(OP_CODES.items())}
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8, torch.int16,
+           torch.int32, torch.int64, torch.bool)
+_DTYPE_CODES = {d: i + 1 for i, d in enumerate(_DTYPES)}
+_REDOPS = tuple(ReduceOp)
 
 
 def _flat(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[], None] | None]:
@@ -35,6 +55,20 @@ def _flat(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[], None] | None]:
         return t.view(-1), None
     tmp = t.contiguous().view(-1)
     return tmp, lambda: t.copy_(tmp.view_as(t))
+
+
+def _describe(tag: tuple[int, ...]) -> str:
+    op, dtype, numel, root, redop = tag
+    text = f"{_OP_NAMES.get(op, f'op {op}')}"
+    if dtype:
+        text += f" {str(_DTYPES[dtype - 1]).removeprefix('torch.')}"
+    if numel >= 0:
+        text += f" x{numel}"
+    if root >= 0:
+        text += f" root {root}"
+    if redop >= 0:
+        text += f" {_REDOPS[redop].value}"
+    return text
 
 
 def _bytes(t: torch.Tensor) -> torch.Tensor:
@@ -53,6 +87,23 @@ class RegionEngine:
         self.algo = "auto"  # all_reduce: "auto", "direct" or "split" (SAGELLM_COMM_SHM_ALLREDUCE)
         self._parity = [base[layout.parity_off(p):layout.parity_off(p) + self.n * self.slot].view(self.n, self.slot)
                         for p in (0, 1)]
+        self._mem: memoryview | None = memoryview(base.numpy())
+        self._tag_offs = [[layout.tag_off(r, p) for p in (0, 1)] for r in range(self.n)]
+        self._tag = _TAG.pack(0, 0, -1, -1, -1)
+
+    def close(self) -> None:
+        """Drop every view of the region (the mapping cannot be closed while one exists)."""
+        if self._mem is not None:
+            self._mem.release()
+        self._mem = None
+        self.base = None  # type: ignore[assignment]
+        self._parity = []
+
+    def expect(self, op: str, dtype: torch.dtype | None = None, numel: int = -1, root: int = -1,
+               reduce_op: ReduceOp | None = None) -> None:
+        """Declare the call the next steps belong to; every rank's declaration is compared at each step."""
+        self._tag = _TAG.pack(OP_CODES[op], _DTYPE_CODES.get(dtype, 0) if dtype is not None else 0, numel, root,
+                              _REDOPS.index(reduce_op) if reduce_op is not None else -1)
 
     # --------------------------------------------------------------------------------------------- plumbing
     def _next(self) -> tuple[int, torch.Tensor]:
@@ -60,8 +111,29 @@ class RegionEngine:
         return self.step, self._parity[self.step & 1]
 
     def _sync(self, step: int, timeout_s: float | None = None) -> None:
+        mem, parity, mine, size = self._mem, step & 1, self._tag, _TAG.size
+        if mem is not None:
+            off = self._tag_offs[self.rank][parity]
+            mem[off:off + size] = mine
         self.counters.signal(step)
         self.counters.wait_all(step, timeout_s)
+        if mem is not None:
+            for j, offs in enumerate(self._tag_offs):
+                off = offs[parity]
+                if mem[off:off + size] != mine and j != self.rank:
+                    self._mismatch(step, parity)
+
+    def _mismatch(self, step: int, parity: int) -> None:
+        assert self._mem is not None
+        seen = [_TAG.unpack(bytes(self._mem[o[parity]:o[parity] + _TAG.size])) for o in self._tag_offs]
+        names = ("op", "dtype", "numel", "root", "reduce op")
+        differ = [names[i] for i in range(len(names)) if len({t[i] for t in seen}) > 1]
+        calls = "; ".join(f"rank {self.counters.global_ranks[j]}: {_describe(t)}" for j, t in enumerate(seen))
+        calls += f" (step {step} of the group)"
+        raise RankMismatchError(
+            f"group {self.counters.group_id}: the ranks are not running the same collective (they differ in "
+            f"{', '.join(differ)}) -- {calls}. Every rank must call the same ops in the same order with matching "
+            "tensors; no data was exchanged for this call, the group stays usable.")
 
     def _rows(self, slots: torch.Tensor, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
         rows = slots[:, :nbytes]

@@ -3,7 +3,8 @@
 ::
 
     0        header      magic, version, world size, slot and chunk sizes, the job token, each rank's pid
-    4096     flags       per rank: its step counter (a futex word) and, one cache line on, its P2P doorbell
+    4096     flags       per rank: its step counter (a futex word) followed in the same line by the two step tags
+                         (parities 0 and 1: which call the step belongs to), and one line on, its P2P doorbell
     ...      channels    per ordered pair (src, dst): ``sent`` (written by src) and ``acked`` (written by dst)
     ...      slots       two parities x n ranks x ``slot_bytes``: the collective data (double-buffered)
     ...      mailboxes   per ordered pair: two sub-buffers of ``chunk_bytes`` (+ a 64-byte header) for send/recv
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HEADER_BYTES", "LINE", "MAGIC", "VERSION", "Layout"]
+__all__ = ["HEADER_BYTES", "LINE", "MAGIC", "TAG_BYTES", "VERSION", "Layout"]
 
 MAGIC = 0x5347_4C4C_4D5F_524E  # "SGLLM_RN"
-VERSION = 1
+VERSION = 2  # 2: step tags
+TAG_BYTES = 32
 HEADER_BYTES = 4096
 LINE = 128
 PAGE = 4096
@@ -58,6 +60,10 @@ class Layout:
 
     def step_word(self, rank: int) -> int:
         return self.flags_off + rank * 2 * LINE
+
+    def tag_off(self, rank: int, parity: int) -> int:
+        """The tag of ``rank``'s steps of ``parity``: in its step counter's line, after the 4-byte counter."""
+        return self.step_word(rank) + 8 + parity * TAG_BYTES
 
     def doorbell_word(self, rank: int) -> int:
         return self.flags_off + rank * 2 * LINE + LINE
