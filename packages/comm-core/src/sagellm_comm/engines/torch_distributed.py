@@ -25,10 +25,11 @@ import torch.distributed as dist
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm.backend import CommBackend
+from sagellm_comm.engines.p2p_headers import HeaderedP2P
 from sagellm_comm.errors import BackendNotSupportedError, GroupInvalidError, InvalidArgumentError
 from sagellm_comm.group import CommGroup
 from sagellm_comm.rendezvous import Rendezvous
-from sagellm_comm.work import Work
+from sagellm_comm.work import FutureWork, Work
 
 __all__ = ["TorchDistributedBackend", "TorchWork"]
 
@@ -108,11 +109,16 @@ class TorchDistributedBackend(CommBackend):
     # start a batch of sends/receives as one fused group (torch's batch_isend_irecv); engines whose point-to-point
     # calls block until matched (NCCL, HCCL) need it, or a ring of them deadlocks
     fused_batch_p2p: ClassVar[bool] = False
+    # each message carries its dtype and size (``p2p_headers.py``): a mismatched receive raises COMM_RANK_MISMATCH
+    # instead of returning garbage or aborting the process; for host-memory engines (on a device the header check
+    # would block the host on every receive)
+    p2p_headers: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._owns_default_group = False
         self._device: torch.device | None = None
+        self._headered = HeaderedP2P() if self.p2p_headers else None
 
     @property
     def device(self) -> torch.device:
@@ -175,6 +181,9 @@ class TorchDistributedBackend(CommBackend):
         return self._device
 
     def _destroy(self) -> None:
+        if self._headered is not None:
+            self._headered.close()
+            self._headered = HeaderedP2P()
         if not dist.is_initialized():
             return
         for g in list(self._groups.values()):
@@ -293,20 +302,33 @@ class TorchDistributedBackend(CommBackend):
 
     # -- point to point ----------------------------------------------------------------------------------------
     def _send(self, tensor, dst, group, tag):
+        if self._headered is not None:
+            for work in self._headered.isend(tensor, group.global_ranks[dst], _pg(group), tag):
+                work.wait()
+            return
         dist.send(tensor.contiguous(), dst=group.global_ranks[dst], group=_pg(group), tag=tag)
 
     def _recv(self, tensor, src, group, tag):
+        if self._headered is not None:
+            self._headered.recv(tensor, group.global_ranks[src], _pg(group), tag, f"rank {src}")
+            return
         buf, back = self._contig(tensor)
         dist.recv(buf, src=group.global_ranks[src], group=_pg(group), tag=tag)
         if back is not None:
             back()
 
     def _isend(self, tensor, dst, group, tag):
+        if self._headered is not None:
+            *first, last = self._headered.isend(tensor, group.global_ranks[dst], _pg(group), tag)
+            return TorchWork("send", last, (lambda: [w.wait() for w in first]) if first else None)
         buf = tensor.contiguous()
         work = dist.isend(buf, dst=group.global_ranks[dst], group=_pg(group), tag=tag)
         return TorchWork("send", work)
 
     def _irecv(self, tensor, src, group, tag):
+        if self._headered is not None:
+            return FutureWork("recv", self._headered.irecv(tensor, group.global_ranks[src], _pg(group), tag,
+                                                           f"rank {src}"))
         buf, back = self._contig(tensor)
         work = dist.irecv(buf, src=group.global_ranks[src], group=_pg(group), tag=tag)
         return TorchWork("recv", work, back)
