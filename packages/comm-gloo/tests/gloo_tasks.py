@@ -35,3 +35,46 @@ def mismatched_receives(name: str) -> list[str]:
         if not torch.equal(good, torch.full((4,), 10.0 + i)):
             seen.append(f"{i}: the next message arrived wrong: {good.tolist()}")
     return seen
+
+
+def mismatched_collectives_in_debug_mode() -> list[str]:
+    """With SAGELLM_COMM_DEBUG=detail: mismatched collectives raise COMM_RANK_MISMATCH on every rank before gloo sees
+    them (a size mismatch used to abort the process), matching ones still work, and a rank that never arrives is
+    named in the others' COMM_TIMEOUT."""
+    from sagellm_comm import get_comm_backend
+
+    comm = get_comm_backend("gloo")
+    comm.init_process_group(timeout=4)
+    rank, n = comm.get_rank(), comm.get_world_size()
+    odd = rank == n - 1
+    cases = {
+        "size": lambda: comm.all_reduce(torch.ones(8 if odd else 4)),
+        "root": lambda: comm.broadcast(torch.ones(4), 1 if odd else 0),
+        "op": lambda: comm.broadcast(torch.ones(4), 0) if odd else comm.all_reduce(torch.ones(4)),
+        "async size": lambda: comm.all_gather(torch.ones(3 if odd else 5), async_op=True).wait(10),
+    }
+    seen = []
+    for field, call in cases.items():
+        try:
+            call()
+            seen.append(f"{field}: no error")
+        except CommError as exc:
+            ok = exc.code.value == "comm_rank_mismatch" and "rank 0:" in exc.message
+            seen.append(f"{field}: {'mismatch' if ok else exc.message[:160]}")
+        t = torch.full((10,), float(rank + 1))
+        comm.all_reduce(t)
+        if not torch.equal(t, torch.full((10,), float(n * (n + 1) // 2))):
+            seen.append(f"{field}: wrong answer afterwards")
+    if odd:  # the last rank never calls the next collective
+        comm.side_channel.scope("test").get("done", owner="rank 0", timeout=30)
+        return seen
+    try:
+        comm.all_reduce(torch.ones(2))
+        seen.append("straggler: no error")
+    except CommError as exc:
+        ok = exc.code.value == "comm_timeout" and f"rank {n - 1}" in exc.message and "all_reduce" in exc.message
+        seen.append(f"straggler: {'named' if ok else exc.message[:200]}")
+    finally:
+        if rank == 0:
+            comm.side_channel.scope("test").set("done", "1")
+    return seen

@@ -22,6 +22,7 @@ import torch
 from sagellm_protocol import CommBackendType, ReduceOp
 
 from sagellm_comm.capabilities import Capabilities
+from sagellm_comm.debug import check_call, debug_detail
 from sagellm_comm.errors import (
     BackendNotSupportedError,
     CollectiveFailedError,
@@ -76,6 +77,7 @@ class CommBackend(ABC):
         self._group_counter = itertools.count(1)
         self.rendezvous: Rendezvous | None = None
         self._channel: SideChannel | None = None
+        self._debug_seqs: dict[str, int] = {}  # per group: collectives checked in debug mode
 
     # ------------------------------------------------------------------------------------------------------
     # construction and lifecycle
@@ -194,6 +196,7 @@ class CommBackend(ABC):
             self._groups = {}
             self._world = None
             self._global_rank = -1
+            self._debug_seqs = {}
             self._channel = None
             if self.rendezvous is not None:
                 release_side_channel(self.rendezvous)
@@ -570,6 +573,9 @@ class CommBackend(ABC):
     def _run(self, op: str, fn: Callable[..., Any], result: Any, async_op: bool, *args: Any) -> Any:
         if async_op and not self.capabilities.async_ops:
             raise self._unsupported(op, " with async_op=True")
+        if op not in _P2P_OPS and debug_detail():
+            group = next(a for a in args if isinstance(a, CommGroup))
+            check_call(self, group, op, args, self._debug_seqs)
         try:
             work = fn(*args)
         except CommError:

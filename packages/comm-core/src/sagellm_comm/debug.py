@@ -1,0 +1,78 @@
+"""Debug mode: cross-rank call checks before every collective (``SAGELLM_COMM_DEBUG=detail``).
+
+This is the contract's ``TORCH_DISTRIBUTED_DEBUG=DETAIL``. Before a collective runs, each rank posts the call's
+fingerprint on the group's side channel:
+
+- the op, plus every tensor argument's dtype and element count;
+- the roots and the reduce op;
+- not the async flag and not the per-rank optional lists (``gather_list``, list-form all_to_all), which may
+  legitimately differ between ranks.
+
+Each rank then waits for the other members' fingerprints of the same call number and compares them.
+
+- ranks that disagree all raise ``COMM_RANK_MISMATCH`` listing every rank's call, before the engine sees
+  mismatched input (gloo would abort the process on a size mismatch);
+- a rank that never arrives makes the others raise ``COMM_TIMEOUT`` naming it, the op and the call number.
+
+It costs a store round trip per collective, and it checks async ops at submission, so in this mode an async op's
+submission waits for the other ranks to reach the same call. Use it to find a bug, not in production. Off
+(``SAGELLM_COMM_DEBUG`` unset or ``off``), it costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from sagellm_comm.errors import CommTimeoutError, RankMismatchError
+
+__all__ = ["DEBUG_ENV", "check_call", "debug_detail", "fingerprint"]
+
+DEBUG_ENV = "SAGELLM_COMM_DEBUG"
+
+
+def debug_detail() -> bool:
+    return os.environ.get(DEBUG_ENV, "off").strip().lower() in ("detail", "1", "on")
+
+
+def fingerprint(op: str, args: tuple[Any, ...]) -> str:
+    parts = [op]
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            parts.append(f"{str(a.dtype).removeprefix('torch.')} x{a.numel()}")
+        elif isinstance(a, bool) or a is None or isinstance(a, (list, tuple, float)):
+            continue  # async flags, timeouts, per-rank optional lists
+        elif isinstance(a, int):
+            parts.append(f"rank {a}")
+        elif hasattr(a, "value") and isinstance(a.value, str):  # a ReduceOp
+            parts.append(a.value)
+    return " ".join(parts)
+
+
+def check_call(backend: Any, group: Any, op: str, args: tuple[Any, ...], seqs: dict[str, int]) -> None:
+    """Compare this call with every member's call of the same number on ``group`` (collective; see the module)."""
+    seq = seqs.get(group.group_id, 0) + 1
+    seqs[group.group_id] = seq
+    channel = backend.group_channel(group.group_id).scope("debug-calls")
+    mine = fingerprint(op, args)
+    channel.set(f"{seq}/{group.rank}", mine)
+    owners = [f"rank {r}" for r in group.global_ranks]
+    try:
+        channel.wait([f"{seq}/{r}" for r in range(group.world_size)], owners=owners,
+                     what=f"reach call #{seq} on group {group.group_id} ({mine} here)")
+    except CommTimeoutError:
+        raise
+    calls = [channel.get(f"{seq}/{r}").decode() for r in range(group.world_size)]
+    if seq > 2:  # every member read call seq-2 before posting seq-1, which this rank saw: drop its own old key
+        try:
+            channel.store.delete_key(f"{seq - 2}/{group.rank}")
+        except Exception:  # a store without deletion keeps the keys; that is all
+            pass
+    if len(set(calls)) > 1:
+        listing = "; ".join(f"rank {g}: {c}" for g, c in zip(group.global_ranks, calls, strict=True))
+        raise RankMismatchError(
+            f"call #{seq} on group {group.group_id}: the ranks are not running the same collective -- {listing}. "
+            "Every rank must call the same ops in the same order with matching tensors (found by "
+            f"{DEBUG_ENV}=detail before the engine saw the call).")
