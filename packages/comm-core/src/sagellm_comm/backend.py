@@ -78,6 +78,7 @@ class CommBackend(ABC):
         self.rendezvous: Rendezvous | None = None
         self._channel: SideChannel | None = None
         self._debug_seqs: dict[str, int] = {}  # per group: collectives checked in debug mode
+        self._debug = False  # SAGELLM_COMM_DEBUG=detail, read at init
 
     # ------------------------------------------------------------------------------------------------------
     # construction and lifecycle
@@ -149,6 +150,7 @@ class CommBackend(ABC):
                 f"{self._world.world_size}); call destroy() before initializing it again"
             )
         rdzv = resolve_rendezvous(world_size, rank, master_addr, master_port, timeout, init_method)
+        self._debug = debug_detail()
         try:
             channel = open_side_channel(rdzv, self.name)
         except CommError:
@@ -573,7 +575,7 @@ class CommBackend(ABC):
     def _run(self, op: str, fn: Callable[..., Any], result: Any, async_op: bool, *args: Any) -> Any:
         if async_op and not self.capabilities.async_ops:
             raise self._unsupported(op, " with async_op=True")
-        if op not in _P2P_OPS and debug_detail():
+        if self._debug and op not in _P2P_OPS:
             group = next(a for a in args if isinstance(a, CommGroup))
             check_call(self, group, op, args, self._debug_seqs)
         try:

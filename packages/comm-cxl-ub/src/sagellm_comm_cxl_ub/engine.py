@@ -90,6 +90,7 @@ class RegionEngine:
         self._mem: memoryview | None = memoryview(base.numpy())
         self._tag_offs = [[layout.tag_off(r, p) for p in (0, 1)] for r in range(self.n)]
         self._tag = _TAG.pack(0, 0, -1, -1, -1)
+        self._tags: dict[tuple, bytes] = {}  # packed tags of recent calls (a decode step repeats the same few)
 
     def close(self) -> None:
         """Drop every view of the region (the mapping cannot be closed while one exists)."""
@@ -102,8 +103,14 @@ class RegionEngine:
     def expect(self, op: str, dtype: torch.dtype | None = None, numel: int = -1, root: int = -1,
                reduce_op: ReduceOp | None = None) -> None:
         """Declare the call the next steps belong to; every rank's declaration is compared at each step."""
-        self._tag = _TAG.pack(OP_CODES[op], _DTYPE_CODES.get(dtype, 0) if dtype is not None else 0, numel, root,
-                              _REDOPS.index(reduce_op) if reduce_op is not None else -1)
+        key = (op, dtype, numel, root, reduce_op)
+        tag = self._tags.get(key)
+        if tag is None:
+            if len(self._tags) > 4096:
+                self._tags.clear()
+            tag = self._tags[key] = _TAG.pack(OP_CODES[op], _DTYPE_CODES.get(dtype, 0) if dtype is not None else 0,
+                                              numel, root, _REDOPS.index(reduce_op) if reduce_op is not None else -1)
+        self._tag = tag
 
     # --------------------------------------------------------------------------------------------- plumbing
     def _next(self) -> tuple[int, torch.Tensor]:
