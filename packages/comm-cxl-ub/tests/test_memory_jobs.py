@@ -126,10 +126,9 @@ def test_destroy_abandons_a_pending_async_op_promptly_and_says_so():
     assert memory_tasks.shm_names() == before
 
 
-@pytest.mark.parametrize("world_size", [2, 3])
-def test_mismatched_collectives_raise_on_every_rank_and_the_group_stays_usable(comm_pools, world_size):
+def test_mismatched_collectives_raise_on_every_rank_and_the_group_stays_usable(comm_pools):
     """Different sizes, ops, dtypes, roots or reduce ops across ranks: COMM_RANK_MISMATCH naming the field on every
     rank (before the step tags the shared memory engine returned wrong data and no error)."""
-    results = comm_pools.get(world_size).run(memory_tasks.mismatched_collectives, "shm", timeout=120)
+    results = comm_pools.get(2).run(memory_tasks.mismatched_collectives, "shm", timeout=120)
     fields = ["numel", "op", "dtype", "root", "reduce op", "async numel"]
-    assert results == [[f"{f}: mismatch" for f in fields]] * world_size, results
+    assert results == [[f"{f}: mismatch" for f in fields]] * 2, results

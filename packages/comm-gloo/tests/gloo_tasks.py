@@ -41,10 +41,24 @@ def mismatched_collectives_in_debug_mode() -> list[str]:
     """With SAGELLM_COMM_DEBUG=detail: mismatched collectives raise COMM_RANK_MISMATCH on every rank before gloo sees
     them (a size mismatch used to abort the process), matching ones still work, and a rank that never arrives is
     named in the others' COMM_TIMEOUT."""
+    import os
+
     from sagellm_comm import get_comm_backend
 
+    backend_for("gloo")  # the pool's world exists (shared pools): this second instance adopts it
+    os.environ["SAGELLM_COMM_DEBUG"] = "detail"  # read at init
     comm = get_comm_backend("gloo")
-    comm.init_process_group(timeout=4)
+    try:
+        comm.init_process_group(timeout=4)
+    finally:
+        del os.environ["SAGELLM_COMM_DEBUG"]
+    try:
+        return _debug_cases(comm)
+    finally:
+        comm.destroy()
+
+
+def _debug_cases(comm) -> list[str]:
     rank, n = comm.get_rank(), comm.get_world_size()
     odd = rank == n - 1
     cases = {

@@ -13,13 +13,10 @@ def test_a_mismatched_receive_raises_and_the_process_and_lane_survive(comm_pools
     assert receiver == ["0: mismatch", "1: mismatch", "2: mismatch", "3: mismatch"]
 
 
-def test_debug_mode_turns_a_collective_mismatch_into_an_error_on_every_rank() -> None:
+def test_debug_mode_turns_a_collective_mismatch_into_an_error_on_every_rank(comm_pools) -> None:
     """A size mismatch handed to gloo aborts the process (gloo::EnforceNotMet); SAGELLM_COMM_DEBUG=detail checks the
     calls first."""
-    from sagellm_comm.launch import RankPool
-
-    with RankPool(2, env={"SAGELLM_COMM_DEBUG": "detail"}) as pool:
-        r0, r1 = pool.run(gloo_tasks.mismatched_collectives_in_debug_mode, timeout=120)
+    r0, r1 = comm_pools.get(2).run(gloo_tasks.mismatched_collectives_in_debug_mode, timeout=120)
     cases = ["size: mismatch", "root: mismatch", "op: mismatch", "async size: mismatch"]
     assert r1 == cases, r1
     assert r0 == [*cases, "straggler: named"], r0

@@ -104,15 +104,6 @@ def test_capture_and_direct_path_route_to_the_groups_communicator(monkeypatch) -
     assert _routing(monkeypatch, False, "direct", direct)._direct_for(SimpleNamespace(group_id="tp"), "x") is comm
 
 
-def test_entry_point_imports_no_engine() -> None:
-    code = ("import sys\nfrom sagellm_comm import list_comm_backends\nlist_comm_backends()\n"
-            "print(sorted(m for m in sys.modules if m.startswith('sagellm_comm_nccl')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    loaded = eval(proc.stdout.strip().splitlines()[-1])
-    assert "sagellm_comm_nccl.backend" not in loaded and "sagellm_comm_nccl.binding" not in loaded, loaded
-
-
 def test_topology_reports_the_library() -> None:
     facts = Topology.discover().facts["nccl"]
     if getattr(torch.version, "cuda", None):
@@ -122,11 +113,20 @@ def test_topology_reports_the_library() -> None:
         assert facts["library"] is None and facts["reason"]
 
 
-def test_info_shows_the_backend_and_why() -> None:
-    proc = subprocess.run([sys.executable, "-m", "sagellm_comm.cli.main", "info", "--json"], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+INFO_AND_MODULES = """
+import json, sys
+from sagellm_comm.cli.info import collect_info
+data = collect_info()
+print(json.dumps({"backends": data["backends"], "modules": sorted(m for m in sys.modules if "nccl" in m)}))
+"""
 
-    backends = {b["name"]: b for b in json.loads(proc.stdout)["backends"]}
+
+def test_info_shows_the_backend_and_why_without_importing_the_engine() -> None:
+    proc = subprocess.run([sys.executable, "-c", INFO_AND_MODULES], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    backends = {b["name"]: b for b in data["backends"]}
     ok, reason = probes.nccl_available()
     assert backends["nccl"]["available"] is ok and backends["nccl"]["reason"] == reason
+    loaded = data["modules"]
+    assert "sagellm_comm_nccl.backend" not in loaded and "sagellm_comm_nccl.binding" not in loaded, loaded
