@@ -92,3 +92,39 @@ def _debug_cases(comm) -> list[str]:
         if rank == 0:
             comm.side_channel.scope("test").set("done", "1")
     return seen
+
+
+def straggler_then_dump(trace_dir: str) -> str:
+    """Both ranks run matching calls; then rank 0 waits at a barrier (timeout 2 s) that rank 1 reaches only later.
+    Rank 0's timeout writes its flight recorder by itself; rank 1 writes its own through the API first, then joins
+    the barrier so the group ends consistent."""
+    import os
+
+    from sagellm_comm import get_comm_backend
+
+    os.environ["SAGELLM_COMM_TRACE_DIR"] = trace_dir
+    comm = get_comm_backend("gloo")
+    comm.init_process_group(timeout=30)
+    rank = comm.get_rank()
+    sync = comm.side_channel.scope("straggler")
+    try:
+        comm.all_reduce(torch.ones(16))
+        comm.broadcast(torch.ones(4), 0)
+        comm.all_gather(torch.ones(2), async_op=True).wait(30)
+        if rank == 0:
+            try:
+                comm.barrier(timeout=2.0)
+                outcome = "no timeout"
+            except CommError as exc:
+                outcome = f"{exc.code.value} -> {getattr(exc, 'trace_path', None)}"
+            sync.set("timed-out", "1")
+            sync.get("joined", owner="rank 1", timeout=60)
+            return outcome
+        path = comm.dump_trace()
+        sync.get("timed-out", owner="rank 0", timeout=60)
+        comm.barrier()  # completes rank 0's pending barrier
+        sync.set("joined", "1")
+        return str(path)
+    finally:
+        os.environ.pop("SAGELLM_COMM_TRACE_DIR", None)
+        comm.destroy()

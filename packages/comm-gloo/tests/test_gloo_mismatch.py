@@ -20,3 +20,18 @@ def test_debug_mode_turns_a_collective_mismatch_into_an_error_on_every_rank(comm
     cases = ["size: mismatch", "root: mismatch", "op: mismatch", "async size: mismatch"]
     assert r1 == cases, r1
     assert r0 == [*cases, "straggler: named"], r0
+
+
+def test_a_timeout_writes_the_flight_recorder_and_merge_names_the_straggler(tmp_path, capsys) -> None:
+    from sagellm_comm.cli.main import main
+    from sagellm_comm.launch import RankPool
+
+    with RankPool(2) as pool:
+        r0, r1 = pool.run(gloo_tasks.straggler_then_dump, str(tmp_path), timeout=120)
+    assert r0.startswith("comm_timeout -> ") and r0.endswith(".json"), r0
+    assert main(["trace", "merge", r0.split(" -> ")[1], r1]) == 1
+    out = capsys.readouterr().out
+    assert "world #1: ok" in out and "all_reduce float32 x16 sum [done]" in out
+    assert "world #3: ok" in out and "[done async]" in out
+    assert "first divergence: group world call #4: NOT REACHED by rank 1" in out
+    assert "barrier [timeout]" in out

@@ -39,6 +39,7 @@ from sagellm_comm.group import CommGroup, validate_group_ranks
 from sagellm_comm.ops import CommOp, normalize_reduce_op
 from sagellm_comm.rendezvous import Rendezvous, resolve_rendezvous
 from sagellm_comm.store import SideChannel, open_side_channel, release_side_channel
+from sagellm_comm.trace import FlightRecorder
 from sagellm_comm.work import CompletedWork, Work
 
 __all__ = ["CommBackend", "CommOp", "P2POp", "ReduceOp", "active_backends"]
@@ -79,6 +80,7 @@ class CommBackend(ABC):
         self._channel: SideChannel | None = None
         self._debug_seqs: dict[str, int] = {}  # per group: collectives checked in debug mode
         self._debug = False  # SAGELLM_COMM_DEBUG=detail, read at init
+        self.recorder = FlightRecorder(self.name)
 
     # ------------------------------------------------------------------------------------------------------
     # construction and lifecycle
@@ -168,6 +170,8 @@ class CommBackend(ABC):
                 raise
             raise self._translate_error("init_process_group", exc) from exc
         self.rendezvous = rdzv
+        self.recorder.reset()
+        self.recorder.rank, self.recorder.world_size = rdzv.rank, rdzv.world_size
         self._global_rank = rdzv.rank
         self._world = CommGroup(self, range(rdzv.world_size), "world", handle, rdzv.timeout_s)
         self._groups = {"world": self._world}
@@ -575,16 +579,21 @@ class CommBackend(ABC):
     def _run(self, op: str, fn: Callable[..., Any], result: Any, async_op: bool, *args: Any) -> Any:
         if async_op and not self.capabilities.async_ops:
             raise self._unsupported(op, " with async_op=True")
-        if self._debug and op not in _P2P_OPS:
-            group = next(a for a in args if isinstance(a, CommGroup))
-            check_call(self, group, op, args, self._debug_seqs)
+        group = next((a for a in args if isinstance(a, CommGroup)), None)
+        entry = self.recorder.start(group, op, args, async_op)
         try:
+            if self._debug and op not in _P2P_OPS and group is not None:
+                check_call(self, group, op, args, self._debug_seqs)
             work = fn(*args)
-        except CommError:
-            raise
-        except Exception as exc:
-            raise self._translate_error(op, exc) from exc
+        except BaseException as exc:
+            error = exc if isinstance(exc, CommError) or not isinstance(exc, Exception) else \
+                self._translate_error(op, exc)
+            self._record_failure(entry, error)
+            if error is exc:
+                raise
+            raise error from exc
         if not async_op:
+            self.recorder.finish(entry, "done")
             return result
         if work is None:
             work = CompletedWork(op)
@@ -592,7 +601,24 @@ class CommBackend(ABC):
         work._result = result
         if work.device is None:
             work.device = next((a.device for a in args if isinstance(a, torch.Tensor)), self.device)
+        if entry is not None:
+            entry["state"] = "submitted"
+            work.trace(entry, self.recorder)
         return work
+
+    def _record_failure(self, entry: dict[str, Any] | None, error: BaseException) -> None:
+        timed_out = isinstance(error, CommTimeoutError)
+        self.recorder.finish(entry, "timeout" if timed_out else "failed", f"{type(error).__name__}: {error}")
+        if timed_out and self.recorder.enabled:
+            try:
+                error.trace_path = str(self.recorder.dump(reason=f"{entry['op'] if entry else '?'} timed out"))
+            except OSError:
+                pass
+
+    def dump_trace(self, path: Any = None) -> Any:
+        """Write the flight recorder (this rank's last operations) to ``path`` (default: the trace directory);
+        returns the path. ``sagellm-comm trace merge`` lines up the files of all ranks."""
+        return self.recorder.dump(path)
 
     def _translate_error(self, op: str, exc: BaseException) -> CommError:
         """Turn an engine exception into a protocol-coded error. Engines may override to refine."""

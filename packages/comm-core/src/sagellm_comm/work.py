@@ -61,6 +61,12 @@ class Work(ABC):
         self._on_complete = on_complete
         self._finished = False
         self._error: BaseException | None = None
+        self._trace: dict[str, Any] | None = None  # the flight recorder's entry of this op (sagellm_comm.trace)
+        self._recorder: Any = None
+
+    def trace(self, entry: dict[str, Any], recorder: Any) -> None:
+        """Report completion, failure or timeout of this op to the backend's flight recorder."""
+        self._trace, self._recorder = entry, recorder
 
     @abstractmethod
     def is_completed(self) -> bool:
@@ -81,18 +87,32 @@ class Work(ABC):
             done = self._wait(timeout)
         except CommError as exc:
             self._finished, self._error = True, exc
+            self._traced("failed", exc)
             raise
         if not done:
-            raise CommTimeoutError(
+            exc = CommTimeoutError(
                 f"{self.op} did not complete within {timeout:.3f}s (waited {time.monotonic() - start:.3f}s); "
                 "a peer rank may be stuck or absent. Call wait() again to keep waiting, or destroy the group.",
                 retryable=True,
             )
+            self._traced("timeout", exc)
+            raise exc
         self._finished = True
+        self._traced("done")
         if self._on_complete is not None:
             self._on_complete()
             self._on_complete = None
         return True
+
+    def _traced(self, state: str, error: BaseException | None = None) -> None:
+        if self._trace is None:
+            return
+        self._recorder.finish(self._trace, state, f"{type(error).__name__}: {error}" if error is not None else "")
+        if state == "timeout":
+            try:
+                error.trace_path = str(self._recorder.dump(reason=f"{self.op} wait timed out"))  # type: ignore[union-attr]
+            except OSError:
+                pass
 
     def synchronize(self, timeout: float | None = None) -> bool:
         """Block the CPU until the op's results are in memory (on CPU the same as ``wait``)."""

@@ -1,4 +1,4 @@
-"""``sagellm-comm``: ``info`` and ``bench`` subcommands."""
+"""``sagellm-comm``: ``info``, ``bench``, ``topology`` and ``trace`` subcommands."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sagellm_comm._version import __version__
 from sagellm_comm.cli.bench import add_bench_parser
 from sagellm_comm.cli.info import add_info_parser
 from sagellm_comm.cli.topology import add_topology_parser
+from sagellm_comm.cli.trace import add_trace_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_info_parser(sub)
     add_bench_parser(sub)
     add_topology_parser(sub)
+    add_trace_parser(sub)
     return parser
 
 

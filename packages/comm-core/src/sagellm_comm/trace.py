@@ -1,0 +1,117 @@
+"""The flight recorder: the last operations of each backend instance, to see which rank was where when a job hung.
+
+Every call through ``CommBackend`` records:
+- its number on its group, the group, the op;
+- its signature (dtypes, sizes, roots, reduce op);
+- whether it was async;
+- when it started and ended, and its state: ``running``, then ``done``, ``failed`` or ``timeout``; an async op
+  stays ``submitted`` until a ``wait`` returns.
+
+The buffer is a bounded ring: ``SAGELLM_COMM_TRACE_ENTRIES``, default 512; 0 turns recording off.
+
+It is written to a JSON file when a call times out, or on demand with ``backend.dump_trace()``. The file goes to
+``SAGELLM_COMM_TRACE_DIR`` (default: ``<tmp>/sagellm-comm-trace``) as ``<backend>-rank<r>-<pid>.json``, and the
+path is logged. ``sagellm-comm trace merge FILES...`` lines the ranks' files up by (group, call number) and marks
+the first call where they part: the call a rank never reached, or one that differs in signature.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sagellm_comm.debug import fingerprint
+
+__all__ = ["TRACE_DIR_ENV", "TRACE_ENTRIES_ENV", "FlightRecorder", "merge_traces"]
+
+TRACE_ENTRIES_ENV = "SAGELLM_COMM_TRACE_ENTRIES"
+TRACE_DIR_ENV = "SAGELLM_COMM_TRACE_DIR"
+log = logging.getLogger(__name__)
+
+
+class FlightRecorder:
+    def __init__(self, backend: str, entries: int | None = None) -> None:
+        if entries is None:
+            entries = int(os.environ.get(TRACE_ENTRIES_ENV, "512") or 0)
+        self.backend = backend
+        self.enabled = entries > 0
+        self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=max(entries, 1))
+        self._seqs: dict[str, int] = {}
+        self.rank, self.world_size = -1, 0
+
+    def start(self, group: Any, op: str, args: tuple[Any, ...], async_op: bool) -> dict[str, Any] | None:
+        if not self.enabled:
+            return None
+        gid = getattr(group, "group_id", "?")
+        seq = self._seqs.get(gid, 0) + 1
+        self._seqs[gid] = seq
+        entry = {"group": gid, "seq": seq, "op": op, "signature": fingerprint(op, args), "async": async_op,
+                 "start": time.time(), "end": None, "state": "running"}
+        self.entries.append(entry)
+        return entry
+
+    @staticmethod
+    def finish(entry: dict[str, Any] | None, state: str, error: str = "") -> None:
+        if entry is None:
+            return
+        entry["state"], entry["end"] = state, time.time()
+        if error:
+            entry["error"] = error[:500]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"backend": self.backend, "rank": self.rank, "world_size": self.world_size, "pid": os.getpid(),
+                "host": socket.gethostname(), "written": time.time(), "entries": list(self.entries)}
+
+    def dump(self, path: str | os.PathLike[str] | None = None, reason: str = "on demand") -> Path:
+        """Write the buffer as JSON; return the path (also logged)."""
+        if path is None:
+            folder = Path(os.environ.get(TRACE_DIR_ENV) or Path(tempfile.gettempdir()) / "sagellm-comm-trace")
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{self.backend}-rank{self.rank}-{os.getpid()}.json"
+        target = Path(path)
+        target.write_text(json.dumps({**self.snapshot(), "reason": reason}, indent=1))
+        log.warning("sagellm-comm flight recorder (%s): %d operations written to %s", reason, len(self.entries),
+                    target)
+        return target
+
+    def reset(self) -> None:
+        self.entries.clear()
+        self._seqs = {}
+
+
+def merge_traces(dumps: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
+    """Rows by (group, call number), one cell per rank: ``(ranks, rows)``; each row says whether the ranks agree."""
+    ranks = sorted(d["rank"] for d in dumps)
+    cells: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
+    for d in dumps:
+        for e in d["entries"]:
+            cells.setdefault((e["group"], e["seq"]), {})[d["rank"]] = e
+    spans: dict[tuple[int, str], tuple[int, int]] = {}  # (rank, group) -> (first, last) call number recorded
+    for d in dumps:
+        for e in d["entries"]:
+            lo, hi = spans.get((d["rank"], e["group"]), (e["seq"], e["seq"]))
+            spans[(d["rank"], e["group"])] = (min(lo, e["seq"]), max(hi, e["seq"]))
+    rows = []
+    for (group, seq), by_rank in sorted(cells.items(), key=lambda kv: (kv[0][0] != "world", kv[0][0], kv[0][1])):
+        sigs = {e["signature"] for e in by_rank.values()}
+        states = {e["state"] for e in by_rank.values()}
+        # a rank that recorded this group but stopped before this call never reached it (older calls that fell off
+        # a rank's ring are unknown, not missing)
+        missing = [r for r in ranks if r not in by_rank and (r, group) in spans and spans[(r, group)][1] < seq]
+        if len(sigs) > 1:
+            verdict = "MISMATCH"
+        elif missing:
+            verdict = f"NOT REACHED by rank {', '.join(map(str, missing))}"
+        elif states - {"done", "submitted"}:
+            verdict = "/".join(sorted(states)).upper()
+        else:
+            verdict = "ok"
+        rows.append({"group": group, "seq": seq, "cells": by_rank, "verdict": verdict})
+    return ranks, rows
