@@ -579,8 +579,10 @@ class CommBackend(ABC):
     def _run(self, op: str, fn: Callable[..., Any], result: Any, async_op: bool, *args: Any) -> Any:
         if async_op and not self.capabilities.async_ops:
             raise self._unsupported(op, " with async_op=True")
-        group = next((a for a in args if isinstance(a, CommGroup)), None)
-        entry = self.recorder.start(group, op, args, async_op)
+        entry = None
+        if self.recorder.enabled or self._debug:
+            group = next((a for a in args if isinstance(a, CommGroup)), None)
+            entry = self.recorder.start(group, op, args, async_op)
         try:
             if self._debug and op not in _P2P_OPS and group is not None:
                 check_call(self, group, op, args, self._debug_seqs)
@@ -602,16 +604,16 @@ class CommBackend(ABC):
         if work.device is None:
             work.device = next((a.device for a in args if isinstance(a, torch.Tensor)), self.device)
         if entry is not None:
-            entry["state"] = "submitted"
+            entry[7] = "submitted"
             work.trace(entry, self.recorder)
         return work
 
-    def _record_failure(self, entry: dict[str, Any] | None, error: BaseException) -> None:
+    def _record_failure(self, entry: list[Any] | None, error: BaseException) -> None:
         timed_out = isinstance(error, CommTimeoutError)
         self.recorder.finish(entry, "timeout" if timed_out else "failed", f"{type(error).__name__}: {error}")
         if timed_out and self.recorder.enabled:
             try:
-                error.trace_path = str(self.recorder.dump(reason=f"{entry['op'] if entry else '?'} timed out"))
+                error.trace_path = str(self.recorder.dump(reason=f"{entry[2] if entry else '?'} timed out"))
             except OSError:
                 pass
 

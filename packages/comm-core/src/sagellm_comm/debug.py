@@ -28,7 +28,7 @@ import torch
 
 from sagellm_comm.errors import CommTimeoutError, RankMismatchError
 
-__all__ = ["DEBUG_ENV", "check_call", "debug_detail", "fingerprint"]
+__all__ = ["DEBUG_ENV", "check_call", "debug_detail", "describe", "fingerprint", "summarize"]
 
 DEBUG_ENV = "SAGELLM_COMM_DEBUG"
 
@@ -37,18 +37,36 @@ def debug_detail() -> bool:
     return os.environ.get(DEBUG_ENV, "off").strip().lower() in ("detail", "1", "on")
 
 
-def fingerprint(op: str, args: tuple[Any, ...]) -> str:
-    parts = [op]
+def summarize(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What identifies a call across ranks, cheaply: ``(dtype, numel)`` per tensor, the ints (roots) and the reduce
+    op; async flags, timeouts and per-rank optional lists are left out."""
+    out: list[Any] = []
     for a in args:
         if isinstance(a, torch.Tensor):
-            parts.append(f"{str(a.dtype).removeprefix('torch.')} x{a.numel()}")
+            out.append((a.dtype, a.numel()))
         elif isinstance(a, bool) or a is None or isinstance(a, (list, tuple, float)):
-            continue  # async flags, timeouts, per-rank optional lists
+            continue
         elif isinstance(a, int):
-            parts.append(f"rank {a}")
-        elif hasattr(a, "value") and isinstance(a.value, str):  # a ReduceOp
-            parts.append(a.value)
+            out.append(a)
+        elif isinstance(getattr(a, "value", None), str):  # a ReduceOp
+            out.append(a.value)
+    return tuple(out)
+
+
+def describe(op: str, summary: tuple[Any, ...]) -> str:
+    parts = [op]
+    for x in summary:
+        if isinstance(x, tuple):
+            parts.append(f"{str(x[0]).removeprefix('torch.')} x{x[1]}")
+        elif isinstance(x, int):
+            parts.append(f"rank {x}")
+        else:
+            parts.append(str(x))
     return " ".join(parts)
+
+
+def fingerprint(op: str, args: tuple[Any, ...]) -> str:
+    return describe(op, summarize(args))
 
 
 def check_call(backend: Any, group: Any, op: str, args: tuple[Any, ...], seqs: dict[str, int]) -> None:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sagellm_comm.debug import fingerprint
+from sagellm_comm.debug import describe, summarize
 
 __all__ = ["TRACE_DIR_ENV", "TRACE_ENTRIES_ENV", "FlightRecorder", "merge_traces"]
 
@@ -42,32 +42,42 @@ class FlightRecorder:
             entries = int(os.environ.get(TRACE_ENTRIES_ENV, "512") or 0)
         self.backend = backend
         self.enabled = entries > 0
-        self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=max(entries, 1))
+        self.entries: collections.deque[list[Any]] = collections.deque(maxlen=max(entries, 1))
         self._seqs: dict[str, int] = {}
         self.rank, self.world_size = -1, 0
 
-    def start(self, group: Any, op: str, args: tuple[Any, ...], async_op: bool) -> dict[str, Any] | None:
+    # an entry is a list, filled cheaply on the call's path and turned into a dict only when written:
+    # [group, seq, op, light args, async, start, end, state, error]
+    def start(self, group: Any, op: str, args: tuple[Any, ...], async_op: bool) -> list[Any] | None:
         if not self.enabled:
             return None
         gid = getattr(group, "group_id", "?")
-        seq = self._seqs.get(gid, 0) + 1
-        self._seqs[gid] = seq
-        entry = {"group": gid, "seq": seq, "op": op, "signature": fingerprint(op, args), "async": async_op,
-                 "start": time.time(), "end": None, "state": "running"}
+        seq = self._seqs[gid] = self._seqs.get(gid, 0) + 1
+        entry = [gid, seq, op, summarize(args), async_op, time.time(), None, "running", ""]
         self.entries.append(entry)
         return entry
 
     @staticmethod
-    def finish(entry: dict[str, Any] | None, state: str, error: str = "") -> None:
+    def finish(entry: list[Any] | None, state: str, error: str = "") -> None:
         if entry is None:
             return
-        entry["state"], entry["end"] = state, time.time()
+        entry[7], entry[6] = state, time.time()
         if error:
-            entry["error"] = error[:500]
+            entry[8] = error[:500]
+
+    @staticmethod
+    def as_dict(entry: list[Any]) -> dict[str, Any]:
+        gid, seq, op, summary, async_op, start, end, state, error = entry
+        out = {"group": gid, "seq": seq, "op": op, "signature": describe(op, summary), "async": async_op,
+               "start": start, "end": end, "state": state}
+        if error:
+            out["error"] = error
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         return {"backend": self.backend, "rank": self.rank, "world_size": self.world_size, "pid": os.getpid(),
-                "host": socket.gethostname(), "written": time.time(), "entries": list(self.entries)}
+                "host": socket.gethostname(), "written": time.time(),
+                "entries": [self.as_dict(e) for e in list(self.entries)]}
 
     def dump(self, path: str | os.PathLike[str] | None = None, reason: str = "on demand") -> Path:
         """Write the buffer as JSON; return the path (also logged)."""

@@ -61,10 +61,10 @@ class Work(ABC):
         self._on_complete = on_complete
         self._finished = False
         self._error: BaseException | None = None
-        self._trace: dict[str, Any] | None = None  # the flight recorder's entry of this op (sagellm_comm.trace)
+        self._trace: list[Any] | None = None  # the flight recorder's entry of this op (sagellm_comm.trace)
         self._recorder: Any = None
 
-    def trace(self, entry: dict[str, Any], recorder: Any) -> None:
+    def trace(self, entry: list[Any], recorder: Any) -> None:
         """Report completion, failure or timeout of this op to the backend's flight recorder."""
         self._trace, self._recorder = entry, recorder
 
