@@ -30,6 +30,21 @@ def _median_us(run, calls: int, blocks: int, barrier) -> float:
     return round(statistics.median(per), 1)
 
 
+def _ping_pong(send, recv, rank: int, t: torch.Tensor):
+    """``k`` round trips between ranks 0 and 1 through ``send(tensor, peer)`` / ``recv(tensor, peer)``."""
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            if rank == 0:
+                send(t, 1)
+                recv(t, 1)
+            else:
+                recv(t, 0)
+                send(t, 0)
+
+    return run
+
+
 def _rank(blocks: int = 7) -> dict:
     import torch.distributed as dist
 
@@ -50,23 +65,8 @@ def _rank(blocks: int = 7) -> dict:
         t = torch.ones(nbytes // 4)
         calls = 1000 if nbytes < 4096 else 100
 
-        def ours(k, t=t):
-            for _ in range(k):
-                if rank == 0:
-                    gloo.send(t, 1)
-                    gloo.recv(t, 1)
-                else:
-                    gloo.recv(t, 0)
-                    gloo.send(t, 0)
-
-        def raw(k, t=t):
-            for _ in range(k):
-                if rank == 0:
-                    dist.send(t, 1)
-                    dist.recv(t, 1)
-                else:
-                    dist.recv(t, 0)
-                    dist.send(t, 0)
+        ours = _ping_pong(gloo.send, gloo.recv, rank, t)
+        raw = _ping_pong(lambda x, peer: dist.send(x, peer), lambda x, peer: dist.recv(x, peer), rank, t)
 
         # a round trip is two one-way messages
         out[f"gloo send/recv one-way {nbytes} B"] = _median_us(ours, calls, blocks, gloo.barrier) / 2

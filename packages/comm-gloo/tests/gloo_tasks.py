@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sagellm_comm import CommError
-from sagellm_comm.testing.tasks import backend_for
+from sagellm_comm.testing.tasks import backend_for, mismatch_outcomes
 
 
 def mismatched_receives(name: str) -> list[str]:
@@ -67,18 +67,7 @@ def _debug_cases(comm) -> list[str]:
         "op": lambda: comm.broadcast(torch.ones(4), 0) if odd else comm.all_reduce(torch.ones(4)),
         "async size": lambda: comm.all_gather(torch.ones(3 if odd else 5), async_op=True).wait(10),
     }
-    seen = []
-    for field, call in cases.items():
-        try:
-            call()
-            seen.append(f"{field}: no error")
-        except CommError as exc:
-            ok = exc.code.value == "comm_rank_mismatch" and "rank 0:" in exc.message
-            seen.append(f"{field}: {'mismatch' if ok else exc.message[:160]}")
-        t = torch.full((10,), float(rank + 1))
-        comm.all_reduce(t)
-        if not torch.equal(t, torch.full((10,), float(n * (n + 1) // 2))):
-            seen.append(f"{field}: wrong answer afterwards")
+    seen = mismatch_outcomes(comm, cases, lambda field: "rank 0:")  # debug mode lists every rank's call
     if odd:  # the last rank never calls the next collective
         comm.side_channel.scope("test").get("done", owner="rank 0", timeout=30)
         return seen

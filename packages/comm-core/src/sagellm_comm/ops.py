@@ -7,11 +7,17 @@ its name in any case (``"SUM"``) and the torch spelling ``"product"``.
 
 from __future__ import annotations
 
+import torch
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm.errors import InvalidArgumentError
 
 CommOp = ReduceOp
+
+# dtypes as small integers where ranks exchange descriptions of tensors (shm step tags, gloo P2P frames): the
+# position in this tuple. Append only: ranks of one job must agree on it.
+WIRE_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8,
+                                        torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool)
 
 _ALIASES: dict[str, ReduceOp] = {op.value: op for op in ReduceOp}
 _ALIASES.update({op.name.lower(): op for op in ReduceOp})

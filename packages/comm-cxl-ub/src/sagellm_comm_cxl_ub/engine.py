@@ -29,6 +29,7 @@ import torch
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm.errors import RankMismatchError
+from sagellm_comm.ops import WIRE_DTYPES
 from sagellm_comm_cxl_ub.layout import TAG_BYTES, Layout
 from sagellm_comm_cxl_ub.reduce_kernels import reduce_rows
 from sagellm_comm_cxl_ub.sync import StepCounters
@@ -43,9 +44,8 @@ assert _TAG.size <= TAG_BYTES
 OP_CODES = {"barrier": 1, "all_reduce": 2, "reduce": 3, "broadcast": 4, "all_gather": 5, "all_gather_into_tensor": 5,
             "gather": 6, "scatter": 7, "reduce_scatter": 8, "all_to_all": 9}
 _OP_NAMES = {v: k for k, v in reversed(OP_CODES.items())}
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8, torch.int16,
-           torch.int32, torch.int64, torch.bool)
-_DTYPE_CODES = {d: i + 1 for i, d in enumerate(_DTYPES)}
+_DTYPES = WIRE_DTYPES
+_DTYPE_CODES = {d: i + 1 for i, d in enumerate(_DTYPES)}  # 0: the call has no tensor
 _REDOPS = tuple(ReduceOp)
 
 

@@ -29,14 +29,14 @@ import torch
 import torch.distributed as dist
 
 from sagellm_comm.errors import RankMismatchError
+from sagellm_comm.ops import WIRE_DTYPES
 
 __all__ = ["HeaderedP2P"]
 
 MAGIC = 0x5347_5032  # "SGP2"
 HEADER = 32  # bytes: three int64 (magic, dtype, numel), padded
 FRAME = 64 << 10  # payload bytes carried by the first message
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8, torch.int16,
-           torch.int32, torch.int64, torch.bool)
+_DTYPES = WIRE_DTYPES
 _CODES = {d: i for i, d in enumerate(_DTYPES)}
 _SIZES = [torch.empty(0, dtype=d).element_size() for d in _DTYPES]
 _HEAD = struct.Struct("<qqq")  # magic, dtype, numel

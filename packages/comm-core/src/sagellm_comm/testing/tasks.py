@@ -503,3 +503,23 @@ def stream_order(name: str) -> int:
     check_equal("work after wait() sees the result", y, torch.full((1 << 20,), total * n))
     check_equal("work after synchronize() sees the result", z, torch.full((1 << 20,), total * n * n))
     return rank
+
+
+def mismatch_outcomes(comm: Any, cases: dict[str, Any], names: Any) -> list[str]:
+    """Run ``cases`` (field -> a call the ranks make mismatched); each must raise ``COMM_RANK_MISMATCH`` whose message
+    contains ``names(field)``, and a matching all_reduce right after must be right (the group stays usable). One
+    line per field: ``"<field>: mismatch"`` when all of that holds."""
+    rank, n = comm.get_rank(), comm.get_world_size()
+    seen = []
+    for field, call in cases.items():
+        try:
+            call()
+            seen.append(f"{field}: no error")
+        except CommError as exc:
+            ok = exc.code is ErrorCode.COMM_RANK_MISMATCH and names(field) in exc.message
+            seen.append(f"{field}: {'mismatch' if ok else exc.code.value + ' ' + exc.message[:200]}")
+        t = torch.full((1000,), float(rank + 1))
+        comm.all_reduce(t)
+        if not torch.equal(t, torch.full((1000,), float(n * (n + 1) // 2))):
+            seen.append(f"{field}: the group gave a wrong answer afterwards")
+    return seen
