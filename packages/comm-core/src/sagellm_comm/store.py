@@ -9,8 +9,12 @@ region names all travel through it. The stores are torch.distributed's, never a 
 - world of one and no ``init_method``: an in-process ``HashStore`` (nobody to meet, no port to collide on);
 - the application already initialized torch.distributed: its default store;
 - ``init_method`` given, or torchrun's agent hosts the store (``TORCHELASTIC_USE_AGENT_STORE``): ``dist.rendezvous``;
-- otherwise a ``TCPStore`` on MASTER_ADDR:MASTER_PORT hosted by rank 0, ``multi_tenant`` so that a torch process
-  group initialized later in the same process shares the server instead of failing to bind the port.
+- otherwise a ``TCPStore`` on MASTER_ADDR:MASTER_PORT hosted by rank 0, listening on loopback unless an address
+  is configured (:mod:`sagellm_comm.listen`), ``multi_tenant`` so that a torch process group initialized later in
+  the same process shares the server instead of failing to bind the port.
+
+Before a rank writes anything to a store shared with other processes, it checks the job token
+(:mod:`sagellm_comm.job`): a process of another job refuses to join and leaves the store as it found it.
 
 Every wait is bounded by the rendezvous timeout and names the ranks whose keys are missing; so is opening the store
 itself (torch's ``TCPStore`` client can block past its timeout when a stranger holds MASTER_PORT: it connects, then
@@ -22,12 +26,15 @@ most ``DEPART_WAIT_S``), so a peer still reading a key never finds the store gon
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from sagellm_comm.errors import CommTimeoutError, GroupInvalidError
+from sagellm_comm.job import check_job
+from sagellm_comm.listen import listen_socket
 
 __all__ = ["SideChannel", "open_side_channel", "release_side_channel"]
 
@@ -168,26 +175,75 @@ def _open_base(rdzv: Any) -> _Shared:
             "ranks started with the same address?")
         return _Shared(store, hosting=rank == 0 and url.startswith("tcp://"))
     where = f"{rdzv.master_addr}:{rdzv.master_port}"
+    stuck = (f"rank {rank} connected to {where} but no rendezvous store answered within {timeout_s:.1f}s: another "
+             f"process (not rank 0 of this job) holds port {rdzv.master_port} on {rdzv.master_addr}, or rank 0 is "
+             "stuck; pick a free MASTER_PORT (or check what listens there: ss -ltnp)")
     try:
-        store = _bounded(
-            lambda: dist.TCPStore(rdzv.master_addr, rdzv.master_port, world_size, is_master=rank == 0,
-                                  timeout=timeout, wait_for_workers=False, multi_tenant=True),
-            timeout_s,
-            f"rank {rank} connected to {where} but no rendezvous store answered within {timeout_s:.1f}s: another "
-            f"process (not rank 0 of this job) holds port {rdzv.master_port} on {rdzv.master_addr}, or rank 0 is "
-            "stuck; pick a free MASTER_PORT (or check what listens there: ss -ltnp)")
+        if rank == 0:
+            store = _host_store(rdzv, timeout)
+        else:
+            store = _bounded(
+                lambda: dist.TCPStore(rdzv.master_addr, rdzv.master_port, world_size, is_master=False,
+                                      timeout=timeout, wait_for_workers=False), timeout_s, stuck)
     except CommTimeoutError:
         raise
     except Exception as exc:
         text = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if rank == 0:
             raise GroupInvalidError(
-                f"rank 0 could not host the rendezvous store on {where} ({text}); another process holds that port: "
-                "pick a free MASTER_PORT", retryable=True) from exc
+                f"rank 0 could not host the rendezvous store on {where} ({text}); another process holds port "
+                f"{rdzv.master_port}: pick a free MASTER_PORT (ss -ltnp shows who listens there)",
+                retryable=True) from exc
         raise CommTimeoutError(
             f"rank {rank} could not reach the rendezvous store at {where} within {timeout_s:.1f}s ({text}); rank 0 "
             "hosts it: is it running, with the same MASTER_ADDR/MASTER_PORT?", retryable=True) from exc
     return _Shared(store, hosting=rank == 0)
+
+
+def _host_store(rdzv: Any, timeout: datetime.timedelta) -> Any:
+    """Rank 0's ``TCPStore`` server, listening where :mod:`sagellm_comm.listen` says (loopback by default).
+
+    ``multi_tenant``: a torch process group initialized later in this process on the same port shares the server.
+    When the port is taken, it may be by a server of this very process (torch keeps one per port while any store
+    object uses it): that one is reused; otherwise binding is retried for a moment, then the port is reported."""
+    import torch.distributed as dist
+
+    def make(fd: int | None) -> Any:
+        extra = {} if fd is None else {"master_listen_fd": fd}
+        return dist.TCPStore(rdzv.master_addr, rdzv.master_port, rdzv.world_size, is_master=True, timeout=timeout,
+                             wait_for_workers=False, multi_tenant=True, **extra)
+
+    try:
+        sock = listen_socket(rdzv.master_addr, rdzv.master_port, retry_s=0.0)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        try:
+            return make(None)  # this process's own server on that port, if torch holds one
+        except Exception:
+            sock = listen_socket(rdzv.master_addr, rdzv.master_port)
+    try:
+        store = make(sock.fileno())
+    except BaseException:
+        sock.close()
+        raise
+    sock.detach()  # the server owns the descriptor now
+    return store
+
+
+def _check_job(shared: _Shared, rdzv: Any) -> None:
+    """The job-token check (:mod:`sagellm_comm.job`), before this rank writes anything to the store."""
+    def wait(key: str) -> bytes:
+        try:
+            shared.store.wait([key], datetime.timedelta(seconds=rdzv.timeout_s))
+        except Exception as exc:
+            raise CommTimeoutError(
+                f"rank {rdzv.rank}: rank 0 did not publish the job record at {rdzv.url} within "
+                f"{rdzv.timeout_s:.1f}s ({type(exc).__name__}); rank 0 is not running, is stuck, or the store there "
+                "is not a sagellm-comm job's", retryable=True) from exc
+        return bytes(shared.store.get(key))
+
+    check_job(shared.store, rdzv.rank, rdzv.url, wait)
 
 
 def open_side_channel(rdzv: Any, backend_name: str) -> SideChannel:
@@ -199,7 +255,10 @@ def open_side_channel(rdzv: Any, backend_name: str) -> SideChannel:
     with _lock:
         shared = _shared.get(key)
         if shared is None:
-            shared = _shared[key] = _open_base(rdzv)
+            shared = _open_base(rdzv)
+            if rdzv.world_size > 1:
+                _check_job(shared, rdzv)
+            _shared[key] = shared
         shared.users += 1
     try:
         epoch = int(shared.store.add(f"sagellm_comm/{backend_name}/inits/{rdzv.rank}", 1))

@@ -13,6 +13,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from sagellm_comm.errors import InvalidArgumentError
+from sagellm_comm.job import JOB_TOKEN_ENV, new_token
 from sagellm_comm.launch.errors import RankDeadlineError, RankFailedError
 from sagellm_comm.launch.ports import free_port
 from sagellm_comm.launch.worker import STACK_SIGNAL, worker_loop
@@ -39,8 +40,11 @@ class RankPool:
         self._procs: list[Any] = []
         self._conns: list[Any] = []
         self.broken = False
-        base = {"WORLD_SIZE": str(world_size), "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": master_addr,
-                "MASTER_PORT": str(self.port), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        # one job token per pool (sagellm_comm.job): a stray process on the same port cannot join these ranks
+        token = (env or {}).get(JOB_TOKEN_ENV) or os.environ.get(JOB_TOKEN_ENV) or new_token()
+        base = {JOB_TOKEN_ENV: token, "WORLD_SIZE": str(world_size), "LOCAL_WORLD_SIZE": str(world_size),
+                "MASTER_ADDR": master_addr, "MASTER_PORT": str(self.port),
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
                 **(env or {})}
         for rank in range(world_size):
             parent, child = ctx.Pipe()
