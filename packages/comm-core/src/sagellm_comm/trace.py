@@ -9,7 +9,10 @@ Every call through ``CommBackend`` records:
 
 The buffer is a bounded ring: ``SAGELLM_COMM_TRACE_ENTRIES``, default 512; 0 turns recording off.
 
-It is written to a JSON file when a call times out, or on demand with ``backend.dump_trace()``. The file goes to
+It is written to a JSON file when a call times out, on demand with ``backend.dump_trace()``, or when the process
+gets the signal named by ``SAGELLM_COMM_TRACE_SIGNAL`` (e.g. ``USR1``: ``kill -USR1 <pid>`` on a rank that seems
+stuck writes every live backend's recorder; the handler is installed by the first backend created on the main
+thread, and chains to a handler that was there before). The file goes to
 ``SAGELLM_COMM_TRACE_DIR`` (default: ``<tmp>/sagellm-comm-trace``) as ``<backend>-rank<r>-<pid>.json``, and the
 path is logged. ``sagellm-comm trace merge FILES...`` lines the ranks' files up by (group, call number) and marks
 the first call where they part: the call a rank never reached, or one that differs in signature.
@@ -21,19 +24,93 @@ import collections
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 from sagellm_comm.debug import describe, summarize
 
-__all__ = ["TRACE_DIR_ENV", "TRACE_ENTRIES_ENV", "FlightRecorder", "merge_traces"]
+__all__ = ["TRACE_DIR_ENV", "TRACE_ENTRIES_ENV", "TRACE_SIGNAL_ENV", "FlightRecorder", "merge_traces"]
 
 TRACE_ENTRIES_ENV = "SAGELLM_COMM_TRACE_ENTRIES"
 TRACE_DIR_ENV = "SAGELLM_COMM_TRACE_DIR"
+TRACE_SIGNAL_ENV = "SAGELLM_COMM_TRACE_SIGNAL"
 log = logging.getLogger(__name__)
+
+_live: weakref.WeakSet[FlightRecorder] = weakref.WeakSet()
+_signal_installed: list[int] = []
+
+
+def _signal_number(name: str) -> int:
+    text = name.strip().upper()
+    if text.isdigit():
+        return int(text)
+    return int(signal.Signals[text if text.startswith("SIG") else f"SIG{text}"])
+
+
+def _dump_live(reason: str) -> None:
+    for recorder in list(_live):
+        if recorder.enabled:
+            try:
+                recorder.dump(reason=reason)
+            except OSError as exc:
+                log.error("sagellm-comm flight recorder: cannot write on %s: %s", reason, exc)
+
+
+def _install_signal_dump() -> None:
+    """Dump every live recorder on ``SAGELLM_COMM_TRACE_SIGNAL`` (once per process, from the main thread)."""
+    name = os.environ.get(TRACE_SIGNAL_ENV, "").strip()
+    if not name or _signal_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        signum = _signal_number(name)
+        previous = signal.getsignal(signum)
+    except (KeyError, ValueError) as exc:
+        log.error("%s=%r is not a signal (%s): no dump on signal", TRACE_SIGNAL_ENV, name, exc)
+        return
+
+    def handler(sig: int, frame: Any) -> None:
+        if not watched:  # no watcher thread: write from a thread now (the main thread may hold what a dump needs)
+            threading.Thread(target=_dump_live, args=(f"signal {signal.Signals(sig).name}",), daemon=True).start()
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signum, handler)
+    watched = _watch_wakeup_fd(signum)
+    _signal_installed.append(signum)
+
+
+def _watch_wakeup_fd(signum: int) -> bool:
+    """Dump from a thread woken through ``signal.set_wakeup_fd``: Python runs signal handlers on the main thread
+    only, and only between bytecodes, so a rank blocked inside a collective (a C call) would otherwise write
+    nothing until the call returns. Not possible when something else (an asyncio loop) owns the wakeup fd; then
+    the dump waits for the main thread."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        old = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except ValueError:
+        old = None
+    if old != -1:
+        if old is not None:
+            signal.set_wakeup_fd(old)
+        os.close(read_fd)
+        os.close(write_fd)
+        return False
+
+    def watch() -> None:
+        while True:
+            for number in os.read(read_fd, 64):
+                if number == signum:
+                    _dump_live(f"signal {signal.Signals(signum).name}")
+
+    threading.Thread(target=watch, name="sagellm-comm-trace-signal", daemon=True).start()
+    return True
 
 
 class FlightRecorder:
@@ -45,6 +122,8 @@ class FlightRecorder:
         self.entries: collections.deque[list[Any]] = collections.deque(maxlen=max(entries, 1))
         self._seqs: dict[str, int] = {}
         self.rank, self.world_size = -1, 0
+        _live.add(self)
+        _install_signal_dump()
 
     # an entry is a list, filled cheaply on the call's path and turned into a dict only when written:
     # [group, seq, op, light args, async, start, end, state, error]
