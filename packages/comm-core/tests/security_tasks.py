@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from sagellm_comm.rendezvous import resolve_rendezvous
 from sagellm_comm.store import open_side_channel, release_side_channel
@@ -59,25 +58,3 @@ def job_survives_strangers() -> dict:
         channel = open_side_channel(rdzv, "unit")
     release_side_channel(rdzv)
     return {"seen": seen, "rounds": rounds}
-
-
-def listeners(port: int) -> list[str]:
-    """Local addresses listening on ``port`` (from /proc/net/tcp and tcp6), e.g. ``127.0.0.1`` or ``::``."""
-    import ipaddress
-
-    found = []
-    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            addr_hex, port_hex = local.split(":")
-            if state != "0A" or int(port_hex, 16) != port:
-                continue
-            raw = bytes.fromhex(addr_hex)
-            # /proc prints each 32-bit word in host (little-endian) order
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            found.append(str(ipaddress.ip_address(raw)) if size == 4 else str(ipaddress.IPv6Address(raw)))
-    return found

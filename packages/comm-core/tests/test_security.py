@@ -11,6 +11,7 @@ import time
 import pytest
 import security_tasks
 
+from sagellm_comm.doctor.ports import port_holders
 from sagellm_comm.launch import RankPool
 from sagellm_comm.listen import bind_address, listen_socket
 from sagellm_comm.retry import retry
@@ -41,8 +42,8 @@ def test_the_store_listens_on_loopback_by_default_and_where_configured(monkeypat
     rdzv = resolve_rendezvous(world_size=2, rank=0, master_addr="127.0.0.1", master_port=free_port(), timeout=5)
     shared = _open_base(rdzv)  # rank 0 hosts the store; nobody needs to join for it to listen
     try:
-        found = security_tasks.listeners(rdzv.master_port)
-        assert len(found) == 1 and found[0] in expected, found
+        found = [h.local for h in port_holders(rdzv.master_port) if h.state == "LISTEN"]
+        assert found in ([f"{addr}:{rdzv.master_port}"] for addr in expected), found
     finally:
         del shared
 

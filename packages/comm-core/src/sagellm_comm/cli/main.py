@@ -1,4 +1,4 @@
-"""``sagellm-comm``: ``info``, ``bench``, ``topology`` and ``trace`` subcommands."""
+"""``sagellm-comm``: ``info``, ``doctor``, ``bench``, ``topology`` and ``trace`` subcommands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from sagellm_comm._version import __version__
 from sagellm_comm.cli.bench import add_bench_parser
+from sagellm_comm.cli.doctor import add_doctor_parser
 from sagellm_comm.cli.info import add_info_parser
 from sagellm_comm.cli.topology import add_topology_parser
 from sagellm_comm.cli.trace import add_trace_parser
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_info_parser(sub)
+    add_doctor_parser(sub)
     add_bench_parser(sub)
     add_topology_parser(sub)
     add_trace_parser(sub)
