@@ -235,6 +235,18 @@ class BackendConformance:
         results = comm.run(tasks.bad_input)
         assert all(len(r) >= 10 for r in results)
 
+    def test_mismatched_collectives_raise_in_debug_mode(self, comm: ConformanceRunner) -> None:
+        """SAGELLM_COMM_DEBUG=detail: a collective the ranks call differently (size, dtype, op, root, reduce op)
+        raises COMM_RANK_MISMATCH on every rank instead of reaching the engine (wrong data, a hang, or gloo's
+        process abort); the group stays usable. One world size is enough."""
+        for op in ("all_reduce", "broadcast"):
+            self.need_op(comm, op)
+        self.need_peers(comm)
+        if comm.world_size != min(n for n in self.world_sizes if n >= 2):
+            pytest.skip("checked on the smallest multi-rank world size")
+        for seen in comm.run(tasks.debug_mismatches):
+            assert seen and all(line.endswith(": mismatch") for line in seen), seen
+
     def test_unknown_backend_name(self, backend_name: str) -> None:
         with pytest.raises(CommError) as info:
             get_comm_backend(backend_name + "-does-not-exist")

@@ -523,3 +523,41 @@ def mismatch_outcomes(comm: Any, cases: dict[str, Any], names: Any) -> list[str]
         if not torch.equal(t, torch.full((1000,), float(n * (n + 1) // 2))):
             seen.append(f"{field}: the group gave a wrong answer afterwards")
     return seen
+
+
+def debug_mismatches(name: str) -> list[str]:
+    """Debug mode (``SAGELLM_COMM_DEBUG=detail``, read at init): collectives the ranks call mismatched (element
+    count, dtype, op, root, reduce op; blocking and async) raise ``COMM_RANK_MISMATCH`` on every rank, listing every
+    rank's call, before the engine sees them; the group stays usable. A second backend instance of this rank
+    (the pool's own stays as it is)."""
+    from sagellm_comm.debug import DEBUG_ENV
+
+    first = backend_for(name)
+    caps = first.capabilities
+    os.environ[DEBUG_ENV] = "detail"
+    comm = get_comm_backend(name)
+    try:
+        comm.init_process_group()
+    finally:
+        del os.environ[DEBUG_ENV]
+    dev = comm.device
+    odd = comm.get_rank() == comm.get_world_size() - 1  # the last rank is the odd one out
+    other_dtype = next((d for d in (torch.int32, torch.float64, torch.bfloat16, torch.float16, torch.int64)
+                        if d in caps.dtypes), None)
+    cases: dict[str, Any] = {
+        "numel": lambda: comm.all_reduce(torch.ones(8 if odd else 4, device=dev)),
+        "root": lambda: comm.broadcast(torch.ones(4, device=dev), 1 if odd else 0),
+        "op": lambda: comm.broadcast(torch.ones(4, device=dev), 0) if odd else comm.all_reduce(
+            torch.ones(4, device=dev)),
+    }
+    if other_dtype is not None:
+        cases["dtype"] = lambda: comm.all_reduce(torch.ones(4, device=dev, dtype=other_dtype if odd else None))
+    if caps.supports_reduce(ReduceOp.MAX, torch.float32):
+        cases["reduce op"] = lambda: comm.all_reduce(torch.ones(4, device=dev), "max" if odd else "sum")
+    if caps.async_ops and "all_gather" in caps.ops:
+        cases["async numel"] = lambda: comm.all_gather(torch.ones(3 if odd else 5, device=dev),
+                                                       async_op=True).wait(WAIT_S)
+    try:
+        return mismatch_outcomes(comm, cases, lambda field: "rank 0:")  # debug mode lists every rank's call
+    finally:
+        comm.destroy()
