@@ -40,7 +40,7 @@ def test_the_store_listens_on_loopback_by_default_and_where_configured(monkeypat
     else:
         monkeypatch.setenv("SAGELLM_COMM_BIND_ADDR", configured)
     rdzv = resolve_rendezvous(world_size=2, rank=0, master_addr="127.0.0.1", master_port=free_port(), timeout=5)
-    shared = _open_base(rdzv)  # rank 0 hosts the store; nobody needs to join for it to listen
+    shared = _open_base(rdzv, 1)  # rank 0 hosts the store; nobody needs to join for it to listen
     try:
         found = [h.local for h in port_holders(rdzv.master_port) if h.state == "LISTEN"]
         assert found in ([f"{addr}:{rdzv.master_port}"] for addr in expected), found

@@ -32,14 +32,17 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sagellm_comm.errors import CommTimeoutError, GroupInvalidError
+from sagellm_comm.errors import CommError, CommTimeoutError, GroupInvalidError
 from sagellm_comm.job import check_job
 from sagellm_comm.listen import listen_socket
+from sagellm_comm.retry import retry
 
 __all__ = ["SideChannel", "open_side_channel", "release_side_channel"]
 
 DEPART_WAIT_S = 10.0
 DEPARTED = "sagellm_comm/departed"
+OPENED = "sagellm_comm/opened"
+CLIENT_ATTEMPT_S = 5.0
 
 _lock = threading.Lock()
 
@@ -47,11 +50,13 @@ _lock = threading.Lock()
 class _Shared:
     """One process's store for one rendezvous, with how many backends use it and whether this rank hosts it."""
 
-    def __init__(self, store: Any, hosting: bool) -> None:
+    def __init__(self, store: Any, hosting: bool, session: int = 0) -> None:
         self.store, self.hosting, self.users = store, hosting, 0
+        self.session = session  # how many times this process opened this rendezvous (numbers its keys)
 
 
 _shared: dict[tuple[str, int, int], _Shared] = {}  # (url, rank, world_size) -> the shared store
+_sessions: dict[tuple[str, int, int], int] = {}  # (url, rank, world_size) -> how many times it was opened
 
 
 def _as_bytes(value: bytes | str) -> bytes:
@@ -158,7 +163,7 @@ def _bounded(make: Any, timeout_s: float, stuck: str) -> Any:
     return value
 
 
-def _open_base(rdzv: Any) -> _Shared:
+def _open_base(rdzv: Any, session: int) -> _Shared:
     import torch.distributed as dist
 
     rank, world_size, timeout_s = rdzv.rank, rdzv.world_size, rdzv.timeout_s
@@ -181,10 +186,10 @@ def _open_base(rdzv: Any) -> _Shared:
     try:
         if rank == 0:
             store = _host_store(rdzv, timeout)
+            store.set(f"{OPENED}/{session}", "1")
         else:
-            store = _bounded(
-                lambda: dist.TCPStore(rdzv.master_addr, rdzv.master_port, world_size, is_master=False,
-                                      timeout=timeout, wait_for_workers=False), timeout_s, stuck)
+            store = retry(lambda: _live_client(rdzv, stuck, session), retry_on=lambda e: not isinstance(e, CommError)
+                          or isinstance(e, CommTimeoutError), deadline_s=timeout_s)
     except CommTimeoutError:
         raise
     except Exception as exc:
@@ -197,7 +202,7 @@ def _open_base(rdzv: Any) -> _Shared:
         raise CommTimeoutError(
             f"rank {rank} could not reach the rendezvous store at {where} within {timeout_s:.1f}s ({text}); rank 0 "
             "hosts it: is it running, with the same MASTER_ADDR/MASTER_PORT?", retryable=True) from exc
-    return _Shared(store, hosting=rank == 0)
+    return _Shared(store, hosting=rank == 0, session=session)
 
 
 def _host_store(rdzv: Any, timeout: datetime.timedelta) -> Any:
@@ -231,6 +236,37 @@ def _host_store(rdzv: Any, timeout: datetime.timedelta) -> Any:
     return store
 
 
+class _NotOpened(CommTimeoutError):
+    def __init__(self, rdzv: Any) -> None:
+        super().__init__(
+            f"rank {rdzv.rank}: the rendezvous store at {rdzv.url} was not (re)opened by rank 0 for this "
+            f"initialization within {rdzv.timeout_s:.1f}s; rank 0 did not initialize as often as this rank, or is "
+            "stuck", retryable=True)
+
+
+def _live_client(rdzv: Any, stuck: str, session: int) -> Any:
+    """A client of rank 0's store as rank 0 opened it for this session, one bounded attempt (retried by the
+    caller until the rendezvous timeout).
+
+    A rank that destroys and re-initializes at once can reach the previous session's store: still up (rank 0 has
+    not re-opened it yet: no ``opened/<session>`` mark) or stopping (it accepts and never answers), hence the
+    mark and attempts of at most ``CLIENT_ATTEMPT_S``."""
+    import torch.distributed as dist
+
+    attempt = min(rdzv.timeout_s, CLIENT_ATTEMPT_S)
+    store = _bounded(lambda: dist.TCPStore(rdzv.master_addr, rdzv.master_port, rdzv.world_size, is_master=False,
+                                           timeout=datetime.timedelta(seconds=attempt), wait_for_workers=False),
+                     attempt, stuck)
+    try:
+        opened = store.check([f"{OPENED}/{session}"])
+    except Exception as exc:  # reset by a store that just went down
+        raise _NotOpened(rdzv) from exc
+    if not opened:
+        raise _NotOpened(rdzv)
+    store.set_timeout(datetime.timedelta(seconds=rdzv.timeout_s))
+    return store
+
+
 def _check_job(shared: _Shared, rdzv: Any) -> None:
     """The job-token check (:mod:`sagellm_comm.job`), before this rank writes anything to the store."""
     def wait(key: str) -> bytes:
@@ -255,7 +291,8 @@ def open_side_channel(rdzv: Any, backend_name: str) -> SideChannel:
     with _lock:
         shared = _shared.get(key)
         if shared is None:
-            shared = _open_base(rdzv)
+            session = _sessions[key] = _sessions.get(key, 0) + 1
+            shared = _open_base(rdzv, session)
             if rdzv.world_size > 1:
                 _check_job(shared, rdzv)
             _shared[key] = shared
@@ -283,9 +320,9 @@ def release_side_channel(rdzv: Any) -> None:
     if rdzv.world_size == 1:
         return
     try:
-        shared.store.set(f"{DEPARTED}/{rdzv.rank}", "1")
+        shared.store.set(f"{DEPARTED}/{shared.session}/{rdzv.rank}", "1")
         if shared.hosting:
-            keys = [f"{DEPARTED}/{r}" for r in range(rdzv.world_size)]
+            keys = [f"{DEPARTED}/{shared.session}/{r}" for r in range(rdzv.world_size)]
             shared.store.wait(keys, datetime.timedelta(seconds=min(DEPART_WAIT_S, rdzv.timeout_s)))
     except Exception:  # a peer that crashed never departs; the host stops waiting at the bound and leaves anyway
         pass
