@@ -117,3 +117,49 @@ def straggler_then_dump(trace_dir: str) -> str:
     finally:
         os.environ.pop("SAGELLM_COMM_TRACE_DIR", None)
         comm.destroy()
+
+
+def headerless_p2p(debug: bool) -> list[str]:
+    """gloo without its message headers stands for an engine whose messages carry no dtype (NCCL, HCCL): rank 0
+    sends float32 x4 messages; rank 1 receives some into int32 x4 (same bytes: gloo delivers them). Without debug
+    mode that is garbage with no error; with it, COMM_RANK_MISMATCH on the receiver (blocking and async), and the
+    matching messages around it arrive intact."""
+    import os
+
+    from sagellm_comm_gloo.backend import GlooBackend
+
+    class HeaderlessGloo(GlooBackend):
+        p2p_headers = False
+
+    backend_for("gloo")  # the pool's world exists: this second instance adopts it
+    if debug:
+        os.environ["SAGELLM_COMM_DEBUG"] = "detail"
+    comm = HeaderlessGloo()
+    try:
+        comm.init_process_group(timeout=30)
+    finally:
+        os.environ.pop("SAGELLM_COMM_DEBUG", None)
+    rank, seen = comm.get_rank(), []
+    plan = [("ok", torch.float32), ("recv", torch.int32), ("ok", torch.float32), ("irecv", torch.int32),
+            ("ok", torch.float32)]
+    try:
+        for i, (how, dtype) in enumerate(plan):
+            if rank == 0:
+                comm.send(torch.full((4,), 1.5 + i), 1)
+                continue
+            buf = torch.zeros(4, dtype=dtype)
+            try:
+                if how == "irecv":
+                    comm.irecv(buf, 0).wait(30)
+                else:
+                    comm.recv(buf, 0)
+                right = torch.equal(buf, torch.full((4,), 1.5 + i))
+                seen.append(f"{i} {how}: {'right' if right else 'garbage, no error'}")
+            except CommError as exc:
+                ok = exc.code.value == "comm_rank_mismatch" and "sent float32 x4" in exc.message and \
+                    "received into int32 x4" in exc.message
+                seen.append(f"{i} {how}: {'mismatch' if ok else exc.message[:200]}")
+        comm.barrier()
+    finally:
+        comm.destroy()
+    return seen

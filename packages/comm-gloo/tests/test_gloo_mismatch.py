@@ -35,3 +35,14 @@ def test_a_timeout_writes_the_flight_recorder_and_merge_names_the_straggler(tmp_
     assert "world #3: ok" in out and "[done async]" in out
     assert "first divergence: group world call #4: NOT REACHED by rank 1" in out
     assert "barrier [timeout]" in out
+
+
+def test_debug_mode_checks_point_to_point_on_engines_without_headers(comm_pools) -> None:
+    """Engines whose messages carry no dtype (NCCL, HCCL; here gloo with its headers off): a receive into another
+    dtype is garbage without an error, unless SAGELLM_COMM_DEBUG=detail, which raises on the receiver."""
+    pool = comm_pools.get(2)
+    _, plain = pool.run(gloo_tasks.headerless_p2p, False, timeout=120)
+    assert plain == ["0 ok: right", "1 recv: garbage, no error", "2 ok: right", "3 irecv: garbage, no error",
+                     "4 ok: right"], plain
+    _, debug = pool.run(gloo_tasks.headerless_p2p, True, timeout=120)
+    assert debug == ["0 ok: right", "1 recv: mismatch", "2 ok: right", "3 irecv: mismatch", "4 ok: right"], debug

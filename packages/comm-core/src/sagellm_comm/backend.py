@@ -12,6 +12,7 @@ are the global ranks.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from sagellm_protocol import CommBackendType, ReduceOp
 
 from sagellm_comm.capabilities import Capabilities
 from sagellm_comm.debug import check_call, debug_detail
+from sagellm_comm.debug_p2p import p2p_lane_check
 from sagellm_comm.errors import (
     BackendNotSupportedError,
     CollectiveFailedError,
@@ -69,6 +71,9 @@ class CommBackend(ABC):
 
     name: ClassVar[str] = "abstract"
     capabilities: ClassVar[Capabilities]
+    # the engine itself rejects a receive whose dtype or size differs from the message (gloo's headers, the memory
+    # engines' tags); otherwise debug mode checks point-to-point through the side channel (``debug_p2p.py``)
+    engine_checks_p2p: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -79,6 +84,7 @@ class CommBackend(ABC):
         self.rendezvous: Rendezvous | None = None
         self._channel: SideChannel | None = None
         self._debug_seqs: dict[str, int] = {}  # per group: collectives checked in debug mode
+        self._debug_p2p: dict[tuple[Any, ...], int] = {}  # per lane: messages checked in debug mode
         self._debug = False  # SAGELLM_COMM_DEBUG=detail, read at init
         self.recorder = FlightRecorder(self.name)
 
@@ -203,7 +209,11 @@ class CommBackend(ABC):
             self._world = None
             self._global_rank = -1
             self._debug_seqs = {}
+            self._debug_p2p = {}
             self._channel = None
+            # an engine group a failed call left in a reference cycle (its exception's traceback) keeps its
+            # sockets open, so peers blocked on this rank would wait out their timeout: collect it now
+            gc.collect()
             if self.rendezvous is not None:
                 release_side_channel(self.rendezvous)
             if _ACTIVE.get(self.name) is self:
@@ -583,13 +593,24 @@ class CommBackend(ABC):
         if self.recorder.enabled or self._debug:
             group = next((a for a in args if isinstance(a, CommGroup)), None)
             entry = self.recorder.start(group, op, args, async_op)
+        p2p_check = None
         try:
-            if self._debug and op not in _P2P_OPS and group is not None:
-                check_call(self, group, op, args, self._debug_seqs)
+            if self._debug and group is not None:
+                if op not in _P2P_OPS:
+                    check_call(self, group, op, args, self._debug_seqs)
+                elif not self.engine_checks_p2p:
+                    p2p_check = p2p_lane_check(self, op, args, self._debug_p2p)
             work = fn(*args)
+            if p2p_check is not None and not async_op:
+                p2p_check(None)
         except BaseException as exc:
             error = exc if isinstance(exc, CommError) or not isinstance(exc, Exception) else \
                 self._translate_error(op, exc)
+            if p2p_check is not None and not isinstance(error, RankMismatchError):
+                try:
+                    p2p_check(error)
+                except RankMismatchError as mismatch:
+                    error = mismatch
             self._record_failure(entry, error)
             if error is exc:
                 raise
@@ -599,6 +620,8 @@ class CommBackend(ABC):
             return result
         if work is None:
             work = CompletedWork(op)
+        if p2p_check is not None:
+            work.after_completion(lambda: p2p_check(None))
         work.op = op
         work._result = result
         if work.device is None:

@@ -23,9 +23,9 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from sagellm_comm.errors import CommError, CommTimeoutError
+from sagellm_comm.errors import CollectiveFailedError, CommError, CommTimeoutError, P2PFailedError
 
-__all__ = ["CompletedWork", "FutureWork", "Work", "device_synchronize"]
+__all__ = ["CompletedWork", "FutureWork", "Work", "device_synchronize", "engine_error"]
 
 
 def device_synchronize(device: Any, timeout: float | None = None) -> bool:
@@ -49,6 +49,17 @@ def device_synchronize(device: Any, timeout: float | None = None) -> bool:
         time.sleep(pause)
         pause = min(pause * 2, 1e-3)
     return True
+
+
+def engine_error(op: str, exc: BaseException) -> CommError:
+    """An engine's exception from waiting on ``op`` as a protocol-coded error that says what to do."""
+    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return CommTimeoutError(f"{op} timed out in the engine ({text}); a peer rank is stuck or gone: destroy the "
+                                "group and form a new one", retryable=False)
+    cls = P2PFailedError if op in ("send", "recv", "isend", "irecv") else CollectiveFailedError
+    return cls(f"{op} failed in the engine ({text}); a peer rank may have exited: destroy the group and form a new "
+               "one", retryable=False)
 
 
 class Work(ABC):
@@ -89,6 +100,11 @@ class Work(ABC):
             self._finished, self._error = True, exc
             self._traced("failed", exc)
             raise
+        except Exception as exc:  # the engine's own error (torch's RuntimeError): a protocol-coded one instead
+            error = engine_error(self.op, exc)
+            self._finished, self._error = True, error
+            self._traced("failed", error)
+            raise error from exc
         if not done:
             exc = CommTimeoutError(
                 f"{self.op} did not complete within {timeout:.3f}s (waited {time.monotonic() - start:.3f}s); "
@@ -98,11 +114,28 @@ class Work(ABC):
             self._traced("timeout", exc)
             raise exc
         self._finished = True
-        self._traced("done")
         if self._on_complete is not None:
-            self._on_complete()
-            self._on_complete = None
+            on_complete, self._on_complete = self._on_complete, None
+            try:
+                on_complete()
+            except CommError as exc:  # a check run on completion (debug mode) failed the op
+                self._error = exc
+                self._traced("failed", exc)
+                raise
+        self._traced("done")
         return True
+
+    def after_completion(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when a ``wait`` sees the op complete (after what was registered before); a ``CommError`` it
+        raises fails the op."""
+        before = self._on_complete
+
+        def both() -> None:
+            if before is not None:
+                before()
+            fn()
+
+        self._on_complete = both
 
     def _traced(self, state: str, error: BaseException | None = None) -> None:
         if self._trace is None:

@@ -80,6 +80,7 @@ class GroupState:
 
 class MemoryBackend(CommBackend):
     name: ClassVar[str] = "memory"
+    engine_checks_p2p: ClassVar[bool] = True  # every message carries its dtype and size (p2p.py)
     capabilities = Capabilities(
         ops=ALL_OPS,
         dtypes=FLOAT_DTYPES | INT_DTYPES,
@@ -161,7 +162,8 @@ class MemoryBackend(CommBackend):
             engine = RegionEngine(base, layout, me, counters)
             engine.algo = self.config.allreduce
             addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset
-            p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s)
+            p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s,
+                            exited=counters.exited)
         except BaseException:
             region.close()
             raise

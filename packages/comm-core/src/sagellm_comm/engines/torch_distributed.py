@@ -114,6 +114,10 @@ class TorchDistributedBackend(CommBackend):
     # would block the host on every receive)
     p2p_headers: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.engine_checks_p2p = cls.p2p_headers
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._owns_default_group = False
