@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,7 @@ from sagellm_comm.errors import CommTimeoutError, P2PFailedError
 from sagellm_comm.work import Work
 from sagellm_comm_cxl_ub import futex
 from sagellm_comm_cxl_ub.layout import Layout
-from sagellm_comm_cxl_ub.sync import SLEEP_SLICE_S, _as_int32, reached
+from sagellm_comm_cxl_ub.sync import LIVENESS_EVERY_S, SLEEP_SLICE_S, _as_int32, reached
 
 __all__ = ["P2PEngine", "P2PWork"]
 
@@ -59,7 +60,9 @@ class _Inbound:
 
 class P2PEngine:
     def __init__(self, mapping: object, base_tensor: torch.Tensor, base_off: int, base_addr: int, layout: Layout,
-                 rank: int, global_ranks: list[int], group_id: str, timeout_s: float) -> None:
+                 rank: int, global_ranks: list[int], group_id: str, timeout_s: float,
+                 exited: Callable[[int], bool] | None = None) -> None:
+        self.exited = exited  # whether a peer's process is gone (a receive from a dead rank fails at once)
         self.layout = layout
         self.rank = rank
         self.n = layout.world_size
@@ -122,15 +125,26 @@ class P2PEngine:
     def run(self, op: _Op, timeout_s: float | None) -> None:
         """Drive progress until ``op`` finishes; raise its error or a timeout naming the peer."""
         limit = self.timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + limit
+        now = time.monotonic()
+        deadline, next_check = now + limit, now + LIVENESS_EVERY_S
         while not op.done.is_set():
             bell = int(self.bells[self.rank][0])
             if self.progress():
                 continue
             if op.done.is_set():
                 break
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise self._timeout(op, limit)
+            if now >= next_check:
+                next_check = now + LIVENESS_EVERY_S
+                if self.exited is not None and self.exited(op.peer) and not self.progress() and not op.done.is_set():
+                    what = "sent to" if op.kind == "send" else "received from"
+                    raise P2PFailedError(
+                        f"group {self.group_id}: rank {self.global_ranks[op.peer]} exited before it "
+                        f"{'received' if op.kind == 'send' else 'sent'} what rank {self.global_ranks[self.rank]} "
+                        f"{what} it ({op.done_bytes} of {op.data.numel()} bytes moved); the group cannot continue: "
+                        "destroy() the backend and start the job again", retryable=False)
             futex.wait(self.bell_addrs[self.rank], bell, SLEEP_SLICE_S)
         if op.error is not None:
             raise op.error

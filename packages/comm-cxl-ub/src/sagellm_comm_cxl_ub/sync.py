@@ -110,22 +110,32 @@ class StepCounters:
                 next_check = now + LIVENESS_EVERY_S
                 if reached(int(word[0]), target):
                     return
-                self._check_alive(j, step)
+                # every peer that has not reached this step, not only the one waited for: that one may itself be
+                # waiting for a rank that died
+                for k in self.peers:
+                    if k == j or not reached(int(self.words[k][0]), target):
+                        self._check_alive(k, step)
                 if now - start > limit:
                     self._timeout(step, limit)
 
-    def _check_alive(self, j: int, step: int) -> None:
+    def exited(self, j: int) -> bool:
+        """Whether group rank ``j``'s process is gone (only knowable for ranks of this host)."""
         if not self.host_local or self.pids[j] <= 0:
-            return
+            return False
         try:
             os.kill(self.pids[j], 0)
         except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+    def _check_alive(self, j: int, step: int) -> None:
+        if self.exited(j):
             raise CollectiveFailedError(
                 f"group {self.group_id}: rank {self.global_ranks[j]} (pid {self.pids[j]}) exited while rank "
                 f"{self.global_ranks[self.rank]} waited for it at step {step}; the group cannot continue: destroy() "
-                "the backend and start the job again", retryable=False) from None
-        except PermissionError:
-            pass
+                "the backend and start the job again", retryable=False)
 
     def _timeout(self, step: int, limit: float) -> None:
         target = step & _MASK
