@@ -42,7 +42,7 @@ __all__ = ["SideChannel", "open_side_channel", "release_side_channel"]
 DEPART_WAIT_S = 10.0
 DEPARTED = "sagellm_comm/departed"
 OPENED = "sagellm_comm/opened"
-CLIENT_ATTEMPT_S = 5.0
+CLIENT_ATTEMPT_S = 30.0  # one connection attempt; torch logs an error line at the end of each
 
 _lock = threading.Lock()
 
