@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from sagellm_comm.errors import NotInitializedError
+from sagellm_comm.errors import GroupNotFoundError, NotInitializedError
 from sagellm_comm.group import CommGroup
 from sagellm_comm.registry import current_backend
 
@@ -19,6 +19,9 @@ __all__ = ["CollectiveOps"]
 
 def _resolve(group: CommGroup | None) -> CommGroup:
     if group is not None:
+        if not isinstance(group, CommGroup):
+            raise GroupNotFoundError(f"CollectiveOps: group must be a CommGroup (CommGroup.create(...) or "
+                                     f"backend.create_group(...)), got {type(group).__name__} {group!r}")
         return group
     backend = current_backend()
     if backend is None:

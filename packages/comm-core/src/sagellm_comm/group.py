@@ -107,9 +107,16 @@ class CommGroup:
         return list(self.global_ranks)
 
     def global_rank(self, group_rank: int) -> int:
+        if isinstance(group_rank, bool) or not isinstance(group_rank, int):
+            raise InvalidArgumentError(f"group rank must be an int, got {group_rank!r}")
+        if not 0 <= group_rank < self.world_size:
+            raise RankMismatchError(f"group rank {group_rank} is out of range for group {self.group_id} of size "
+                                    f"{self.world_size} (valid 0..{self.world_size - 1})")
         return self.global_ranks[group_rank]
 
     def group_rank(self, global_rank: int) -> int:
+        if isinstance(global_rank, bool) or not isinstance(global_rank, int):
+            raise InvalidArgumentError(f"global rank must be an int, got {global_rank!r}")
         try:
             return self._index[global_rank]
         except KeyError:

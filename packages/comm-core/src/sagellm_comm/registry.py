@@ -272,7 +272,18 @@ def list_comm_backends() -> list[BackendStatus]:
 
 
 def is_comm_backend_available(name: str) -> bool:
-    spec = backend_registry().get(name)
+    """Whether ``get_comm_backend(name)`` would return a backend (names are read the same way: case and
+    surrounding spaces do not matter, ``"auto"`` asks whether any backend is available for CPU tensors)."""
+    if not isinstance(name, str):
+        return False
+    key = name.strip().lower()
+    if key in AUTO_NAMES:
+        try:
+            select_backend_name()
+        except BackendNotSupportedError:
+            return False
+        return True
+    spec = backend_registry().get(key)
     return spec is not None and spec.check()[0]
 
 
@@ -320,6 +331,8 @@ def get_comm_backend(name: str | None = None, *, device: Any = None, **options: 
 
 def current_backend(name: str | None = None) -> CommBackend | None:
     """The backend of that name already initialized in this process (any, for None/auto), if one is."""
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgumentError(f"backend name must be a string, got {type(name).__name__}")
     active = active_backends()
     if name is None or name.strip().lower() in AUTO_NAMES:
         return next(iter(active.values()), None)

@@ -10,17 +10,38 @@ them). With neither, the process is a world of one. The timeout comes from the a
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from sagellm_comm.errors import InvalidArgumentError, RankMismatchError
 
-__all__ = ["DEFAULT_MASTER_ADDR", "DEFAULT_MASTER_PORT", "DEFAULT_TIMEOUT_S", "Rendezvous", "resolve_rendezvous"]
+__all__ = ["DEFAULT_MASTER_ADDR", "DEFAULT_MASTER_PORT", "DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "Rendezvous",
+           "check_timeout", "resolve_rendezvous"]
 
 DEFAULT_MASTER_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500  # torch.distributed's default
 DEFAULT_TIMEOUT_S = 120.0
+# the longest wait handed to torch: it takes timeouts as ``timedelta`` and some engines overflow far below
+# ``timedelta.max`` (gloo's barrier returns a false timeout at once past ~8e13 s); ``inf`` and larger mean this
+MAX_TIMEOUT_S = 10 * 365 * 86400.0
+
+
+def check_timeout(what: str, value: Any) -> float:
+    """``value`` as seconds: a real number > 0 (``inf`` and anything above ``MAX_TIMEOUT_S`` mean
+    ``MAX_TIMEOUT_S``); anything else raises ``INVALID_ARGUMENT`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"{what} must be a number of seconds, got {value!r}")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond float range
+        seconds = math.inf
+    if math.isnan(seconds) or not seconds > 0:
+        raise InvalidArgumentError(f"{what} must be > 0 seconds, got {value!r}")
+    return min(seconds, MAX_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,10 @@ def resolve_rendezvous(
     if not 0 <= rk < ws:
         raise RankMismatchError(f"rank {rk} is out of range for world_size {ws} (valid ranks 0..{ws - 1})")
     local = _env_int("LOCAL_RANK")
+    if master_addr is not None and not isinstance(master_addr, str):
+        raise InvalidArgumentError(f"master_addr must be a host name or address string, got {master_addr!r}")
+    if init_method is not None:
+        _check_init_method(init_method)
     addr = master_addr or os.environ.get("MASTER_ADDR") or DEFAULT_MASTER_ADDR
     port = master_port if master_port is not None else _env_int("MASTER_PORT")
     port = DEFAULT_MASTER_PORT if port is None else _as_int("master_port", port)
@@ -88,10 +113,25 @@ def resolve_rendezvous(
     if timeout is None:
         env_t = os.environ.get("SAGELLM_COMM_TIMEOUT_S")
         try:
-            timeout = float(env_t) if env_t else DEFAULT_TIMEOUT_S
+            env_s = float(env_t) if env_t else None
         except ValueError:
             raise InvalidArgumentError(f"SAGELLM_COMM_TIMEOUT_S={env_t!r} is not a number of seconds") from None
-    if not timeout > 0:
-        raise InvalidArgumentError(f"timeout must be > 0 seconds, got {timeout}")
+        timeout_s = DEFAULT_TIMEOUT_S if env_s is None else check_timeout("SAGELLM_COMM_TIMEOUT_S", env_s)
+    else:
+        timeout_s = check_timeout("timeout", timeout)
     return Rendezvous(rank=rk, world_size=ws, local_rank=rk if local is None else local, master_addr=addr,
-                      master_port=port, timeout_s=float(timeout), init_method=init_method)
+                      master_port=port, timeout_s=timeout_s, init_method=init_method)
+
+
+def _check_init_method(url: Any) -> None:
+    """A string; for ``file://`` its directory must exist (torch's FileStore would otherwise retry for 5 minutes
+    while holding the GIL, whatever the timeout)."""
+    if not isinstance(url, str):
+        raise InvalidArgumentError(f"init_method must be a URL string (tcp://host:port, file:///path, env://), got "
+                                   f"{url!r}")
+    parsed = urlparse(url)
+    if parsed.scheme == "file" and parsed.path:
+        folder = os.path.dirname(parsed.path) or "."
+        if not os.path.isdir(folder):
+            raise InvalidArgumentError(f"init_method {url!r}: directory {folder} does not exist; every rank must see "
+                                       "the same existing directory")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sagellm_comm.debug import describe, summarize
+from sagellm_comm.errors import InvalidArgumentError
 
 __all__ = ["TRACE_DIR_ENV", "TRACE_ENTRIES_ENV", "TRACE_SIGNAL_ENV", "FlightRecorder", "merge_traces"]
 
@@ -116,7 +117,12 @@ def _watch_wakeup_fd(signum: int) -> bool:
 class FlightRecorder:
     def __init__(self, backend: str, entries: int | None = None) -> None:
         if entries is None:
-            entries = int(os.environ.get(TRACE_ENTRIES_ENV, "512") or 0)
+            raw = os.environ.get(TRACE_ENTRIES_ENV, "512").strip() or "0"
+            try:
+                entries = int(raw)
+            except ValueError:
+                raise InvalidArgumentError(f"{TRACE_ENTRIES_ENV}={raw!r} is not an integer (how many operations the "
+                                           "flight recorder keeps; 0 turns it off)") from None
         self.backend = backend
         self.enabled = entries > 0
         self.entries: collections.deque[list[Any]] = collections.deque(maxlen=max(entries, 1))
@@ -175,8 +181,29 @@ class FlightRecorder:
         self._seqs = {}
 
 
+def check_dump(dump: Any, where: str = "trace") -> None:
+    """Raise ``INVALID_ARGUMENT`` unless ``dump`` is a flight-recorder dump: an int ``rank`` and a list of
+    ``entries`` with ``group``, ``seq``, ``signature`` and ``state``."""
+    if not isinstance(dump, dict):
+        raise InvalidArgumentError(f"{where} is not a flight-recorder dump (a JSON object), got {type(dump).__name__}")
+    rank, entries = dump.get("rank"), dump.get("entries")
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise InvalidArgumentError(f"{where} is not a flight-recorder dump: 'rank' must be an int, got {rank!r}")
+    if not isinstance(entries, list):
+        raise InvalidArgumentError(f"{where} (rank {rank}) is not a flight-recorder dump: 'entries' must be a list")
+    kinds = {"group": str, "seq": int, "signature": str, "state": str}
+    for i, e in enumerate(entries):
+        bad = [k for k, kind in kinds.items() if not isinstance(e, dict) or not isinstance(e.get(k), kind)
+               or isinstance(e.get(k), bool)]
+        if bad:
+            raise InvalidArgumentError(f"{where} (rank {rank}): entry {i} has no valid {', '.join(bad)}")
+
+
 def merge_traces(dumps: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
-    """Rows by (group, call number), one cell per rank: ``(ranks, rows)``; each row says whether the ranks agree."""
+    """Rows by (group, call number), one cell per rank: ``(ranks, rows)``; each row says whether the ranks agree.
+    A value that is not a dump raises ``INVALID_ARGUMENT``."""
+    for i, d in enumerate(dumps):
+        check_dump(d, f"trace #{i + 1}")
     ranks = sorted(d["rank"] for d in dumps)
     cells: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
     for d in dumps:

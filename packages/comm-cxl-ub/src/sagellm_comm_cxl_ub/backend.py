@@ -241,8 +241,8 @@ class MemoryBackend(CommBackend):
     def _byte_views(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[Any]]:
         views, backs = [], []
         for t in tensors:
-            if t.is_contiguous():
-                views.append(t.reshape(-1).view(torch.uint8))
+            if t.is_contiguous():  # as_strided: a 0/1-element tensor may keep an odd stride through reshape
+                views.append(t.as_strided((t.numel(),), (1,)).view(torch.uint8))
             else:
                 tmp = t.contiguous()
                 views.append(tmp.reshape(-1).view(torch.uint8))
@@ -344,7 +344,9 @@ class MemoryBackend(CommBackend):
 
         def run(st: GroupState) -> None:
             out = output if output.is_contiguous() else output.contiguous()
-            ob, ib = out.reshape(-1).view(torch.uint8), input.contiguous().reshape(-1).view(torch.uint8)
+            src = input.contiguous()
+            ob = out.as_strided((out.numel(),), (1,)).view(torch.uint8)
+            ib = src.as_strided((src.numel(),), (1,)).view(torch.uint8)
             k = ob.numel() // n
             st.engine.all_to_all([ob[i * k:(i + 1) * k] for i in range(n)], [ib[i * k:(i + 1) * k] for i in range(n)])
             if out is not output:

@@ -21,6 +21,7 @@ Sizes accept units (``4M``, ``256K``).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_SLOT_BYTES", "MemoryConfig", "parse_b
 DEFAULT_SLOT_BYTES = 512 << 10  # a chunk, its slot and the peer's fit in a 2 MiB L2
 CROWDED_SLOT_BYTES = 2 << 20  # ranks sharing cores: every step costs context switches, so take fewer, larger ones
 DEFAULT_CHUNK_BYTES = 256 << 10
+MAX_BYTES = 1 << 40  # a size option beyond this is a typo, not a region anyone can map
 ALLREDUCE_ALGOS = ("auto", "direct", "split")
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
           "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
@@ -45,10 +47,12 @@ def parse_bytes(name: str, value: Any) -> int:
         digits = text.rstrip("KMGIB")
         try:
             n = int(float(digits) * _UNITS[text[len(digits):].strip()])
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, OverflowError):  # OverflowError: "inf", "1e400"
             raise InvalidArgumentError(f"{name}={value!r} is not a size (examples: 1048576, 256K, 4M)") from None
     if n <= 0:
         raise InvalidArgumentError(f"{name} must be positive, got {value!r}")
+    if n > MAX_BYTES:
+        raise InvalidArgumentError(f"{name}={value!r} is larger than {MAX_BYTES} bytes")
     return n
 
 
@@ -62,9 +66,12 @@ def _opt(options: dict[str, Any], key: str, env: str, default: Any) -> Any:
 def _micros(options: dict[str, Any], key: str, env: str) -> float | None:
     raw = _opt(options, key, env, None)
     try:
-        return None if raw is None else float(raw)
-    except ValueError:
+        value = None if raw is None else float(raw)
+    except (TypeError, ValueError):
         raise InvalidArgumentError(f"{key}={raw!r} is not a number of microseconds") from None
+    if value is not None and not math.isfinite(value):
+        raise InvalidArgumentError(f"{key}={raw!r} is not a finite number of microseconds")
+    return value
 
 
 def _algo(value: Any) -> str:

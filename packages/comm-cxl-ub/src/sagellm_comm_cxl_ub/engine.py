@@ -50,9 +50,11 @@ _REDOPS = tuple(ReduceOp)
 
 
 def _flat(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[], None] | None]:
-    """A contiguous 1-D view of ``t`` and, when ``t`` is not contiguous, how to copy the result back into it."""
+    """A contiguous 1-D view of ``t`` and, when ``t`` is not contiguous, how to copy the result back into it.
+    ``as_strided``, not ``view(-1)``: a contiguous tensor of at most one element may carry any stride, which
+    ``view(-1)`` keeps and ``view(torch.uint8)`` then refuses."""
     if t.is_contiguous():
-        return t.view(-1), None
+        return t.as_strided((t.numel(),), (1,)), None
     tmp = t.contiguous().view(-1)
     return tmp, lambda: t.copy_(tmp.view_as(t))
 

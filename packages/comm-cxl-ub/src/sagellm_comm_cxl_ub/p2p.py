@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from sagellm_comm.errors import CommTimeoutError, P2PFailedError
+from sagellm_comm.ops import WIRE_DTYPES
 from sagellm_comm.work import Work
 from sagellm_comm_cxl_ub import futex
 from sagellm_comm_cxl_ub.layout import Layout
@@ -34,6 +35,11 @@ from sagellm_comm_cxl_ub.sync import LIVENESS_EVERY_S, SLEEP_SLICE_S, _as_int32,
 __all__ = ["P2PEngine", "P2PWork"]
 
 _HDR = 64
+_DTYPE_CODES = {d: i + 1 for i, d in enumerate(WIRE_DTYPES)}  # in chunk headers; 0: not a wire dtype
+
+
+def _dtype_name(code: int) -> str:
+    return str(WIRE_DTYPES[code - 1]).removeprefix("torch.") if 0 < code <= len(WIRE_DTYPES) else "bytes"
 
 
 @dataclass
@@ -46,6 +52,7 @@ class _Op:
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     tag: int = 0
+    dtype: int = 0  # _DTYPE_CODES of the caller's tensor
 
 
 @dataclass
@@ -56,6 +63,7 @@ class _Inbound:
     total: int
     target: torch.Tensor
     op: _Op | None  # None: nobody asked for it yet (or a size mismatch is being drained)
+    dtype: int = 0
 
 
 class P2PEngine:
@@ -85,7 +93,7 @@ class P2PEngine:
                 if s != d:
                     for w in (0, 1):
                         off = layout.mailbox(s, d, w)
-                        hdr = np.ndarray((4,), dtype=np.int64, buffer=mapping, offset=base_off + off)  # type: ignore
+                        hdr = np.ndarray((5,), dtype=np.int64, buffer=mapping, offset=base_off + off)  # type: ignore
                         self.box[(s, d, w)] = (hdr, base_tensor[off + _HDR:off + _HDR + self.chunk])
         # chunks this rank wrote to / read from each peer so far (mirrors of its own counters)
         self.n_sent = dict.fromkeys(range(n), 0)
@@ -93,7 +101,7 @@ class P2PEngine:
         self.queues: dict[tuple[str, int], deque[_Op]] = {}  # sends, per destination, in posting order
         self.posted: dict[int, list[_Op]] = {}  # receives not yet bound to a message, per source
         self.inbound: dict[int, _Inbound] = {}
-        self.unexpected: dict[tuple[int, int], deque[torch.Tensor]] = {}  # (source, tag) -> whole messages
+        self.unexpected: dict[tuple[int, int], deque[tuple[torch.Tensor, int]]] = {}  # (source, tag) -> messages
         self._lock = threading.RLock()
         self._ring_count = 0
         self._thread: threading.Thread | None = None
@@ -102,14 +110,14 @@ class P2PEngine:
 
     # ------------------------------------------------------------------------------------------------ posting
     def post(self, kind: str, peer: int, tensor: torch.Tensor, background: bool, tag: int = 0) -> _Op:
-        if tensor.is_contiguous():
-            data, back = tensor.view(-1).view(torch.uint8) if tensor.numel() else tensor.view(torch.uint8), None
+        if tensor.is_contiguous():  # as_strided: a 0/1-element tensor may keep an odd stride through view(-1)
+            data, back = tensor.as_strided((tensor.numel(),), (1,)).view(torch.uint8), None
         elif kind == "send":
             data, back = tensor.contiguous().view(-1).view(torch.uint8), None
         else:
             tmp = tensor.contiguous()
             data, back = tmp.view(-1).view(torch.uint8), (lambda: tensor.copy_(tmp))
-        op = _Op(kind, peer, data.reshape(-1), back, tag=tag)
+        op = _Op(kind, peer, data.reshape(-1), back, tag=tag, dtype=_DTYPE_CODES.get(tensor.dtype, 0))
         with self._lock:
             if kind == "send":
                 self.queues.setdefault((kind, peer), deque()).append(op)
@@ -183,7 +191,7 @@ class P2PEngine:
         c = min(self.chunk, op.data.numel() - a)
         if c:
             box[:c].copy_(op.data[a:a + c])
-        hdr[:] = (op.data.numel(), c, a, op.tag)
+        hdr[:] = (op.data.numel(), c, a, op.tag, op.dtype)
         self.n_sent[peer] = k + 1
         self.sent[(self.rank, peer)][0] = _as_int32(k + 1)
         self._ring(peer)
@@ -195,10 +203,10 @@ class P2PEngine:
         while reached(int(self.sent[(peer, self.rank)][0]), self.n_recv[peer] + 1):
             k = self.n_recv[peer]
             hdr, box = self.box[(peer, self.rank, k & 1)]
-            total, c, a, tag = hdr.tolist()
+            total, c, a, tag, dtype = hdr.tolist()
             inbound = self.inbound.get(peer)
             if inbound is None:
-                inbound = self.inbound[peer] = self._bind(peer, tag, total)
+                inbound = self.inbound[peer] = self._bind(peer, tag, total, dtype)
             if c:
                 inbound.target[a:a + c].copy_(box[:c])  # before the ack: the ack lets the sender reuse the box
             self.n_recv[peer] = k + 1
@@ -210,21 +218,21 @@ class P2PEngine:
                 if inbound.op is not None:
                     self._finish(inbound.op)
                 elif inbound.total >= 0:
-                    self.unexpected.setdefault((peer, tag), deque()).append(inbound.target)
+                    self.unexpected.setdefault((peer, tag), deque()).append((inbound.target, inbound.dtype))
                     # hand it out now: the next message must not be bound to a receive posted for this one
                     self._match_unexpected(peer)
         return self._match_unexpected(peer) or moved
 
-    def _bind(self, peer: int, tag: int, total: int) -> _Inbound:
+    def _bind(self, peer: int, tag: int, total: int, dtype: int) -> _Inbound:
         ops = self.posted.get(peer, [])
         for i, op in enumerate(ops):
             if op.tag == tag:
                 del ops[i]
-                if op.data.numel() == total:
-                    return _Inbound(tag, total, op.data, op)
-                self._fail_size(op, total)  # drain the message so the channel stays in step
-                return _Inbound(tag, -1, torch.empty(total, dtype=torch.uint8), None)
-        return _Inbound(tag, total, torch.empty(total, dtype=torch.uint8), None)
+                if op.data.numel() == total and op.dtype == dtype:
+                    return _Inbound(tag, total, op.data, op, dtype)
+                self._fail_size(op, total, dtype)  # drain the message so the channel stays in step
+                return _Inbound(tag, -1, torch.empty(total, dtype=torch.uint8), None, dtype)
+        return _Inbound(tag, total, torch.empty(total, dtype=torch.uint8), None, dtype)
 
     def _match_unexpected(self, peer: int) -> bool:
         ops = self.posted.get(peer)
@@ -234,13 +242,13 @@ class P2PEngine:
         for op in list(ops):
             waiting = self.unexpected.get((peer, op.tag))
             if waiting:
-                msg = waiting.popleft()
+                msg, dtype = waiting.popleft()
                 ops.remove(op)
-                if msg.numel() == op.data.numel():
+                if msg.numel() == op.data.numel() and dtype == op.dtype:
                     op.data.copy_(msg)
                     self._finish(op)
                 else:
-                    self._fail_size(op, msg.numel())
+                    self._fail_size(op, msg.numel(), dtype)
                 moved = True
         return moved
 
@@ -250,11 +258,11 @@ class P2PEngine:
             op.back()  # type: ignore[operator]
         op.done.set()
 
-    def _fail_size(self, op: _Op, total: int) -> None:
+    def _fail_size(self, op: _Op, total: int, dtype: int) -> None:
         op.error = P2PFailedError(
-            f"group {self.group_id}: rank {self.global_ranks[op.peer]} sent a message of {total} bytes (tag "
-            f"{op.tag}) but rank {self.global_ranks[self.rank]} posted a receive of {op.data.numel()} bytes; sizes "
-            "and dtypes of matching send/recv must agree", retryable=False)
+            f"group {self.group_id}: rank {self.global_ranks[op.peer]} sent {total} bytes of {_dtype_name(dtype)} "
+            f"(tag {op.tag}) but rank {self.global_ranks[self.rank]} posted a receive of {op.data.numel()} bytes of "
+            f"{_dtype_name(op.dtype)}; sizes and dtypes of matching send/recv must agree", retryable=False)
         op.done.set()
 
     def _ring(self, peer: int) -> None:

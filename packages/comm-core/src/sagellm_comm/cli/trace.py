@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from sagellm_comm.trace import merge_traces
+from sagellm_comm.trace import check_dump, merge_traces
 
 __all__ = ["add_trace_parser", "run_trace_merge"]
 
@@ -22,10 +22,12 @@ def run_trace_merge(args: Any) -> int:
     for path in args.files:
         try:
             with open(path) as f:
-                dumps.append(json.load(f))
-        except (OSError, ValueError) as exc:
-            print(f"sagellm-comm trace merge: cannot read {path}: {exc}", file=sys.stderr)
+                dump = json.load(f)
+            check_dump(dump, str(path))
+        except (OSError, ValueError) as exc:  # InvalidArgumentError is a ValueError: not a dump
+            print(f"sagellm-comm trace merge: cannot read {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
             return 2
+        dumps.append(dump)
     ranks, rows = merge_traces(dumps)
     first = next((r for r in rows if r["verdict"] != "ok"), None)
     shown = rows if args.all or len(rows) <= args.last else rows[-args.last:]

@@ -40,6 +40,7 @@ _DTYPES = WIRE_DTYPES
 _CODES = {d: i for i, d in enumerate(_DTYPES)}
 _SIZES = [torch.empty(0, dtype=d).element_size() for d in _DTYPES]
 _HEAD = struct.Struct("<qqq")  # magic, dtype, numel
+_MAX_BYTES = 1 << 47  # more than any host can map: a header announcing more is corrupt
 
 
 def _as_bytes(t: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,10 @@ class HeaderedP2P:
         if magic != MAGIC:
             raise RankMismatchError(f"recv from {who} (tag {tag}): the message has no sagellm-comm header; the peer "
                                     "sent with another backend or bypassed it")
-        nbytes = numel * (_SIZES[code] if 0 <= code < len(_DTYPES) else 1)
+        if not 0 <= code < len(_DTYPES) or not 0 <= numel * _SIZES[code] <= _MAX_BYTES:
+            raise RankMismatchError(f"recv from {who} (tag {tag}): corrupt sagellm-comm header (dtype code {code}, "
+                                    f"{numel} elements); the message was dropped")
+        nbytes = numel * _SIZES[code]
         k = min(FRAME, nbytes)
         if code == _CODES.get(tensor.dtype, -1) and numel == tensor.numel():
             buf = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
@@ -125,7 +129,14 @@ class HeaderedP2P:
                 tensor.copy_(buf)
             return
         if nbytes > k:  # drain the rest so the sender completes
-            dist.recv(torch.empty(nbytes - k, dtype=torch.uint8), src=peer, group=pg, tag=tag)
+            try:
+                scratch = torch.empty(nbytes - k, dtype=torch.uint8)
+            except (RuntimeError, MemoryError) as exc:
+                raise RankMismatchError(
+                    f"recv from {who} (tag {tag}): it sent {_name(code)} x{numel} ({nbytes} bytes), more than this "
+                    f"host can buffer to drain, into {str(tensor.dtype).removeprefix('torch.')} x{tensor.numel()}; "
+                    "the sender stays blocked. Post a receive buffer of the sender's dtype and size.") from exc
+            dist.recv(scratch, src=peer, group=pg, tag=tag)
         raise RankMismatchError(
             f"recv from {who} (tag {tag}): it sent {_name(code)} x{numel}, this rank receives into "
             f"{str(tensor.dtype).removeprefix('torch.')} x{tensor.numel()}; the message was dropped. Post a receive "

@@ -237,10 +237,11 @@ class TorchDistributedBackend(CommBackend):
         work = dist.all_reduce(buf, op=top, group=_pg(group), async_op=async_op)
         return self._done("all_reduce", work, async_op, finish)
 
+    # list entries are flattened: the contract asks only for matching element counts, torch for matching shapes
     def _all_gather(self, output, tensor, group, async_op):
         buf, _ = self._contig(tensor)
         outs = [self._contig(o) for o in output]
-        work = dist.all_gather([o for o, _ in outs], buf, group=_pg(group), async_op=async_op)
+        work = dist.all_gather([o.view(-1) for o, _ in outs], buf.view(-1), group=_pg(group), async_op=async_op)
         backs = [b for _, b in outs if b is not None]
         return self._done("all_gather", work, async_op, (lambda: [b() for b in backs]) if backs else None)
 
@@ -271,27 +272,28 @@ class TorchDistributedBackend(CommBackend):
     def _gather(self, tensor, gather_list, dst, group, async_op):
         buf, _ = self._contig(tensor)
         outs = [self._contig(o) for o in gather_list] if gather_list is not None else None
-        work = dist.gather(buf, [o for o, _ in outs] if outs else None, dst=group.global_ranks[dst],
+        work = dist.gather(buf.view(-1), [o.view(-1) for o, _ in outs] if outs else None, dst=group.global_ranks[dst],
                            group=_pg(group), async_op=async_op)
         backs = [b for _, b in outs or () if b is not None]
         return self._done("gather", work, async_op, (lambda: [b() for b in backs]) if backs else None)
 
     def _scatter(self, tensor, scatter_list, src, group, async_op):
         buf, back = self._contig(tensor)
-        ins = [t.contiguous() for t in scatter_list] if scatter_list is not None else None
-        work = dist.scatter(buf, ins, src=group.global_ranks[src], group=_pg(group), async_op=async_op)
+        ins = [t.contiguous().view(-1) for t in scatter_list] if scatter_list is not None else None
+        work = dist.scatter(buf.view(-1), ins, src=group.global_ranks[src], group=_pg(group), async_op=async_op)
         return self._done("scatter", work, async_op, back)
 
     def _all_to_all_single(self, output, input, group, async_op):
         out, back = self._contig(output)
         src, _ = self._contig(input)
-        work = dist.all_to_all_single(out, src, group=_pg(group), async_op=async_op)
+        # rank-major chunks of the flattened tensors (0-d ones included), as the core's size check promises
+        work = dist.all_to_all_single(out.view(-1), src.view(-1), group=_pg(group), async_op=async_op)
         return self._done("all_to_all", work, async_op, back)
 
     def _all_to_all(self, output, input, group, async_op):
         outs = [self._contig(o) for o in output]
-        work = dist.all_to_all([o for o, _ in outs], [t.contiguous() for t in input], group=_pg(group),
-                               async_op=async_op)
+        work = dist.all_to_all([o.view(-1) for o, _ in outs], [t.contiguous().view(-1) for t in input],
+                               group=_pg(group), async_op=async_op)
         backs = [b for _, b in outs if b is not None]
         return self._done("all_to_all", work, async_op, (lambda: [b() for b in backs]) if backs else None)
 
