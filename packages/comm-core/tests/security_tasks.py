@@ -23,12 +23,20 @@ except CommError as exc:
 """
 
 
-def _stray(token: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "SAGELLM_COMM_JOB_TOKEN"}
-    if token is not None:
-        env["SAGELLM_COMM_JOB_TOKEN"] = token
-    proc = subprocess.run([sys.executable, "-c", STRAY], env=env, capture_output=True, text=True, timeout=90)
-    return (proc.stdout.strip().splitlines() or [proc.stderr[-500:]])[-1]
+def _strays(tokens: dict[str, str | None]) -> dict[str, str]:
+    """Start one stray process per entry at once (name -> its job token, None for none); their last lines."""
+    procs = {}
+    for name, token in tokens.items():
+        env = {k: v for k, v in os.environ.items() if k != "SAGELLM_COMM_JOB_TOKEN"}
+        if token is not None:
+            env["SAGELLM_COMM_JOB_TOKEN"] = token
+        procs[name] = subprocess.Popen([sys.executable, "-c", STRAY], env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=90)
+        out[name] = (stdout.strip().splitlines() or [stderr[-500:]])[-1]
+    return out
 
 
 def _garbage(port: int) -> None:
@@ -47,8 +55,7 @@ def job_survives_strangers() -> dict:
     channel = open_side_channel(rdzv, "unit")
     seen: dict = {}
     if rdzv.rank == 0:
-        seen["no_token"] = _stray(None)
-        seen["other_token"] = _stray("not-this-jobs-token")
+        seen = _strays({"no_token": None, "other_token": "not-this-jobs-token"})
         _garbage(rdzv.master_port)
     rounds = []
     for _ in range(2):

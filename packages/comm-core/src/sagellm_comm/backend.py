@@ -39,10 +39,10 @@ from sagellm_comm.errors import (
 )
 from sagellm_comm.group import CommGroup, validate_group_ranks
 from sagellm_comm.ops import CommOp, normalize_reduce_op
-from sagellm_comm.rendezvous import Rendezvous, resolve_rendezvous
+from sagellm_comm.rendezvous import Rendezvous, check_timeout, resolve_rendezvous
 from sagellm_comm.store import SideChannel, open_side_channel, release_side_channel
 from sagellm_comm.trace import FlightRecorder
-from sagellm_comm.work import CompletedWork, Work
+from sagellm_comm.work import CompletedWork, Work, failures, note_failure
 
 __all__ = ["CommBackend", "CommOp", "P2POp", "ReduceOp", "active_backends"]
 
@@ -85,6 +85,7 @@ class CommBackend(ABC):
         self._channel: SideChannel | None = None
         self._debug_seqs: dict[str, int] = {}  # per group: collectives checked in debug mode
         self._debug_p2p: dict[tuple[Any, ...], int] = {}  # per lane: messages checked in debug mode
+        self._failures_at_init = 0  # work.failures() when init ran: destroy() collects garbage after a failure
         self._debug = False  # SAGELLM_COMM_DEBUG=detail, read at init
         self.recorder = FlightRecorder(self.name)
 
@@ -159,6 +160,7 @@ class CommBackend(ABC):
             )
         rdzv = resolve_rendezvous(world_size, rank, master_addr, master_port, timeout, init_method)
         self._debug = debug_detail()
+        self._failures_at_init = failures()
         try:
             channel = open_side_channel(rdzv, self.name)
         except CommError:
@@ -212,8 +214,10 @@ class CommBackend(ABC):
             self._debug_p2p = {}
             self._channel = None
             # an engine group a failed call left in a reference cycle (its exception's traceback) keeps its
-            # sockets open, so peers blocked on this rank would wait out their timeout: collect it now
-            gc.collect()
+            # sockets open, so peers blocked on this rank would wait out their timeout: collect it now (a full
+            # collection costs ~0.1 s in a torch process, so only after a failure)
+            if failures() != self._failures_at_init:
+                gc.collect()
             if self.rendezvous is not None:
                 release_side_channel(self.rendezvous)
             if _ACTIVE.get(self.name) is self:
@@ -254,9 +258,11 @@ class CommBackend(ABC):
             raise self._unsupported("create_group")
         if group_id is None:
             group_id = f"g{next(self._group_counter)}[{','.join(map(str, members))}]"
+        elif not isinstance(group_id, str):
+            raise InvalidArgumentError(f"group id must be a string, got {type(group_id).__name__} {group_id!r}")
         elif group_id in self._groups:
             raise InvalidArgumentError(f"group id {group_id!r} already exists; pick another or omit it")
-        timeout_s = world.timeout_s if timeout is None else float(timeout)
+        timeout_s = world.timeout_s if timeout is None else check_timeout("create_group timeout", timeout)
         try:
             handle = self._new_group(members, group_id, timeout_s)
         except CommError:
@@ -277,6 +283,7 @@ class CommBackend(ABC):
                    async_op: bool = False) -> Any:
         """Reduce ``tensor`` across the group in place; returns the tensor (or a Work handle)."""
         g = self._group(group, "all_reduce")
+        async_op = self._check_async(async_op, "all_reduce")
         rop = self._reduce_op(op, tensor, "all_reduce")
         return self._run("all_reduce", self._all_reduce, tensor, async_op, tensor, rop, g, async_op)
 
@@ -284,6 +291,7 @@ class CommBackend(ABC):
                    output: list[torch.Tensor] | None = None) -> Any:
         """Gather every rank's ``tensor``; returns the list (rank order), filling ``output`` if given."""
         g = self._group(group, "all_gather")
+        async_op = self._check_async(async_op, "all_gather")
         self._check_tensor(tensor, "all_gather")
         if output is None:
             output = [torch.empty_like(tensor) for _ in range(g.world_size)]
@@ -295,6 +303,7 @@ class CommBackend(ABC):
                                async_op: bool = False) -> Any:
         """Gather into one tensor of ``world_size * tensor.numel()`` elements (rank-major)."""
         g = self._group(group, "all_gather_into_tensor")
+        async_op = self._check_async(async_op, "all_gather_into_tensor")
         self._check_tensor(tensor, "all_gather_into_tensor")
         self._check_tensor(output, "all_gather_into_tensor", "output")
         self._check_sized(output, tensor, g.world_size, "all_gather_into_tensor", "output")
@@ -309,6 +318,7 @@ class CommBackend(ABC):
         shaped like ``output``.
         """
         g = self._group(group, "reduce_scatter")
+        async_op = self._check_async(async_op, "reduce_scatter")
         self._check_tensor(output, "reduce_scatter", "output")
         if isinstance(input, torch.Tensor):
             self._check_tensor(input, "reduce_scatter", "input")
@@ -324,6 +334,7 @@ class CommBackend(ABC):
                   async_op: bool = False) -> Any:
         """Copy ``tensor`` of rank ``src_rank`` to every rank of the group, in place."""
         g = self._group(group, "broadcast")
+        async_op = self._check_async(async_op, "broadcast")
         self._check_tensor(tensor, "broadcast")
         self._check_peer(src_rank, g, "broadcast", "src_rank", allow_self=True)
         return self._run("broadcast", self._broadcast, tensor, async_op, tensor, src_rank, g, async_op)
@@ -332,6 +343,7 @@ class CommBackend(ABC):
                async_op: bool = False) -> Any:
         """Reduce into ``tensor`` of rank ``dst_rank`` (other ranks' tensors are left unspecified, as in NCCL)."""
         g = self._group(group, "reduce")
+        async_op = self._check_async(async_op, "reduce")
         self._check_peer(dst_rank, g, "reduce", "dst_rank", allow_self=True)
         rop = self._reduce_op(op, tensor, "reduce")
         return self._run("reduce", self._reduce, tensor, async_op, tensor, dst_rank, rop, g, async_op)
@@ -340,6 +352,7 @@ class CommBackend(ABC):
                group: Any = None, async_op: bool = False) -> Any:
         """Gather every rank's ``tensor`` on ``dst_rank``; returns the list there and None elsewhere."""
         g = self._group(group, "gather")
+        async_op = self._check_async(async_op, "gather")
         self._check_tensor(tensor, "gather")
         self._check_peer(dst_rank, g, "gather", "dst_rank", allow_self=True)
         if g.rank == dst_rank:
@@ -355,6 +368,7 @@ class CommBackend(ABC):
                 group: Any = None, async_op: bool = False) -> Any:
         """Rank ``src_rank`` sends ``scatter_list[i]`` to rank ``i``, which receives it into ``tensor``."""
         g = self._group(group, "scatter")
+        async_op = self._check_async(async_op, "scatter")
         self._check_tensor(tensor, "scatter")
         self._check_peer(src_rank, g, "scatter", "src_rank", allow_self=True)
         if g.rank == src_rank:
@@ -373,6 +387,7 @@ class CommBackend(ABC):
         Either both are lists of ``world_size`` tensors, or both are single tensors split evenly along dim 0.
         """
         g = self._group(group, "all_to_all")
+        async_op = self._check_async(async_op, "all_to_all")
         if isinstance(input, torch.Tensor):
             if not isinstance(output, torch.Tensor):
                 raise InvalidArgumentError("all_to_all: input is a tensor, so output must be a tensor too")
@@ -388,19 +403,32 @@ class CommBackend(ABC):
             return self._run("all_to_all", self._all_to_all_single, output, async_op, output, input, g, async_op)
         if isinstance(output, torch.Tensor):
             raise InvalidArgumentError("all_to_all: input is a list, so output must be a list too")
+        for name, lst in (("input", input), ("output", output)):
+            if not isinstance(lst, (list, tuple)):
+                raise InvalidArgumentError(f"all_to_all: {name} must be a tensor or a list of {g.world_size} tensors, "
+                                           f"got {type(lst).__name__}")
         inputs, outputs = list(input), list(output)
         for name, lst in (("input", inputs), ("output", outputs)):
             if len(lst) != g.world_size:
                 raise InvalidArgumentError(f"all_to_all: {name} has {len(lst)} tensors, need {g.world_size}")
             for t in lst:
                 self._check_tensor(t, "all_to_all", name)
+        dtypes = {t.dtype for t in inputs + outputs}
+        if len(dtypes) > 1:
+            raise InvalidArgumentError(f"all_to_all: every input and output tensor must have one dtype, got "
+                                       f"{sorted(str(d).removeprefix('torch.') for d in dtypes)}")
+        me = g.rank  # this rank's own chunk stays here: its sizes must agree (the other chunks are the peers')
+        if inputs[me].numel() != outputs[me].numel():
+            raise InvalidArgumentError(f"all_to_all: output[{me}] has {outputs[me].numel()} elements but input[{me}], "
+                                       f"this rank's chunk for itself, has {inputs[me].numel()}")
         return self._run("all_to_all", self._all_to_all, outputs, async_op, outputs, inputs, g, async_op)
 
     def barrier(self, group: Any = None, async_op: bool = False, timeout: float | None = None) -> Any:
         """Block until every rank of the group reaches the barrier (at most ``timeout`` seconds)."""
         g = self._group(group, "barrier")
-        if timeout is not None and not timeout > 0:
-            raise InvalidArgumentError(f"barrier timeout must be > 0 seconds, got {timeout}")
+        async_op = self._check_async(async_op, "barrier")
+        if timeout is not None:
+            timeout = check_timeout("barrier timeout", timeout)
         return self._run("barrier", self._barrier, None, async_op, g, async_op, timeout)
 
     # ------------------------------------------------------------------------------------------------------
@@ -445,22 +473,28 @@ class CommBackend(ABC):
     def batch_isend_irecv(self, p2p_ops: Sequence[P2POp]) -> list[Work]:
         """Start several sends and receives at once (a ring exchange, a KV fan-out); wait on the handles (one per
         op, in order). Every op is checked before any starts."""
+        if not isinstance(p2p_ops, (list, tuple)):
+            raise InvalidArgumentError(f"batch_isend_irecv takes a list of P2POp, got {type(p2p_ops).__name__}")
         if not p2p_ops:
             raise InvalidArgumentError("batch_isend_irecv needs at least one P2POp")
         self._require_op("batch_p2p")
         items: list[tuple[str, torch.Tensor, int, CommGroup, int]] = []
         results = []
         for p in p2p_ops:
+            if not all(hasattr(p, a) for a in ("op", "tensor", "peer")):
+                raise InvalidArgumentError(f"batch_isend_irecv takes P2POp entries (op, tensor, peer, group, tag), got "
+                                           f"{type(p).__name__} {p!r}")
+            group, tag = getattr(p, "group", None), getattr(p, "tag", 0)
             kind = p.op if isinstance(p.op, str) else getattr(p.op, "__name__", str(p.op))
             if kind not in ("isend", "irecv"):
                 raise InvalidArgumentError(f"P2POp.op must be 'isend' or 'irecv', got {p.op!r}")
             op = "send" if kind == "isend" else "recv"
-            g = self._group(p.group, op)
+            g = self._group(group, op)
             buf = self._as_tensor(p.tensor, kind, writable=kind == "irecv")
             self._check_tensor(buf, op)
             self._check_peer(p.peer, g, op, "dst_rank" if op == "send" else "src_rank", allow_self=False)
-            self._check_tag(p.tag, op)
-            items.append((kind, buf, p.peer, g, p.tag))
+            self._check_tag(tag, op)
+            items.append((kind, buf, p.peer, g, tag))
             results.append(None if op == "send" else p.tensor)
         try:
             works = self._batch_p2p(items)
@@ -557,6 +591,16 @@ class CommBackend(ABC):
         if not allow_self and peer == g.rank:
             raise RankMismatchError(f"{op}: {what}={peer} is this process's own rank; {op} needs another rank")
 
+    @staticmethod
+    def _check_async(async_op: Any, op: str) -> bool:
+        """``async_op`` as a bool: True/False, None, 0/1 and numpy bools are read as such; anything else is
+        ``INVALID_ARGUMENT`` (engines would otherwise each do something else with it)."""
+        if async_op is None or isinstance(async_op, bool):
+            return bool(async_op)
+        if (isinstance(async_op, int) and async_op in (0, 1)) or type(async_op).__name__ == "bool_":
+            return bool(async_op)
+        raise InvalidArgumentError(f"{op}: async_op must be True or False, got {async_op!r}")
+
     def _check_tag(self, tag: Any, op: str) -> None:
         if isinstance(tag, bool) or not isinstance(tag, int) or tag < 0:
             raise InvalidArgumentError(f"{op}: tag must be a non-negative int, got {tag!r}")
@@ -578,6 +622,11 @@ class CommBackend(ABC):
         if writable and (isinstance(obj, bytes) or (isinstance(obj, memoryview) and obj.readonly)):
             raise InvalidArgumentError(f"{op}: cannot receive into immutable {type(obj).__name__}; pass a "
                                        "bytearray, a writable memoryview or a tensor")
+        if isinstance(obj, memoryview) and not obj.contiguous:
+            if writable:
+                raise InvalidArgumentError(f"{op}: cannot receive into a non-contiguous memoryview; pass a "
+                                           "contiguous buffer and copy the bytes where they belong")
+            obj = obj.tobytes()  # sent as a copy, as bytes are
         if isinstance(obj, (bytes, bytearray, memoryview)):
             if len(obj) == 0:
                 return torch.empty(0, dtype=torch.uint8)
@@ -632,6 +681,7 @@ class CommBackend(ABC):
         return work
 
     def _record_failure(self, entry: list[Any] | None, error: BaseException) -> None:
+        note_failure()
         timed_out = isinstance(error, CommTimeoutError)
         self.recorder.finish(entry, "timeout" if timed_out else "failed", f"{type(error).__name__}: {error}")
         if timed_out and self.recorder.enabled:

@@ -16,6 +16,8 @@ finish; call ``wait`` again or destroy the group).
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,9 +25,28 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from sagellm_comm.errors import CollectiveFailedError, CommError, CommTimeoutError, P2PFailedError
+from sagellm_comm.errors import (
+    CollectiveFailedError,
+    CommError,
+    CommTimeoutError,
+    InvalidArgumentError,
+    P2PFailedError,
+)
+from sagellm_comm.rendezvous import MAX_TIMEOUT_S
 
 __all__ = ["CompletedWork", "FutureWork", "Work", "device_synchronize", "engine_error"]
+
+
+def _wait_limit(op: str, timeout: Any) -> float | None:
+    """A wait's ``timeout`` in seconds: None (or inf, or beyond ``MAX_TIMEOUT_S``) waits without a limit, a
+    negative one polls once (as 0); anything but a real number is ``INVALID_ARGUMENT``."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or math.isnan(timeout):
+        raise InvalidArgumentError(f"{op}: wait timeout must be a number of seconds or None, got {timeout!r}")
+    if timeout >= MAX_TIMEOUT_S:
+        return None
+    return max(0.0, float(timeout))
 
 
 def device_synchronize(device: Any, timeout: float | None = None) -> bool:
@@ -49,6 +70,18 @@ def device_synchronize(device: Any, timeout: float | None = None) -> bool:
         time.sleep(pause)
         pause = min(pause * 2, 1e-3)
     return True
+
+
+_failures = [0]  # ops that failed in this process (Work.wait, and CommBackend calls): destroy() collects after one
+
+
+def failures() -> int:
+    """How many ops failed in this process so far."""
+    return _failures[0]
+
+
+def note_failure() -> None:
+    _failures[0] += 1
 
 
 def engine_error(op: str, exc: BaseException) -> CommError:
@@ -89,6 +122,7 @@ class Work(ABC):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for completion; raise ``CommTimeoutError`` if ``timeout`` seconds pass first."""
+        timeout = _wait_limit(self.op, timeout)
         if self._finished:
             if self._error is not None:
                 raise self._error
@@ -99,11 +133,13 @@ class Work(ABC):
         except CommError as exc:
             self._finished, self._error = True, exc
             self._traced("failed", exc)
+            note_failure()
             raise
         except Exception as exc:  # the engine's own error (torch's RuntimeError): a protocol-coded one instead
             error = engine_error(self.op, exc)
             self._finished, self._error = True, error
             self._traced("failed", error)
+            note_failure()
             raise error from exc
         if not done:
             exc = CommTimeoutError(
@@ -122,6 +158,11 @@ class Work(ABC):
                 self._error = exc
                 self._traced("failed", exc)
                 raise
+            except Exception as exc:  # the copy-back into the caller's tensor (an engine's own error)
+                error = engine_error(self.op, exc)
+                self._error = error
+                self._traced("failed", error)
+                raise error from exc
         self._traced("done")
         return True
 
@@ -149,6 +190,7 @@ class Work(ABC):
 
     def synchronize(self, timeout: float | None = None) -> bool:
         """Block the CPU until the op's results are in memory (on CPU the same as ``wait``)."""
+        timeout = _wait_limit(self.op, timeout)
         start = time.monotonic()
         self.wait(timeout)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
