@@ -9,12 +9,12 @@ task on the pool starts clean.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 from typing import Any
 
 import torch
+from compat_tasks import reset  # noqa: F401  (destroys what an earlier task left; ranks import it)
 
 from sagellm_comm import CommError, get_comm_backend
 
@@ -23,20 +23,6 @@ TASK_TIMEOUT_S = 20.0  # every blocking call of a task is bounded by this (the r
 
 def _rank() -> int:
     return int(os.environ["RANK"])
-
-
-def reset() -> bool:
-    """Destroy whatever an earlier (failed) task left initialized in this rank."""
-    import torch.distributed as dist
-
-    from sagellm_comm.backend import active_backends
-
-    for backend in active_backends().values():
-        with contextlib.suppress(Exception):
-            backend.destroy()
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return True
 
 
 def make_tensor(dtype_name: str, shape: tuple[int, ...], salt: int = 0) -> torch.Tensor:
