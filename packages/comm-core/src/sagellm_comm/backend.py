@@ -27,14 +27,12 @@ from sagellm_comm.debug import check_call, debug_detail
 from sagellm_comm.debug_p2p import p2p_lane_check
 from sagellm_comm.errors import (
     BackendNotSupportedError,
-    CollectiveFailedError,
     CommError,
     CommTimeoutError,
     GroupInvalidError,
     GroupNotFoundError,
     InvalidArgumentError,
     NotInitializedError,
-    P2PFailedError,
     RankMismatchError,
 )
 from sagellm_comm.group import CommGroup, validate_group_ranks
@@ -42,7 +40,7 @@ from sagellm_comm.ops import CommOp, normalize_reduce_op
 from sagellm_comm.rendezvous import Rendezvous, check_timeout, resolve_rendezvous
 from sagellm_comm.store import SideChannel, open_side_channel, release_side_channel
 from sagellm_comm.trace import FlightRecorder
-from sagellm_comm.work import CompletedWork, Work, failures, note_failure
+from sagellm_comm.work import CompletedWork, Work, engine_error, failures, note_failure
 
 __all__ = ["CommBackend", "CommOp", "P2POp", "ReduceOp", "active_backends"]
 
@@ -697,16 +695,7 @@ class CommBackend(ABC):
 
     def _translate_error(self, op: str, exc: BaseException) -> CommError:
         """Turn an engine exception into a protocol-coded error. Engines may override to refine."""
-        text = f"{type(exc).__name__}: {exc}".strip()
-        low = text.lower()
-        if "timeout" in low or "timed out" in low:
-            return CommTimeoutError(
-                f"{self.name} {op} timed out ({text.splitlines()[0]}); a peer rank is stuck, gone or never called "
-                "the same op. The group's state is unknown: destroy() it and initialize again.", retryable=False)
-        if op in _P2P_OPS or op in ("isend", "irecv"):
-            return P2PFailedError(f"{self.name} {op} failed: {text}. Check that the peer posted the matching op.")
-        return CollectiveFailedError(
-            f"{self.name} {op} failed: {text}. Check that every rank called the same op with matching tensors.")
+        return engine_error(op, exc, self.name)
 
     # ------------------------------------------------------------------------------------------------------
     # engine methods a plugin implements (only those it declares in its capabilities)

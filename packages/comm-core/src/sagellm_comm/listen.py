@@ -21,11 +21,12 @@ import errno
 import ipaddress
 import os
 import socket
+from collections.abc import Callable, Sequence
 
 from sagellm_comm.errors import GroupInvalidError
 from sagellm_comm.retry import retry
 
-__all__ = ["BIND_ADDR_ENV", "BIND_RETRY_S", "bind_address", "listen_socket"]
+__all__ = ["BIND_ADDR_ENV", "BIND_RETRY_S", "bind_address", "bind_rule", "listen_socket"]
 
 BIND_ADDR_ENV = "SAGELLM_COMM_BIND_ADDR"
 BIND_RETRY_S = 2.0
@@ -38,22 +39,39 @@ def _is_loopback(addr: str) -> bool:
         return False
 
 
-def bind_address(master_addr: str) -> tuple[str, str]:
-    """The address to listen on for ``master_addr`` and why: ``(address, reason)``; ``""`` means every interface."""
-    configured = os.environ.get(BIND_ADDR_ENV, "").strip()
+def bind_rule(master_addr: str, configured: str, resolve: Callable[[str], Sequence[str] | None]
+              ) -> tuple[str, str] | None:
+    """The address to listen on for ``master_addr`` and why: ``(address, reason)``, ``""`` meaning every
+    interface; None when ``master_addr`` does not resolve. ``configured`` is ``SAGELLM_COMM_BIND_ADDR``'s value,
+    ``resolve(name)`` the addresses a name resolves to (None when it does not)."""
+    configured = configured.strip()
     if configured:
         return ("" if configured in ("0.0.0.0", "::", "*") else configured), f"{BIND_ADDR_ENV}={configured}"
     if master_addr == "localhost" or _is_loopback(master_addr):
-        return ("::1" if ":" in master_addr else "127.0.0.1"), "MASTER_ADDR is loopback"
-    try:
-        resolved = socket.getaddrinfo(master_addr, None, type=socket.SOCK_STREAM)[0][4][0]
-    except OSError as exc:
-        raise GroupInvalidError(
-            f"MASTER_ADDR={master_addr!r} does not resolve on this host ({exc}); rank 0 must be able to listen on "
-            "it: use this host's address or name", retryable=False) from None
-    if _is_loopback(resolved):
+        return ("::1" if ":" in master_addr else "127.0.0.1"), f"MASTER_ADDR {master_addr} is loopback"
+    addrs = resolve(master_addr)
+    if not addrs:
+        return None
+    if _is_loopback(addrs[0]):
         return "", f"MASTER_ADDR {master_addr} resolves to loopback here but names this host to others"
-    return resolved, f"MASTER_ADDR {master_addr}"
+    return addrs[0], f"MASTER_ADDR {master_addr}"
+
+
+def _getaddrinfo(name: str) -> list[str] | None:
+    try:
+        return [info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)]
+    except OSError:
+        return None
+
+
+def bind_address(master_addr: str) -> tuple[str, str]:
+    """:func:`bind_rule` for this process (its ``SAGELLM_COMM_BIND_ADDR``, the system resolver)."""
+    rule = bind_rule(master_addr, os.environ.get(BIND_ADDR_ENV, ""), _getaddrinfo)
+    if rule is None:
+        raise GroupInvalidError(
+            f"MASTER_ADDR={master_addr!r} does not resolve on this host; rank 0 must be able to listen on it: use "
+            "this host's address or name", retryable=False)
+    return rule
 
 
 def _bind(address: str, port: int) -> socket.socket:

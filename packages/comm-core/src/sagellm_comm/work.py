@@ -84,15 +84,20 @@ def note_failure() -> None:
     _failures[0] += 1
 
 
-def engine_error(op: str, exc: BaseException) -> CommError:
-    """An engine's exception from waiting on ``op`` as a protocol-coded error that says what to do."""
-    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if "timed out" in text.lower() or "timeout" in text.lower():
-        return CommTimeoutError(f"{op} timed out in the engine ({text}); a peer rank is stuck or gone: destroy the "
-                                "group and form a new one", retryable=False)
-    cls = P2PFailedError if op in ("send", "recv", "isend", "irecv") else CollectiveFailedError
-    return cls(f"{op} failed in the engine ({text}); a peer rank may have exited: destroy the group and form a new "
-               "one", retryable=False)
+def engine_error(op: str, exc: BaseException, engine: str = "") -> CommError:
+    """An engine's exception from ``op`` (raised by the call or by waiting on it) as a protocol-coded error that
+    says what to do; ``engine`` names the backend in the message."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    who = f"{engine} {op}" if engine else op
+    if "timeout" in text.lower() or "timed out" in text.lower():
+        return CommTimeoutError(
+            f"{who} timed out ({text.splitlines()[0]}); a peer rank is stuck, gone or never called the same op. The "
+            "group's state is unknown: destroy the group and form a new one.", retryable=False)
+    if op in ("send", "recv", "isend", "irecv"):
+        return P2PFailedError(f"{who} failed: {text}. Check that the peer posted the matching op; if a peer rank "
+                              "exited, destroy the group and form a new one.")
+    return CollectiveFailedError(f"{who} failed: {text}. Check that every rank called the same op with matching "
+                                 "tensors; if a peer rank exited, destroy the group and form a new one.")
 
 
 class Work(ABC):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sagellm_comm.doctor.findings import FAIL, INFO, OK, WARN, Context, Finding, read_text, resolve
 from sagellm_comm.doctor.network import is_loopback
-from sagellm_comm.listen import BIND_ADDR_ENV
+from sagellm_comm.listen import BIND_ADDR_ENV, bind_rule
 from sagellm_comm.rendezvous import DEFAULT_MASTER_ADDR, DEFAULT_MASTER_PORT
 
 __all__ = ["PortHolder", "bind_target", "check_master_addr", "check_master_port", "ephemeral_range",
@@ -161,21 +161,18 @@ def check_master_addr(ctx: Context) -> list[Finding]:
 
 def bind_target(ctx: Context) -> tuple[str | None, str]:
     """(address rank 0's store listens on, "" for every interface, None when rank 0 is another host or
-    MASTER_ADDR does not resolve; how it was chosen)."""
-    conf = ctx.env.get(BIND_ADDR_ENV, "").strip()
-    if conf:
-        return ("" if conf in ("0.0.0.0", "::", "*") else conf), f"{BIND_ADDR_ENV}={conf}"
+    MASTER_ADDR does not resolve; how it was chosen): the store's own rule, :func:`sagellm_comm.listen.bind_rule`."""
     addr = ctx.env.get("MASTER_ADDR", "").strip() or DEFAULT_MASTER_ADDR
-    if addr == "localhost" or is_loopback(addr):
-        return ("::1" if ":" in addr else "127.0.0.1"), f"MASTER_ADDR {addr} is loopback"
-    addrs, _ = _resolve(ctx, addr)
-    if not addrs:
+    configured = ctx.env.get(BIND_ADDR_ENV, "").strip()
+    rule = bind_rule(addr, configured, lambda name: _resolve(ctx, name)[0])
+    if rule is None:
         return None, f"MASTER_ADDR {addr} does not resolve"
-    if is_loopback(addrs[0]):
-        return "", f"MASTER_ADDR {addr} resolves to loopback here but names this host to others"
-    if _bindable(addrs[0]):
-        return addrs[0], f"MASTER_ADDR {addr} is this host"
-    return None, f"MASTER_ADDR {addr} is another host"
+    target, how = rule
+    if target and not configured and not is_loopback(target):  # MASTER_ADDR's own address: here or elsewhere?
+        if not _bindable(target):
+            return None, f"MASTER_ADDR {addr} is another host"
+        how = f"MASTER_ADDR {addr} is this host"
+    return target, how
 
 
 def check_master_port(ctx: Context) -> list[Finding]:
