@@ -196,3 +196,16 @@ def test_info_lists_the_backends_with_their_region_sizes():
                          text=True, check=True, timeout=120).stdout
     shm = {b["name"]: b for b in json.loads(out)["backends"]}["shm"]
     assert shm["available"] and "MiB at 2 ranks" in shm["reason"]
+
+
+def test_posted_ops_are_matched_by_identity_not_by_their_tensors():
+    """Two receives posted from one peer, the later one matched first (a tag that arrived out of order): removing
+    it from the posted list compared the ops field by field, tensors included, and raised "Boolean value of Tensor
+    with more than one value is ambiguous" (seen in CI on cxl's p2p_tags)."""
+    from sagellm_comm_cxl_ub.p2p import _Op
+
+    first, second = _Op("recv", 1, torch.zeros(8, dtype=torch.uint8), tag=1), _Op("recv", 1, torch.zeros(8,
+                                                                                  dtype=torch.uint8), tag=2)
+    posted = [first, second]
+    posted.remove(second)
+    assert posted == [first] and first != second

@@ -42,7 +42,7 @@ def _dtype_name(code: int) -> str:
     return str(WIRE_DTYPES[code - 1]).removeprefix("torch.") if 0 < code <= len(WIRE_DTYPES) else "bytes"
 
 
-@dataclass
+@dataclass(eq=False)  # an op is itself: comparing fields would compare tensors (list.remove() raised on them)
 class _Op:
     kind: str  # "send" | "recv"
     peer: int
@@ -55,7 +55,7 @@ class _Op:
     dtype: int = 0  # _DTYPE_CODES of the caller's tensor
 
 
-@dataclass
+@dataclass(eq=False)
 class _Inbound:
     """The message currently arriving from one peer, and where its bytes go."""
 
