@@ -5,6 +5,12 @@ interface (``sgl0``) on a private subnet (``10.77.0.0/24`` by default; addresses
 plugged into a Linux bridge that lives in a namespace of its own. Nothing is added to the machine's own network.
 A link can be shaped with ``tc ... tbf`` (both directions) to make it slower than the host's loopback.
 
+``isolate=True`` also gives each host its own PID and System V IPC namespaces. Without them, processes on different
+simulated hosts still share one kernel's process and IPC tables, and libraries that look for a same-machine path
+find one: UCX calls such peers "intra-node" and moves data with cross-memory attach (``cma``) instead of the veth.
+With them, UCX sees separate machines and uses TCP over the lab's links, as between real hosts. (Stack dumps of a
+stuck rank are not collected in that mode: the rank runs under ``nsenter``, which does not forward the signal.)
+
 Each host is kept alive by a small holder process started as ``ip netns exec NS unshare --uts python ...``: it sets
 the hostname and owns the host's UTS and mount namespaces (the mount namespace shows the host's own
 ``/sys/class/net``). Commands run inside a host through ``nsenter --target HOLDER --uts --net --mount``.
@@ -167,7 +173,8 @@ class NetnsLab:
     """
 
     def __init__(self, n_hosts: int = 2, *, hostnames: Sequence[str] | None = None, subnet: str = DEFAULT_SUBNET,
-                 rate: str | None = None, burst: str = "64kb", latency: str = "100ms", mtu: int = 1500) -> None:
+                 rate: str | None = None, burst: str = "64kb", latency: str = "100ms", mtu: int = 1500,
+                 isolate: bool = False) -> None:
         if isinstance(n_hosts, bool) or not isinstance(n_hosts, int) or not 1 <= n_hosts <= 200:
             raise InvalidArgumentError(f"n_hosts must be an int in 1..200, got {n_hosts!r}")
         names = list(hostnames) if hostnames is not None else [f"simhost{i}" for i in range(n_hosts)]
@@ -180,6 +187,7 @@ class NetnsLab:
         if reason:
             raise NetnsError(f"cannot build a namespace lab here: {reason}")
         cleanup_stale()  # namespaces of labs whose process was killed before it could tear down
+        self.isolate = bool(isolate)
         self.tag = f"{PREFIX}-{os.getpid()}-{next(_counter)}"
         self.switch = f"{self.tag}-sw"
         self.hosts: list[SimHost] = []
@@ -220,7 +228,8 @@ class NetnsLab:
         self._namespaces.append(name)
 
     def _start_holder(self, ns: str, hostname: str) -> int:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--uts", sys.executable, "-c", _HOLDER,
+        unshare = ["unshare", "--uts", *(["--ipc", "--pid", "--fork"] if self.isolate else [])]
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *unshare, sys.executable, "-c", _HOLDER,
                                  hostname], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         self._holders.append(proc)
@@ -228,6 +237,9 @@ class NetnsLab:
         if line.strip() != "ready":
             err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
             raise NetnsError(f"the holder of {ns} did not start (got {line!r}; {err.strip()})")
+        if self.isolate:  # `unshare --fork` stays outside the new PID namespace: the holder is its child
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                return int(f.read().split()[0])
         return proc.pid
 
     # ------------------------------------------------------------------------------------------------------
@@ -248,8 +260,8 @@ class NetnsLab:
     def command(self, host: int, argv: Sequence[str]) -> list[str]:
         """``argv`` wrapped to run inside host ``host`` (its UTS, network and mount namespaces)."""
         h = self.hosts[host]
-        return ["nsenter", f"--target={h.holder_pid}", "--uts", "--net", "--mount", f"--wd={os.getcwd()}", "--",
-                *argv]
+        spaces = ["--uts", "--net", "--mount", *(["--ipc", "--pid"] if self.isolate else [])]
+        return ["nsenter", f"--target={h.holder_pid}", *spaces, f"--wd={os.getcwd()}", "--", *argv]
 
     def run(self, host: int, argv: Sequence[str], timeout: float = CMD_TIMEOUT_S,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from sagellm_comm import get_comm_backend
+from sagellm_comm import P2POp, get_comm_backend
 from sagellm_comm.errors import CommError, ErrorCode
 from sagellm_comm.testing.tasks import backend_for
 
@@ -269,3 +269,30 @@ def reconnect_after_restart() -> dict[str, Any]:
     ch.exchange("end", b"1", rank, 2)
     eng.deregister(r)
     return {"stale": stale, "remote_changed": remote2.agent != remote.agent}
+
+
+def across_hosts(nbytes: int = 8 << 20) -> dict[str, Any]:
+    """On simulated hosts (the netns lab): a batched write each way and a send/recv, bytes checked; the transport
+    UCX reports for the peer."""
+    comm = get_comm_backend("rdma")
+    comm.init_process_group(timeout=60.0)
+    eng = comm.transfer_engine
+    rank, peer = comm.get_rank(), 1 - comm.get_rank()
+    mine, inbox = _pattern(rank, nbytes), torch.zeros(nbytes, dtype=torch.uint8)
+    out_r, in_r = eng.register(mine), eng.register(inbox)
+    theirs_in = eng.exchange([out_r, in_r])[peer][1]
+    bs = nbytes // 32
+    eng.write([(out_r, i * bs, theirs_in, i * bs, bs) for i in range(32)], notify=b"done").wait(WAIT_S)
+    eng.wait_notification(peer, b"done", timeout=WAIT_S)
+    assert torch.equal(inbox, _pattern(peer, nbytes)), "bytes differ after the write"
+    t = torch.arange(1 << 16, dtype=torch.float32) + rank
+    got = torch.empty(1 << 16)
+    works = comm.batch_isend_irecv([P2POp("isend", t, peer), P2POp("irecv", got, peer)])
+    for w in works:
+        w.wait(WAIT_S)
+    assert torch.equal(got, torch.arange(1 << 16, dtype=torch.float32) + peer)
+    transport = eng.transport(peer)
+    eng.deregister(out_r)
+    eng.deregister(in_r)
+    comm.destroy()
+    return {"transport": transport}

@@ -21,7 +21,7 @@ import logging
 import threading
 from typing import Any
 
-__all__ = ["Agent", "NixlFailure", "load_nixl", "nixl_version"]
+__all__ = ["Agent", "NixlFailure", "load_nixl"]
 
 _MODULES = ("nixl._api", "nixl_cu13._api", "nixl_cu12._api")
 _CREATE_LOCK = threading.Lock()
@@ -49,17 +49,6 @@ def load_nixl() -> Any:
         logging.getLogger("nixl").setLevel(logging.WARNING)  # NIXL logs every agent creation at INFO
         return module
     raise ImportError("NIXL is not installed (pip install nixl-cu12, or nixl-cu13 for CUDA 13): " + "; ".join(errors))
-
-
-def nixl_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("nixl-cu13", "nixl-cu12", "nixl"):
-        try:
-            return f"{dist} {version(dist)}"
-        except PackageNotFoundError:
-            continue
-    return "nixl (version unknown)"
 
 
 def _failure(exc: BaseException) -> NixlFailure:

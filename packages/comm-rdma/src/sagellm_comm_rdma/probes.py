@@ -8,6 +8,16 @@ import os
 __all__ = ["available"]
 
 
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = module.replace("_", "-")
+    try:
+        return f"{dist} {version(dist)}"
+    except PackageNotFoundError:
+        return module
+
+
 def available() -> tuple[bool, str]:
     for module in ("nixl_cu13", "nixl_cu12"):
         spec = importlib.util.find_spec(module)
@@ -17,7 +27,5 @@ def available() -> tuple[bool, str]:
         plugins = os.path.join(root, f".{module}.mesonpy.libs", "plugins")
         if os.path.isdir(plugins) and not any(f.startswith("libplugin_UCX") for f in os.listdir(plugins)):
             return False, f"{module} is installed without its UCX plugin ({plugins}); reinstall nixl-cu12"
-        from sagellm_comm_rdma.binding import nixl_version
-
-        return True, f"{nixl_version()} (UCX backend: RDMA verbs, shared memory or TCP per peer)"
+        return True, f"{_version(module)} (UCX backend: RDMA verbs, shared memory or TCP per peer)"
     return False, "NIXL is not installed: pip install 'isagellm-comm[rdma]' (pulls nixl-cu12; nixl-cu13 for CUDA 13)"
