@@ -178,7 +178,8 @@ def _table(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for label, _, _ in WORKLOADS:
         out[label] = {}
         for e in ENGINES:
-            per_block = [max(r["times"][label][e][b] for r in results) for b in range(len(results[0]["times"][label][e]))]
+            blocks = len(results[0]["times"][label][e])
+            per_block = [max(r["times"][label][e][b] for r in results) for b in range(blocks)]
             out[label][e] = statistics.median(per_block)
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import rdma_tasks
+
 from sagellm_comm_lab import netns
 
 REASON = netns.unavailable_reason()
