@@ -12,12 +12,18 @@ NIXL's own progress thread drives UCX (a TCP target must progress to receive a p
 no delay between passes, which spins a whole core per process even when idle; ``Agent`` starts it with
 ``progress_delay_us`` (default 100 us, ``SAGELLM_COMM_RDMA_PROGRESS_DELAY_US``): about 2% of a core when idle, and on
 the 2-core test machine faster transfers than the spinning thread (which competes with the ranks for the cores).
+
+UCX settings changed from UCX's defaults (``UCX_DEFAULTS``, applied only where the environment does not set them):
+TCP segments of 1 MiB instead of 8/64 KiB. Over TCP a READ (how the receiver of a send/recv fetches the message)
+then runs at the stream's speed instead of less than half of it (measured between two simulated hosts:
+64 MiB at 2.0 instead of 0.97 GB/s).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 from typing import Any
 
@@ -26,6 +32,7 @@ __all__ = ["Agent", "NixlFailure", "load_nixl"]
 _MODULES = ("nixl._api", "nixl_cu13._api", "nixl_cu12._api")
 _CREATE_LOCK = threading.Lock()
 DEFAULT_PROGRESS_DELAY_US = 100
+UCX_DEFAULTS = {"UCX_TCP_TX_SEG_SIZE": "1m", "UCX_TCP_RX_SEG_SIZE": "1m"}
 
 
 class NixlFailure(Exception):
@@ -66,6 +73,8 @@ class Agent:
     """A NIXL agent named ``name`` with the UCX backend and NIXL's own progress thread."""
 
     def __init__(self, name: str, progress_delay_us: int = DEFAULT_PROGRESS_DELAY_US) -> None:
+        for key, value in UCX_DEFAULTS.items():  # UCX reads its environment when the agent creates its context
+            os.environ.setdefault(key, value)
         api = load_nixl()
         self._api = api
         self._lock = threading.Lock()
