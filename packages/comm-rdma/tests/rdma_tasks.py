@@ -15,6 +15,7 @@ from sagellm_comm.errors import CommError, ErrorCode
 from sagellm_comm.testing.tasks import backend_for
 
 WAIT_S = 60.0
+_RUNS = [0]
 
 
 def _pattern(seed: int, nbytes: int) -> torch.Tensor:
@@ -222,53 +223,51 @@ def p2p_sizes() -> int:
 
 def reconnect_after_restart() -> dict[str, Any]:
     """Rank 1 closes its engine and starts a new one (a restarted peer publishes a new agent): rank 0's old
-    descriptors are refused with a clear error, and after a new lookup transfers work again."""
+    descriptors are refused with a clear error, and after a new lookup transfers work again. Both ranks use engines
+    of their own next to the backend's, on a namespace of the side channel."""
     from sagellm_comm_rdma.engine import TransferEngine
 
     comm = backend_for("rdma")
-    eng = comm.transfer_engine
     rank = comm.get_rank()
-    ch = eng.channel.scope("restart")
-    if rank == 1:
-        old = eng
-        buf = torch.zeros(4096, dtype=torch.uint8)
-        r = old.register(buf)
-        old.publish("kv", [r])
-        old.wait_notification(0, b"one", timeout=WAIT_S)
-        assert buf[:10].eq(1).all()
+    _RUNS[0] += 1  # both ranks run the task the same number of times: a fresh namespace per run
+    ch = comm.transfer_engine.channel.scope(f"restart-{_RUNS[0]}")
+    eng = TransferEngine(rank, 2, ch, 30.0)
+    try:
+        if rank == 1:
+            buf = torch.zeros(4096, dtype=torch.uint8)
+            eng.publish("kv", [eng.register(buf)])
+            eng.wait_notification(0, b"one", timeout=WAIT_S)
+            assert buf[:10].eq(1).all()
+            ch.exchange("ready-to-restart", b"1", rank, 2)
+            eng.close()  # the old incarnation is gone
+            eng = TransferEngine(1, 2, ch, 30.0)  # republishes agent/1 under a new agent name
+            buf2 = torch.zeros(4096, dtype=torch.uint8)
+            eng.publish("kv", [eng.register(buf2)])
+            ch.exchange("restarted", b"1", rank, 2)
+            eng.wait_notification(0, b"two", timeout=WAIT_S)
+            ok = bool(buf2[:10].eq(2).all())
+            ch.exchange("end", b"1", rank, 2)
+            return {"ok": ok}
+        src = torch.ones(4096, dtype=torch.uint8)
+        r = eng.register(src)
+        (remote,) = eng.lookup(1, "kv")
+        eng.write([(r, 0, remote, 0, 10)], notify=b"one").wait(WAIT_S)
         ch.exchange("ready-to-restart", b"1", rank, 2)
-        old.close()  # the old incarnation is gone
-        new = TransferEngine(1, 2, eng.channel, 30.0)  # republishes agent/1 under a new agent name
-        buf2 = torch.zeros(4096, dtype=torch.uint8)
-        r2 = new.register(buf2)
-        new.publish("kv", [r2])
         ch.exchange("restarted", b"1", rank, 2)
-        new.wait_notification(0, b"two", timeout=WAIT_S)
-        ok = bool(buf2[:10].eq(2).all())
+        stale = _code(eng.write, [(r, 0, remote, 0, 10)])
+        src.fill_(2)
+        (remote2,) = eng.lookup(1, "kv")
+        for _ in range(50):  # the stale endpoint is found and dropped on first use; the next call reconnects
+            try:
+                eng.write([(r, 0, remote2, 0, 10)], notify=b"two").wait(WAIT_S)
+                break
+            except CommError as exc:
+                assert exc.code is ErrorCode.COMM_P2P_FAILED or "earlier agent" in exc.message, exc
+                time.sleep(0.05)
         ch.exchange("end", b"1", rank, 2)
-        new.close()
-        comm._engine = None  # the backend's engine was replaced by hand; destroy must not close it again
-        comm._p2p = None
-        return {"ok": ok}
-    src = torch.ones(4096, dtype=torch.uint8)
-    r = eng.register(src)
-    (remote,) = eng.lookup(1, "kv")
-    eng.write([(r, 0, remote, 0, 10)], notify=b"one").wait(WAIT_S)
-    ch.exchange("ready-to-restart", b"1", rank, 2)
-    ch.exchange("restarted", b"1", rank, 2)
-    stale = _code(eng.write, [(r, 0, remote, 0, 10)])
-    src.fill_(2)
-    (remote2,) = eng.lookup(1, "kv")
-    for _ in range(50):  # the stale endpoint is found and dropped on first use; the next call reconnects
-        try:
-            eng.write([(r, 0, remote2, 0, 10)], notify=b"two").wait(WAIT_S)
-            break
-        except CommError as exc:
-            assert exc.code is ErrorCode.COMM_P2P_FAILED or "earlier agent" in exc.message, exc
-            time.sleep(0.05)
-    ch.exchange("end", b"1", rank, 2)
-    eng.deregister(r)
-    return {"stale": stale, "remote_changed": remote2.agent != remote.agent}
+        return {"stale": stale, "remote_changed": remote2.agent != remote.agent}
+    finally:
+        eng.close()
 
 
 def across_hosts(nbytes: int = 8 << 20) -> dict[str, Any]:
@@ -296,3 +295,25 @@ def across_hosts(nbytes: int = 8 << 20) -> dict[str, Any]:
     eng.deregister(in_r)
     comm.destroy()
     return {"transport": transport}
+
+
+def p2p_view_reload(messages: int = 40) -> dict[str, Any]:
+    """Every message loads one remote region into NIXL; the receiver's view of the sender is reloaded every
+    RELOAD_AFTER (here 8) of them, between transfers, and every message still arrives intact."""
+    from sagellm_comm_rdma import engine as engine_module
+
+    comm = backend_for("rdma")
+    rank = comm.get_rank()
+    engine_module.RELOAD_AFTER = 8
+    try:
+        for i in range(messages):
+            if rank == 0:
+                comm.send(torch.full((1000,), float(i)), 1)
+            else:
+                buf = torch.empty(1000)
+                comm.recv(buf, 0)
+                assert torch.equal(buf, torch.full((1000,), float(i))), i
+        loads = comm.transfer_engine._p2p_loads.get(1 - rank, 0)
+    finally:
+        engine_module.RELOAD_AFTER = 1024
+    return {"loads_since_reload": loads}

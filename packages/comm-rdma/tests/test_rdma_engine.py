@@ -37,3 +37,9 @@ def test_a_restarted_peer_is_reached_again_and_its_old_regions_are_refused(comm_
     r0, r1 = comm_pools.get(2).run(rdma_tasks.reconnect_after_restart, timeout=T)
     assert r0 == {"stale": "comm_p2p_failed", "remote_changed": True}
     assert r1 == {"ok": True}
+
+
+def test_the_receivers_view_of_a_sender_is_reloaded_so_it_does_not_grow_without_bound(comm_pools) -> None:
+    r0, r1 = comm_pools.get(2).run(rdma_tasks.p2p_view_reload, timeout=T)
+    assert 1 <= r1["loads_since_reload"] <= 8, r1  # 40 messages: reloaded every 8, so never more than 8 held
+    assert r0["loads_since_reload"] == 0  # the sender reads nothing

@@ -45,7 +45,10 @@ from sagellm_comm_rdma.transport import TransportLog
 
 __all__ = ["CONTROL", "TransferEngine", "TransferHandle"]
 
-CONTROL = b"\x00sgl-p2p\x00"  # notifications starting with this drive the P2P protocol; the rest are the user's
+CONTROL = b"\x00sgl-p2p\x00"
+# NIXL keeps every remote region it was told about until the peer's whole view is dropped; each point-to-point
+# message loads one (the sender's registration of it), so a peer's view is reloaded after this many
+RELOAD_AFTER = 1024  # notifications starting with this drive the P2P protocol; the rest are the user's
 IDLE_POLL_S = 2e-3
 BUSY_POLL_S = (20e-6, 500e-6)
 
@@ -90,6 +93,9 @@ class TransferHandle:
     def poll(self) -> bool:
         """True once every descriptor of the batch landed; raises if the transfer failed."""
         with self._lock:
+            if not self._done and self._engine.closed:
+                self._done, self._error = True, GroupInvalidError(
+                    f"rdma {self.op} to rank {self.peer}: the transfer engine was closed (backend destroyed)")
             if not self._done:
                 try:
                     state = self._engine.agent.state(self._handle)
@@ -148,6 +154,10 @@ class TransferEngine:
         self._lock = threading.RLock()
         self._peers: dict[int, str] = {}  # rank -> connected agent name
         self._loaded: set[tuple[str, int]] = set()  # (agent, region id) whose remote keys are loaded
+        self._peer_md: dict[int, bytes] = {}  # rank -> its agent's full metadata (to reload its view)
+        self._p2p_loads: dict[int, int] = {}  # rank -> P2P regions of it loaded since its view was (re)loaded
+        self._connect_lock = threading.Lock()
+        self._post_lock = threading.Lock()
         self._regions: dict[int, MemoryRegion] = {}  # region id -> this rank's user-registered regions
         self._internal = 0  # registrations made by the P2P protocol, outstanding
         self._ids = itertools.count(1)
@@ -183,15 +193,22 @@ class TransferEngine:
             raise InvalidArgumentError(f"rank {peer} is this rank: transfers go to other ranks (copy locally)")
         raw = self.channel.get(f"agent/{peer}", owner=f"rank {peer}", what="publish its rdma agent")
         info = json.loads(raw)
-        self.transport_log.mark(info["agent"])
-        try:
-            name = self.agent.add_remote(bytes.fromhex(info["md"]))
-        except NixlFailure as exc:
-            raise P2PFailedError(f"rdma: cannot connect to rank {peer} (agent {info['agent']} on {info['host']}): "
-                                 f"{exc}") from exc
-        with self._lock:
-            self._peers[peer] = name
-        return name
+        with self._connect_lock:  # the caller's thread and the progress thread may both connect first
+            name = self._peers.get(peer)
+            if name is not None:
+                return name
+            self.transport_log.mark(info["agent"])
+            metadata = bytes.fromhex(info["md"])
+            try:
+                name = self.agent.add_remote(metadata)
+            except NixlFailure as exc:
+                raise P2PFailedError(f"rdma: cannot connect to rank {peer} (agent {info['agent']} on "
+                                     f"{info['host']}): {exc}") from exc
+            with self._lock:
+                self._peers[peer] = name
+                self._peer_md[peer] = metadata
+                self._p2p_loads[peer] = 0
+            return name
 
     def _forget(self, peer: int) -> None:
         """Drop a peer whose endpoint failed: the next call reconnects (to a restarted peer's new agent)."""
@@ -335,21 +352,40 @@ class TransferEngine:
                 raise InvalidArgumentError(
                     f"{what}: the remote region {remote.region_id} belongs to rank {peer}'s earlier agent "
                     f"{remote.agent}; rank {peer} now runs agent {name} (it restarted): look its regions up again")
-            self._load(name, remote)
         kind = checked[0][0].descriptor.kind
         local = [(c[0].address + c[1], c[4], c[0].descriptor.device_id) for c in checked]
         remote_spans = [(c[2].address + c[3], c[4], c[2].device_id) for c in checked]
-        try:
-            handle = self.agent.post(op, kind, local, remote_spans, name, bytes(notify or b""))
-        except NixlFailure as exc:
-            raise self._peer_error(peer, f"{what} of {len(checked)} block(s)", str(exc)) from exc
-        h = TransferHandle(self, handle, what, peer, [c[0] for c in checked], sum(c[4] for c in checked),
-                           len(checked))
-        with self._lock:
-            self._in_flight.add(h)
+        with self._post_lock:  # loading, reloading and posting to a peer's view happen one at a time
+            if internal:
+                self._maybe_reload(peer, name)
+            for _, _, remote, _, _ in checked:
+                self._load(name, remote, internal)
+            try:
+                handle = self.agent.post(op, kind, local, remote_spans, name, bytes(notify or b""))
+            except NixlFailure as exc:
+                raise self._peer_error(peer, f"{what} of {len(checked)} block(s)", str(exc)) from exc
+            h = TransferHandle(self, handle, what, peer, [c[0] for c in checked], sum(c[4] for c in checked),
+                               len(checked))
+            with self._lock:
+                self._in_flight.add(h)
         return h
 
-    def _load(self, name: str, remote: RegionDescriptor) -> None:
+    def _maybe_reload(self, peer: int, name: str) -> None:
+        """Drop and reload rank ``peer``'s view once it holds ``RELOAD_AFTER`` point-to-point regions, when no
+        transfer to it is in flight (called with the post lock held, so none can start meanwhile)."""
+        with self._lock:
+            if self._p2p_loads.get(peer, 0) < RELOAD_AFTER or any(h.peer == peer for h in self._in_flight):
+                return
+            metadata = self._peer_md[peer]
+            self._loaded = {k for k in self._loaded if k[0] != name}
+            self._p2p_loads[peer] = 0
+        try:
+            self.agent.remove_remote(name)
+            self.agent.add_remote(metadata)
+        except NixlFailure as exc:
+            raise self._peer_error(peer, "reloading the view", str(exc)) from exc
+
+    def _load(self, name: str, remote: RegionDescriptor, internal: bool) -> None:
         key = (name, remote.region_id)
         if key in self._loaded:
             return
@@ -358,7 +394,10 @@ class TransferEngine:
         except NixlFailure as exc:
             raise P2PFailedError(f"rdma: cannot load rank {remote.rank}'s region {remote.region_id}: {exc}") from exc
         with self._lock:
-            self._loaded.add(key)
+            if internal:  # used once: not worth remembering, but counted towards the next reload
+                self._p2p_loads[remote.rank] = self._p2p_loads.get(remote.rank, 0) + 1
+            else:
+                self._loaded.add(key)
 
     def _untrack(self, handle: TransferHandle) -> None:
         with self._lock:
@@ -473,6 +512,10 @@ class TransferEngine:
         if self._failure is not None:
             raise P2PFailedError(f"rdma: the progress thread stopped: {type(self._failure).__name__}: "
                                  f"{self._failure}; destroy the backend and initialize again")
+
+    @property
+    def closed(self) -> bool:
+        return self._stop
 
     def _require_open(self) -> None:
         if self._stop:
