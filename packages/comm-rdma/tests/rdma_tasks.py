@@ -297,14 +297,15 @@ def across_hosts(nbytes: int = 8 << 20) -> dict[str, Any]:
     return {"transport": transport}
 
 
-def p2p_view_reload(messages: int = 40) -> dict[str, Any]:
+def p2p_view_reload(messages: int = 40, burst: int = 100, reload_after: int = 8) -> dict[str, Any]:
     """Every message loads one remote region into NIXL; the receiver's view of the sender is reloaded every
-    RELOAD_AFTER (here 8) of them, between transfers, and every message still arrives intact."""
+    ``reload_after`` of them, between transfers (new reads wait while one is due), and every message still arrives
+    intact, also in a burst of async sends whose acknowledgements travel while views are reloaded."""
     from sagellm_comm_rdma import engine as engine_module
 
     comm = backend_for("rdma")
     rank = comm.get_rank()
-    engine_module.RELOAD_AFTER = 8
+    engine_module.RELOAD_AFTER = reload_after
     try:
         for i in range(messages):
             if rank == 0:
@@ -313,6 +314,17 @@ def p2p_view_reload(messages: int = 40) -> dict[str, Any]:
                 buf = torch.empty(1000)
                 comm.recv(buf, 0)
                 assert torch.equal(buf, torch.full((1000,), float(i))), i
+        # a burst: acknowledgements of earlier messages are still travelling when the view is reloaded
+        if rank == 0:
+            works = [comm.isend(torch.full((100,), float(i)), 1, tag=3) for i in range(burst)]
+            for w in works:
+                w.wait(WAIT_S)
+        else:
+            bufs = [torch.empty(100) for _ in range(burst)]
+            works = [comm.irecv(b, 0, tag=3) for b in bufs]
+            for i, (w, b) in enumerate(zip(works, bufs, strict=True)):
+                w.wait(WAIT_S)
+                assert torch.equal(b, torch.full((100,), float(i))), i
         loads = comm.transfer_engine._p2p_loads.get(1 - rank, 0)
     finally:
         engine_module.RELOAD_AFTER = 1024

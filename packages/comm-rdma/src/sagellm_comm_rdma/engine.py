@@ -370,11 +370,16 @@ class TransferEngine:
                 self._in_flight.add(h)
         return h
 
+    def reload_due(self, peer: int) -> bool:
+        """True once rank ``peer``'s view holds ``RELOAD_AFTER`` point-to-point regions (reloaded at the next
+        transfer to it that finds nothing in flight)."""
+        return self._p2p_loads.get(peer, 0) >= RELOAD_AFTER
+
     def _maybe_reload(self, peer: int, name: str) -> None:
         """Drop and reload rank ``peer``'s view once it holds ``RELOAD_AFTER`` point-to-point regions, when no
         transfer to it is in flight (called with the post lock held, so none can start meanwhile)."""
         with self._lock:
-            if self._p2p_loads.get(peer, 0) < RELOAD_AFTER or any(h.peer == peer for h in self._in_flight):
+            if not self.reload_due(peer) or any(h.peer == peer for h in self._in_flight):
                 return
             metadata = self._peer_md[peer]
             self._loaded = {k for k in self._loaded if k[0] != name}

@@ -153,11 +153,13 @@ class P2PProtocol:
 
     def _match(self) -> None:
         while True:
+            # a peer whose view is due for a reload gets no new reads until its reads in flight are done
+            draining = {op.peer for op, _ in self._reading if self.engine.reload_due(op.peer)}
             with self._lock:
                 pair = None
                 for key, ops in self._posted.items():
                     msgs = self._arrived.get(key)
-                    if ops and msgs:
+                    if ops and msgs and key[0] not in draining:
                         pair = (ops.popleft(), msgs.popleft())
                         break
             if pair is None:
