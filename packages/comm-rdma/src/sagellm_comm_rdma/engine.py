@@ -151,6 +151,7 @@ class TransferEngine:
         self.agent_name = f"sgl-r{rank}-{uuid.uuid4().hex[:12]}"
         delay = os.environ.get("SAGELLM_COMM_RDMA_PROGRESS_DELAY_US", "").strip()
         self.agent = Agent(self.agent_name, int(delay) if delay.isdigit() else DEFAULT_PROGRESS_DELAY_US)
+        self.transport_log.attach()  # UCX opened its log with the agent: read it from here on, leave no file
         self._lock = threading.RLock()
         self._peers: dict[int, str] = {}  # rank -> connected agent name
         self._loaded: set[tuple[str, int]] = set()  # (agent, region id) whose remote keys are loaded
@@ -551,3 +552,4 @@ class TransferEngine:
                 self.agent.remove_remote(name)
         self._peers.clear()
         self.agent.close()
+        self.transport_log.relay_warnings()
