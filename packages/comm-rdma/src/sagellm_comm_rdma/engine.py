@@ -40,7 +40,13 @@ from sagellm_comm.errors import (
     P2PFailedError,
 )
 from sagellm_comm_rdma.binding import DEFAULT_PROGRESS_DELAY_US, Agent, NixlFailure
-from sagellm_comm_rdma.regions import MemoryRegion, RegionDescriptor, check_span
+from sagellm_comm_rdma.regions import (
+    MemoryRegion,
+    RegionDescriptor,
+    check_span,
+    decode_descriptors,
+    encode_descriptors,
+)
 from sagellm_comm_rdma.transport import TransportLog
 
 __all__ = ["CONTROL", "TransferEngine", "TransferHandle"]
@@ -300,21 +306,21 @@ class TransferEngine:
         regions that rank passed. Travels through the group's side channel."""
         mine = [self._own(r, "exchange") for r in regions]
         key = f"regions/{next(self._exchanges)}"
-        payload = json.dumps([d.encode().decode() for d in mine])
+        payload = encode_descriptors(mine)
         got = self.channel.exchange(key, payload, self.rank, self.world_size, what="exchange rdma regions")
-        return [[RegionDescriptor.decode(s.encode()) for s in json.loads(raw)] for raw in got]
+        return [decode_descriptors(raw) for raw in got]
 
     def publish(self, name: str, regions: Sequence[MemoryRegion]) -> None:
         """Post this rank's descriptors under ``name`` for peers to ``lookup`` (no collective call needed)."""
         mine = [self._own(r, "publish") for r in regions]
-        self.channel.set(f"named/{self.rank}/{name}", json.dumps([d.encode().decode() for d in mine]))
+        self.channel.set(f"named/{self.rank}/{name}", encode_descriptors(mine))
 
     def lookup(self, peer: int, name: str, timeout: float | None = None) -> list[RegionDescriptor]:
         """Rank ``peer``'s descriptors published under ``name`` (waiting at most ``timeout`` for them)."""
         self._check_rank(peer, "lookup")
         raw = self.channel.get(f"named/{peer}/{name}", owner=f"rank {peer}", what=f"publish regions {name!r}",
                                timeout=timeout)
-        return [RegionDescriptor.decode(s.encode()) for s in json.loads(raw)]
+        return decode_descriptors(raw)
 
     def _own(self, region: Any, what: str) -> RegionDescriptor:
         if not isinstance(region, MemoryRegion) or not region.registered:

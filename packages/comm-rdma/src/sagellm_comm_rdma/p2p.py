@@ -95,7 +95,7 @@ class P2PProtocol:
         if header["n"]:
             op.staging = staging
             op.region = self.engine.register_internal(flat)
-            header["d"] = op.region.descriptor.encode().decode()
+            header["d"] = op.region.descriptor.to_dict()
         with self._lock:
             op.op_id = next(self._ids)
             self._sends[op.op_id] = op
@@ -183,7 +183,7 @@ class P2PProtocol:
         try:
             op.staging = t if t.is_contiguous() else torch.empty(t.shape, dtype=t.dtype)
             op.region = self.engine.register_internal(op.staging.reshape(-1).view(torch.uint8))
-            remote = RegionDescriptor.decode(msg["d"].encode())
+            remote = RegionDescriptor.from_dict(msg["d"])
             op.transfer = self.engine._post("READ", [(op.region, 0, remote, 0, got[1])], None, internal=True)
         except CommError as exc:
             self._release(op)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sagellm_comm.errors import InvalidArgumentError
 
-__all__ = ["MemoryRegion", "RegionDescriptor", "Span", "check_span"]
+__all__ = ["MemoryRegion", "RegionDescriptor", "Span", "check_span", "decode_descriptors", "encode_descriptors"]
 
 
 @dataclass(frozen=True)
@@ -33,21 +33,46 @@ class RegionDescriptor:
     device_id: int
     metadata: bytes = field(repr=False, compare=False)
 
-    def encode(self) -> bytes:
-        return json.dumps({
-            "rank": self.rank, "agent": self.agent, "id": self.region_id, "addr": self.address, "len": self.length,
-            "kind": self.kind, "dev": self.device_id, "md": base64.b64encode(self.metadata).decode(),
-        }, separators=(",", ":")).encode()
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form (what ``encode`` writes; protocol messages embed it)."""
+        return {"rank": self.rank, "agent": self.agent, "id": self.region_id, "addr": self.address,
+                "len": self.length, "kind": self.kind, "dev": self.device_id,
+                "md": base64.b64encode(self.metadata).decode()}
 
     @classmethod
-    def decode(cls, raw: bytes) -> RegionDescriptor:
+    def from_dict(cls, d: Any) -> RegionDescriptor:
         try:
-            d = json.loads(raw)
             return cls(int(d["rank"]), str(d["agent"]), int(d["id"]), int(d["addr"]), int(d["len"]), str(d["kind"]),
                        int(d["dev"]), base64.b64decode(d["md"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidArgumentError(f"not a region descriptor ({type(exc).__name__}: {exc}); pass the bytes "
                                        "of RegionDescriptor.encode() or the descriptor itself") from exc
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> RegionDescriptor:
+        try:
+            d = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"not a region descriptor (not JSON: {exc})") from exc
+        return cls.from_dict(d)
+
+
+def encode_descriptors(descriptors: Any) -> bytes:
+    """A list of descriptors as one JSON array (what ``exchange``/``publish`` post on the side channel)."""
+    return json.dumps([d.to_dict() for d in descriptors], separators=(",", ":")).encode()
+
+
+def decode_descriptors(raw: bytes) -> list[RegionDescriptor]:
+    try:
+        items = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"not a list of region descriptors (not JSON: {exc})") from exc
+    if not isinstance(items, list):
+        raise InvalidArgumentError(f"not a list of region descriptors: {type(items).__name__}")
+    return [RegionDescriptor.from_dict(d) for d in items]
 
 
 @dataclass(eq=False)
