@@ -1,6 +1,7 @@
 """Collective benchmarks (nccl-tests' method and metrics) on any sagellm-comm backend and algorithm.
 
-``run_all_reduce_benchmark(...)`` is the seed's Python API; ``BenchConfig`` + ``run_benchmark`` the general one;
+``run_all_reduce_benchmark(...)`` and ``run_overlap_benchmark(...)`` (docs/overlap.md) are the seed's Python API;
+``BenchConfig`` + ``run_benchmark`` the general one;
 ``sagellm-comm bench`` and ``python -m benchmark.run_bench`` the command line. Metrics: time per op (median and
 p99 over iterations of the per-iteration max over ranks), algbw = S/t, busbw = algbw x nccl-tests' factor;
 ``--check`` counts wrong elements against a locally computed reference.
@@ -31,6 +32,15 @@ from sagellm_comm.benchmark.metrics import (
     parse_size,
     percentile,
 )
+from sagellm_comm.benchmark.overlap import (
+    DEFAULT_OVERLAP_OUTPUT_DIR,
+    OVERLAP_FIELDS,
+    SEED_OVERLAP_FIELDS,
+    OverlapConfig,
+    OverlapRecord,
+    run_overlap,
+    run_overlap_benchmark,
+)
 from sagellm_comm.benchmark.rank import UnitSpec
 from sagellm_comm.benchmark.records import FIELDS, SEED_FIELDS, BenchRecord, RunInfo, merge_rank_results, summarize
 from sagellm_comm.benchmark.sweep import (
@@ -52,16 +62,21 @@ __all__ = [
     "COMPARE_CHOICES",
     "DEFAULT_MESSAGE_SIZES",
     "DEFAULT_OUTPUT_DIR",
+    "DEFAULT_OVERLAP_OUTPUT_DIR",
     "DEFAULT_SIZES",
     "DTYPES",
     "FIELDS",
+    "OVERLAP_FIELDS",
     "SEED_FIELDS",
+    "SEED_OVERLAP_FIELDS",
     "BenchConfig",
     "BenchRecord",
     "BenchResult",
     "CopyBound",
     "LocalSession",
     "MessageSize",
+    "OverlapConfig",
+    "OverlapRecord",
     "Plan",
     "PoolSession",
     "Prepared",
@@ -88,6 +103,8 @@ __all__ = [
     "resolve_dtype",
     "run_all_reduce_benchmark",
     "run_benchmark",
+    "run_overlap",
+    "run_overlap_benchmark",
     "run_sweep",
     "summarize",
 ]

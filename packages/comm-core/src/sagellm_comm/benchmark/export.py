@@ -69,17 +69,18 @@ def versions() -> dict[str, str]:
     return {"sagellm_comm": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def result_doc(op: str, world_size: int, rows: Sequence[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
-    return {"schema": SCHEMA, "op_type": op, "world_size": world_size, "config": config, "versions": versions(),
+def result_doc(op: str, world_size: int, rows: Sequence[dict[str, Any]], config: dict[str, Any],
+               schema: str = SCHEMA) -> dict[str, Any]:
+    return {"schema": schema, "op_type": op, "world_size": world_size, "config": config, "versions": versions(),
             "results": list(rows)}
 
 
-def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
+def _csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str] = FIELDS) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(FIELDS), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in FIELDS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
     return buf.getvalue()
 
 
@@ -93,12 +94,13 @@ def _free_stem(folder: Path, stem: str) -> str:
 
 
 def write_results(output_dir: str | os.PathLike[str], op: str, world_size: int, rows: Sequence[dict[str, Any]],
-                  config: dict[str, Any], stamp: datetime) -> tuple[Path, Path]:
-    """Write the JSON and CSV of one op; returns their paths."""
+                  config: dict[str, Any], stamp: datetime, *, fields: Sequence[str] = FIELDS, schema: str = SCHEMA,
+                  prefix: str = "") -> tuple[Path, Path]:
+    """Write the JSON and CSV of one op (``fields``: the CSV's columns); returns their paths."""
     folder = Path(output_dir)
-    stem = _free_stem(folder, f"{op}_ws{world_size}_{stamp.strftime('%Y%m%d_%H%M%S')}")
-    doc = result_doc(op, world_size, rows, config)
-    text = _csv_text(rows)
+    stem = _free_stem(folder, f"{prefix}{op}_ws{world_size}_{stamp.strftime('%Y%m%d_%H%M%S')}")
+    doc = result_doc(op, world_size, rows, config, schema)
+    text = _csv_text(rows, fields)
     json_path = atomic_write(folder / f"{stem}.json", lambda f: f.write(json.dumps(doc, indent=2) + "\n"))
     csv_path = atomic_write(folder / f"{stem}.csv", lambda f: f.write(text))
     return json_path, csv_path

@@ -15,7 +15,7 @@ from rich.text import Text
 from sagellm_comm.benchmark.metrics import format_size
 from sagellm_comm.benchmark.records import BenchRecord
 
-__all__ = ["SweepProgress", "summary_table"]
+__all__ = ["SweepProgress", "overlap_table", "summary_table"]
 
 
 class SweepProgress:
@@ -102,4 +102,21 @@ def summary_table(records: Sequence[BenchRecord], *, title: str = "") -> Table:
             row += [_fmt(raw_us, ".1f"), _fmt(r.speedup_vs_raw, ".2f")]
         row.append(r.selection_rule_id)
         table.add_row(*(Text(c) for c in row))
+    return table
+
+
+def overlap_table(records: Sequence[Any], *, title: str = "") -> Table:
+    """One row per overlap cell: the measured parts, the same-run theory, efficiency and hidden share."""
+    table = Table(title=title or None, title_justify="left")
+    right = {"justify": "right", "no_wrap": True}
+    for name in ("size", "compute asked (ms)", "comm alone", "compute alone", "sequential", "ideal", "total",
+                 "submit", "compute", "wait", "efficiency", "hidden"):
+        table.add_column(name, **right)
+    table.add_column("note")
+    for r in records:
+        table.add_row(*(Text(c) for c in (
+            format_size(r.comm_bytes), f"{r.compute_duration_ms:g}", f"{r.comm_alone_ms:.2f}",
+            f"{r.compute_alone_ms:.2f}", f"{r.theoretical_sequential_ms:.2f}", f"{r.theoretical_overlap_ms:.2f}",
+            f"{r.total_ms:.2f}", f"{r.comm_submit_ms:.3f}", f"{r.compute_ms:.2f}", f"{r.comm_wait_ms:.2f}",
+            _fmt(r.overlap_efficiency, ".2f"), _fmt(r.overlap_ratio, ".0%"), r.note)))
     return table
