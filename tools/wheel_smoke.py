@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from importlib.metadata import distributions
+from pathlib import Path
 
 import torch
 
@@ -61,7 +62,7 @@ def auto_and_gloo_all_reduce_on_two_ranks() -> str:
 
 def seed_spellings_and_benchmark_without_plot() -> str:
     from sagellm_comm import get_comm_backend
-    from sagellm_comm.benchmark import run_all_reduce_benchmark
+    from sagellm_comm.benchmark import run_all_reduce_benchmark, run_overlap_benchmark
 
     try:
         import matplotlib  # noqa: F401
@@ -74,7 +75,13 @@ def seed_spellings_and_benchmark_without_plot() -> str:
         results = run_all_reduce_benchmark(backend=backend, message_sizes=[1024, 4096], output_dir=out,
                                            warmup_iters=1, benchmark_iters=3)
     backend.destroy()
-    return f"run_all_reduce_benchmark gave {len(results)} records without matplotlib"
+    with tempfile.TemporaryDirectory() as out:  # the seed's overlap call: 2 local ranks, JSON + CSV
+        overlap = run_overlap_benchmark(comm_bytes=[1024, 4096], compute_durations_ms=[5], output_dir=out,
+                                        warmup_iters=1, benchmark_iters=2)
+        files = sorted(p.suffix for p in Path(out).iterdir())
+    assert files == [".csv", ".json"] and all(hasattr(r, "overlap_efficiency") for r in overlap), files
+    return (f"run_all_reduce_benchmark gave {len(results)} records without matplotlib; run_overlap_benchmark "
+            f"{len(overlap)}")
 
 
 def cuda_work_gets_a_clear_error() -> str:

@@ -122,3 +122,14 @@ def test_ratios_stay_in_range(comm: float, compute: float, total: float, spread:
     _, _, eff, ratio, _ = overlap_metrics(comm, compute, total, spread)
     assert eff is None or 0.0 <= eff <= 1.0
     assert ratio is None or 0.0 <= ratio <= 1.0
+
+
+def test_world_of_one_says_there_is_nothing_to_hide() -> None:
+    """nproc=1: a world of one in this process; its all_reduce moves nothing, and the record says why there is no
+    efficiency instead of printing noise."""
+    (r,) = run_overlap_benchmark(comm_bytes=[4096], compute_durations_ms=[20], output_dir=None, warmup_iters=1,
+                                 benchmark_iters=5, nproc=1, backend="gloo")
+    assert r.world_size == 1 and r.backend_kind == "gloo"
+    if r.overlap_efficiency is None:
+        assert "nothing measurable to hide" in r.note
+    _check_row(r.to_row())

@@ -7,7 +7,8 @@
   a slice of the rows (tokens) of ``x`` and a slice of the weight's output dimension; ``y = all_gather(x) @ W.T +
   bias``. Chunked, chunk k+1's all_gather runs while chunk k's matmul computes.
 
-``chunks=1`` is the plain, non-overlapped layer. With ``chunks`` > 1 every rank must use the same ``chunks`` (the
+``chunks=1`` is the plain, non-overlapped layer. ``max_in_flight`` defaults to every chunk (each chunk's output is
+part of the result, so bounding them saves no memory). With ``chunks`` > 1 every rank must use the same ``chunks`` (the
 collectives are matched chunk by chunk). The result of a chunked call equals, bitwise, the same chunks computed one
 after the other without overlap (``max_in_flight=1``): the overlap changes when the work runs, not what it computes.
 Against ``chunks=1`` it agrees to floating-point rounding (a matmul may block its sums differently by row count).
@@ -43,19 +44,20 @@ def _check_linear(x: Any, weight: Any, what: str) -> None:
 
 
 def _run(stages: list[Stage], parts: list[torch.Tensor], device: torch.device, stream: CommStream | None,
-         max_in_flight: int) -> list[Any]:
+         max_in_flight: int | None) -> list[Any]:
     if len(parts) == 1:  # the plain layer: nothing to overlap with
         value: Any = parts[0]
         for stage in stages:
             value = stage.fn(value)
         return [value]
-    with MultiStreamPipeline(stages, device=device, stream=stream, max_in_flight=max_in_flight) as pipe:
+    depth = len(parts) if max_in_flight is None else max_in_flight  # the outputs are kept anyway: no need to bound
+    with MultiStreamPipeline(stages, device=device, stream=stream, max_in_flight=depth) as pipe:
         return pipe.run(parts)
 
 
 def row_parallel_linear(x: torch.Tensor, weight: torch.Tensor, comm: Any, *, bias: torch.Tensor | None = None,
                         chunks: int = 1, group: Any = None, stream: CommStream | None = None,
-                        max_in_flight: int = 2) -> torch.Tensor:
+                        max_in_flight: int | None = None) -> torch.Tensor:
     """``all_reduce(x @ weight.T) (+ bias)``: ``x`` is ``[..., in_local]``, ``weight`` ``[out, in_local]`` (this
     rank's slice of the input dimension); returns ``[..., out]``, the same on every rank."""
     _check_linear(x, weight, "row_parallel_linear")
@@ -81,7 +83,8 @@ def row_parallel_linear(x: torch.Tensor, weight: torch.Tensor, comm: Any, *, bia
 
 def all_gather_column_parallel_linear(x: torch.Tensor, weight: torch.Tensor, comm: Any, *,
                                       bias: torch.Tensor | None = None, chunks: int = 1, group: Any = None,
-                                      stream: CommStream | None = None, max_in_flight: int = 2) -> torch.Tensor:
+                                      stream: CommStream | None = None, max_in_flight: int | None = None
+                                      ) -> torch.Tensor:
     """``all_gather(x) @ weight.T (+ bias)``: ``x`` is ``[rows_local, in]`` (this rank's rows, the same count on
     every rank), ``weight`` ``[out_local, in]``; returns ``[world * rows_local, out_local]`` with the rows in rank
     order."""
