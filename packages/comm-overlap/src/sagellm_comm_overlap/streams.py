@@ -299,10 +299,11 @@ class _DeviceEvent(StreamEvent):
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in ``value`` (nested lists and tuples included)."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, list | tuple):
-        return [v for v in value if isinstance(v, torch.Tensor)]
+        return [t for v in value for t in _tensors(v)]
     return []
 
 

@@ -59,25 +59,27 @@ def row_parallel_linear(x: torch.Tensor, weight: torch.Tensor, comm: Any, *, bia
                         chunks: int = 1, group: Any = None, stream: CommStream | None = None,
                         max_in_flight: int | None = None) -> torch.Tensor:
     """``all_reduce(x @ weight.T) (+ bias)``: ``x`` is ``[..., in_local]``, ``weight`` ``[out, in_local]`` (this
-    rank's slice of the input dimension); returns ``[..., out]``, the same on every rank."""
+    rank's slice of the input dimension); returns ``[..., out]``, the same on every rank. Each chunk's matmul writes
+    its rows of the output directly, and the all_reduce works on them in place (no concatenation)."""
     _check_linear(x, weight, "row_parallel_linear")
     lead, out_features = x.shape[:-1], weight.shape[0]
     rows = x.reshape(-1, x.shape[-1])
-    parts = list(torch.tensor_split(rows, _chunk_count(chunks, rows.shape[0]), dim=0))
+    y = torch.empty((rows.shape[0], out_features), dtype=x.dtype, device=x.device)
+    n = _chunk_count(chunks, rows.shape[0])
+    parts = list(zip(torch.tensor_split(rows, n), torch.tensor_split(y, n), strict=True))
     w_t = weight.t()
 
-    def matmul(part: torch.Tensor) -> torch.Tensor:
-        return torch.mm(part, w_t)
+    def matmul(part: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x_rows, y_rows = part
+        return torch.mm(x_rows, w_t, out=y_rows)
 
-    def all_reduce(y: torch.Tensor) -> torch.Tensor:
-        comm.all_reduce(y, op="sum", group=group)
-        return y
+    def all_reduce(y_rows: torch.Tensor) -> torch.Tensor:
+        comm.all_reduce(y_rows, op="sum", group=group)
+        return y_rows
 
-    outs = _run([Stage("matmul", matmul), Stage("all_reduce", all_reduce, on=COMM)], parts, x.device, stream,
-                max_in_flight)
-    y = outs[0] if len(outs) == 1 else torch.cat(outs)
+    _run([Stage("matmul", matmul), Stage("all_reduce", all_reduce, on=COMM)], parts, x.device, stream, max_in_flight)
     if bias is not None:
-        y = y + bias
+        y.add_(bias)
     return y.reshape(*lead, out_features)
 
 
@@ -87,26 +89,34 @@ def all_gather_column_parallel_linear(x: torch.Tensor, weight: torch.Tensor, com
                                       ) -> torch.Tensor:
     """``all_gather(x) @ weight.T (+ bias)``: ``x`` is ``[rows_local, in]`` (this rank's rows, the same count on
     every rank), ``weight`` ``[out_local, in]``; returns ``[world * rows_local, out_local]`` with the rows in rank
-    order."""
+    order. Each chunk's matmul writes, per source rank, its rows of the output directly (no concatenation)."""
     _check_linear(x, weight, "all_gather_column_parallel_linear")
     if x.dim() != 2:
         raise InvalidArgumentError(f"all_gather_column_parallel_linear: x must be [rows, in], got {tuple(x.shape)}")
-    world = comm.get_world_size(group)
-    parts = [p.contiguous() for p in torch.tensor_split(x, _chunk_count(chunks, x.shape[0]), dim=0)]
+    world, rows_local = comm.get_world_size(group), x.shape[0]
+    y = torch.empty((world * rows_local, weight.shape[0]), dtype=x.dtype, device=x.device)
+    pieces = torch.tensor_split(x, _chunk_count(chunks, rows_local), dim=0)
+    offsets = [0]
+    for p in pieces[:-1]:
+        offsets.append(offsets[-1] + p.shape[0])
+    parts = [(p.contiguous(), off) for p, off in zip(pieces, offsets, strict=True)]
     w_t = weight.t()
 
-    def all_gather(part: torch.Tensor) -> torch.Tensor:
-        out = torch.empty((world * part.shape[0], part.shape[1]), dtype=part.dtype, device=part.device)
-        comm.all_gather_into_tensor(out, part, group=group)
-        return out
+    def all_gather(part: tuple[torch.Tensor, int]) -> tuple[torch.Tensor, int]:
+        piece, offset = part
+        gathered = torch.empty((world * piece.shape[0], piece.shape[1]), dtype=piece.dtype, device=piece.device)
+        comm.all_gather_into_tensor(gathered, piece, group=group)
+        return gathered, offset
 
-    def matmul(gathered: torch.Tensor) -> torch.Tensor:
-        y = torch.mm(gathered, w_t)
-        return y.view(world, -1, y.shape[-1])
+    def matmul(part: tuple[torch.Tensor, int]) -> None:
+        gathered, offset = part
+        n = gathered.shape[0] // world
+        for r in range(world):  # rank r's rows of this chunk land at rank r's block of the output
+            start = r * rows_local + offset
+            torch.mm(gathered[r * n:(r + 1) * n], w_t, out=y[start:start + n])
 
-    outs = _run([Stage("all_gather", all_gather, on=COMM), Stage("matmul", matmul)], parts, x.device, stream,
-                max_in_flight)
-    y = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)).reshape(world * x.shape[0], weight.shape[0])
+    _run([Stage("all_gather", all_gather, on=COMM), Stage("matmul", matmul)], parts, x.device, stream,
+         max_in_flight)
     if bias is not None:
-        y = y + bias
+        y.add_(bias)
     return y
