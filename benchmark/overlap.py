@@ -98,7 +98,7 @@ def tp_rank(iters: int, chunk_counts: list[int]) -> dict[str, Any]:
 
             probe_x, probe_w = torch.randn(tokens, PROBE_K, generator=gen), torch.randn(out_features, PROBE_K,
                                                                                         generator=gen)
-            probe = _timer(comm, {"mm": lambda: torch.mm(probe_x, probe_w.t()), "comm": comm_only}, 3)
+            probe = _timer(comm, {"mm": lambda: torch.mm(probe_x, probe_w.t()), "comm": comm_only}, 5)
             k = _agree(comm, max(16, round(PROBE_K * probe["comm"] / probe["mm"] / 16) * 16))
             x, w = torch.randn(tokens, k, generator=gen), torch.randn(out_features, k, generator=gen)
 
@@ -131,7 +131,7 @@ def tp_rank(iters: int, chunk_counts: list[int]) -> dict[str, Any]:
             gathered = torch.empty(world * rows_local, in_features)
             probe_w = torch.randn(PROBE_K, in_features, generator=gen)
             probe = _timer(comm, {"mm": lambda: torch.mm(gathered, probe_w.t()),
-                                  "comm": lambda: comm.all_gather_into_tensor(gathered, xl)}, 3)
+                                  "comm": lambda: comm.all_gather_into_tensor(gathered, xl)}, 5)
             n_out = _agree(comm, max(16, round(PROBE_K * probe["comm"] / probe["mm"] / 16) * 16))
             wc = torch.randn(n_out, in_features, generator=gen)
 
