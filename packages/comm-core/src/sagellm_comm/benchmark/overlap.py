@@ -41,7 +41,7 @@ from sagellm_comm.benchmark.overlap_rank import (
 )
 from sagellm_comm.benchmark.rank import current_comm, rank_attach, rank_setup, rank_teardown
 from sagellm_comm.benchmark.report import SweepProgress
-from sagellm_comm.benchmark.sweep import in_torchrun
+from sagellm_comm.benchmark.sweep import PoolSession, in_torchrun
 from sagellm_comm.errors import InvalidArgumentError
 
 __all__ = [
@@ -161,34 +161,19 @@ def overlap_setup(backend: str) -> dict[str, Any]:
     return {**rank_setup(backend), **rank_overlap_info()}
 
 
-class _Pool:
-    """``nproc`` spawned local ranks."""
+class _Pool(PoolSession):
+    """``nproc`` spawned local ranks (the collective benchmark's pool, set up for overlap)."""
 
     def __init__(self, backend: str, nproc: int) -> None:
-        self.backend, self.nproc = backend, nproc
+        super().__init__(backend, nproc)
 
-    def __enter__(self) -> _Pool:
-        from sagellm_comm.launch import RankPool
+    def _setup(self, raw_port: int | None) -> dict[str, Any]:
+        return self._pool.run(overlap_setup, self.backend, timeout=180.0)[0]
 
-        self._pool = RankPool(self.nproc)
-        try:
-            self.info = self._pool.run(overlap_setup, self.backend, timeout=180.0)[0]
-        except BaseException:
-            self._pool.close()
-            raise
-        return self
-
-    def measure(self, spec: OverlapSpec) -> tuple[dict[str, list[float]], int]:
+    def measure(self, spec: OverlapSpec) -> tuple[dict[str, list[float]], int]:  # type: ignore[override]
         per_op = 2 * (spec.compute_ms / 1e3 + spec.comm_bytes / 10e6) + 0.05
         results = self._pool.run(rank_overlap_measure, spec, timeout=120.0 + (spec.warmup + spec.iters) * per_op)
         return _merge([r["samples"] for r in results]), results[0]["reps"]
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if not self._pool.broken:
-                self._pool.run(rank_teardown, timeout=60.0)
-        finally:
-            self._pool.close()
 
 
 class _Local:

@@ -228,12 +228,15 @@ class PoolSession:
 
         self._pool = RankPool(self.world_size, env=self.env)
         try:
-            raw_port = free_port() if self.raw_backend else None
-            self.info = self._pool.run(rank_setup, self.backend, self.raw_backend, raw_port, timeout=180.0)[0]
+            self.info = self._setup(free_port() if self.raw_backend else None)
         except BaseException:
             self._pool.close()
             raise
         return self
+
+    def _setup(self, raw_port: int | None) -> dict[str, Any]:
+        """Set every rank up; rank 0's description of the run."""
+        return self._pool.run(rank_setup, self.backend, self.raw_backend, raw_port, timeout=180.0)[0]
 
     def measure(self, spec: UnitSpec) -> dict[str, Any]:
         return merge_rank_results(self._pool.run(rank_measure, spec, timeout=_unit_timeout(spec)))
