@@ -4,8 +4,8 @@ reported by name and chunk and leaves no thread behind."""
 
 from __future__ import annotations
 
-import overlap_tasks as tasks
 import pytest
+import streams_tp_tasks as tasks
 
 from sagellm_comm.launch import launch
 

@@ -76,7 +76,7 @@ class OverlapRecord:
     """One cell's result; ``to_row()`` is the exported dict (``record["overlap_ratio"]`` reads it too)."""
 
     comm_bytes: int
-    compute_duration_ms: float
+    compute_duration_ms: float  # asked for; each rank calibrates its own matmul count (matmul_reps: the most)
     comm_submit_ms: float
     comm_wait_ms: float
     compute_ms: float
@@ -173,7 +173,7 @@ class _Pool(PoolSession):
     def measure(self, spec: OverlapSpec) -> tuple[dict[str, list[float]], int]:  # type: ignore[override]
         per_op = 2 * (spec.compute_ms / 1e3 + spec.comm_bytes / 10e6) + 0.05
         results = self._pool.run(rank_overlap_measure, spec, timeout=120.0 + (spec.warmup + spec.iters) * per_op)
-        return _merge([r["samples"] for r in results]), results[0]["reps"]
+        return _merge([r["samples"] for r in results]), max(r["reps"] for r in results)
 
 
 class _Local:
@@ -196,12 +196,14 @@ class _Local:
         local = rank_overlap_measure(spec)
         samples = local["samples"]
         comm = current_comm()
+        reps = local["reps"]
         if comm.get_world_size() > 1:
-            flat = [v for k in SAMPLE_KEYS for v in samples[k]]
+            flat = [v for k in SAMPLE_KEYS for v in samples[k]] + [float(reps)]
             merged = _reduce_tensor(comm, flat, "max")
             n = spec.iters
             samples = {k: merged[i * n:(i + 1) * n] for i, k in enumerate(SAMPLE_KEYS)}
-        return samples, local["reps"]
+            reps = round(merged[-1])
+        return samples, reps
 
     def __exit__(self, *exc: object) -> None:
         rank_teardown()
