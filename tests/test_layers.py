@@ -72,3 +72,15 @@ def test_listing_backends_and_info_import_no_engine() -> None:
     assert not heavy, f"listing imported {heavy}"
     entry = {m for m in loaded if m.startswith("sagellm_comm_") and m.endswith(".plugin")}
     assert {"sagellm_comm_gloo.plugin", "sagellm_comm_cxl_ub.plugin"} <= entry
+
+
+def test_test_modules_have_unique_names() -> None:
+    """One pytest run imports every test folder's helpers by bare module name (rootdir-relative sys.path): two
+    helpers with the same name would silently shadow each other, so each name may exist once."""
+    seen: dict[str, list[str]] = {}
+    for folder in [ROOT / "tests", *sorted((ROOT / "packages").glob("comm-*/tests"))]:
+        for p in folder.rglob("*.py"):
+            if "fixtures" not in p.parts and p.name != "conftest.py":
+                seen.setdefault(p.name, []).append(str(p.relative_to(ROOT)))
+    clashes = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not clashes, f"test modules sharing a name: {clashes}"
