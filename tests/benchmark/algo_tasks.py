@@ -71,3 +71,18 @@ def sub_group(algo: str, ranks: list[int], numel: int) -> int:
         impl.fn("broadcast")(comm, t, 1, g)
         check_equal(f"{algo} broadcast from group rank 1 on {ranks}", t, inputs[1])
     return 1
+
+
+def same_bits_everywhere(algo: str, numel: int) -> str:
+    """all_reduce(sum) of float32 values whose sums depend on the order of addition: the result must match the
+    reference and be bit-for-bit the same on every rank (returned as a digest the caller compares)."""
+    import hashlib
+
+    comm = current_comm()
+    g = comm.world_group
+    inputs = [make_input(i, numel, torch.float32) * (1.0 + 1e-3 * i) for i in range(g.world_size)]
+    t = inputs[g.rank].clone()
+    get_algorithm(algo).fn("all_reduce")(comm, t, "sum", None)
+    check_equal(f"{algo} all_reduce float32", t, reduce_reference(inputs, ReduceOp.SUM, torch.float32),
+                rtol=1e-5, atol=1e-5)  # inexact inputs: the order of additions shows in the last bits
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()

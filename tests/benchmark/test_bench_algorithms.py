@@ -43,7 +43,7 @@ def test_every_algorithm_and_op_matches_the_reference(gloo_ranks) -> None:
     n = gloo_ranks.world_size
     failures = []
     units = _units(n)
-    assert {u.algo for u in units} >= {"native", "ring", "tree", "recursive_doubling"}
+    assert {u.algo for u in units} >= {"native", "ring", "tree", "recursive_doubling", "rabenseifner"}
     for spec in units:
         merged = merge_rank_results(gloo_ranks.run(rank_measure, spec, timeout=60))
         assert merged["wrong"] is not None
@@ -53,14 +53,14 @@ def test_every_algorithm_and_op_matches_the_reference(gloo_ranks) -> None:
     assert not failures, failures
 
 
-@pytest.mark.parametrize("algo", ["ring", "tree", "recursive_doubling"])
+@pytest.mark.parametrize("algo", ["ring", "tree", "recursive_doubling", "rabenseifner"])
 def test_composite_algorithms_every_reduce_op(gloo_ranks, algo: str) -> None:
     checks = gloo_ranks.run(algo_tasks.reduce_ops, algo, 13, timeout=60)
     assert checks[0] >= len(algo_tasks.CASES)
     assert gloo_ranks.run(algo_tasks.non_contiguous, algo, timeout=60) == [1] * gloo_ranks.world_size
 
 
-@pytest.mark.parametrize("algo", ["native", "ring", "tree", "recursive_doubling"])
+@pytest.mark.parametrize("algo", ["native", "ring", "tree", "recursive_doubling", "rabenseifner"])
 def test_algorithms_on_a_sub_group(gloo_ranks, algo: str) -> None:
     n = gloo_ranks.world_size
     if n < 3:
@@ -68,3 +68,20 @@ def test_algorithms_on_a_sub_group(gloo_ranks, algo: str) -> None:
     ranks = list(range(1, n))  # group rank r is global rank r + 1
     done = gloo_ranks.run(algo_tasks.sub_group, algo, ranks, 11, timeout=60)
     assert done == [0] + [1] * (n - 1)
+
+
+@pytest.mark.parametrize("world_size", [1, 7, 8])
+def test_latency_and_halving_algorithms_beyond_four_ranks(comm_pools, world_size: int) -> None:
+    """recursive_doubling and rabenseifner at world sizes 1, 7 and 8 (non-powers of two fold ranks in a pre/post
+    step; 2-4 run above): every reduce op against the reference with fewer elements than ranks, and a 4099-element
+    sum that must match and hold identical bits on every rank."""
+    pool = comm_pools.get(world_size)
+    pool.run(rank_setup, "gloo")
+    try:
+        for algo in ("recursive_doubling", "rabenseifner"):
+            assert pool.run(algo_tasks.reduce_ops, algo, 3, timeout=120)[0] >= len(algo_tasks.CASES)
+            digests = pool.run(algo_tasks.same_bits_everywhere, algo, 4099, timeout=120)
+            assert len(set(digests)) == 1, f"{algo}: ranks hold different bits at world size {world_size}"
+    finally:
+        if not pool.broken:
+            pool.run(rank_teardown)

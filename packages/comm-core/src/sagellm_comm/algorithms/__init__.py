@@ -1,7 +1,7 @@
 """Collective algorithms and how one is chosen.
 
-``native`` is the backend's own collective; ``ring``, ``tree`` and ``recursive_doubling`` are composite
-algorithms over any backend's point-to-point send/recv (cost models in each module and in docs/benchmark.md).
+``native`` is the backend's own collective; ``ring``, ``tree``, ``recursive_doubling`` and ``rabenseifner`` are
+composite algorithms over any backend's point-to-point send/recv (cost models in each module and in docs/benchmark.md).
 ``select`` picks one per call: explicit name, else selector config rules, else the
 ``sagellm_comm_select_algorithm`` plugin hook, else ``native``.
 """

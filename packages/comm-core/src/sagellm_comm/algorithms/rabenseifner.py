@@ -1,0 +1,102 @@
+"""``rabenseifner``: all_reduce as a reduce-scatter by recursive halving followed by an all-gather by recursive
+doubling (Rabenseifner 2004; MPICH's choice for large messages when p is a power of two). It moves the ring's
+2((p-1)/p) n bytes per rank in only 2 lg p messages.
+
+With ``p`` a power of two, the buffer is cut into ``p`` chunks. Reduce-scatter: in round ``k`` (distance ``p/2``,
+``p/4``, ...) each rank keeps one half of its current range, sends the other half to the partner at that distance
+and adds the partner's copy of the half it keeps; after ``lg p`` rounds rank ``r`` holds the reduced chunk ``r``.
+All-gather runs the rounds backwards, doubling the range each time. Otherwise (MPICH's pre/post step, as in
+``recursive_doubling``) the first ``2r`` ranks, ``r = p - 2^m``, pair up: even ones hand their data to the odd
+neighbour and sit out, the remaining ``2^m`` ranks run the algorithm, the odd ranks hand the result back.
+
+Every chunk's final value is computed by one rank and then copied to the others, so every rank ends with the same
+bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sagellm_comm.algorithms.base import Algorithm
+from sagellm_comm.algorithms.p2p import combine_, exchange, finish_reduce_, recv_from, reduce_op_for, send_to, world_of
+from sagellm_comm.group import CommGroup
+
+__all__ = ["ALGORITHM"]
+
+
+def _real_rank(newrank: int, rem: int) -> int:
+    """The group rank of position ``newrank`` among the 2^m ranks that take part."""
+    return newrank * 2 + 1 if newrank < rem else newrank + rem
+
+
+def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGroup | None = None) -> torch.Tensor:
+    g = world_of(comm, group)
+    rop = reduce_op_for(op, tensor)
+    n, r = g.world_size, g.rank
+    if n == 1 or tensor.numel() == 0:
+        return tensor
+    acc = (tensor if tensor.is_contiguous() else tensor.contiguous()).view(-1)
+    pof2 = 1 << (n.bit_length() - 1)
+    rem = n - pof2
+    scratch = torch.empty_like(acc)
+    # pre-step: fold the first 2*rem ranks pairwise so that 2^m ranks remain
+    if r < 2 * rem:
+        if r % 2 == 0:
+            send_to(comm, acc, r + 1, g)
+            newrank = -1
+        else:
+            recv_from(comm, scratch, r - 1, g)
+            combine_(acc, scratch, rop)
+            newrank = r // 2
+    else:
+        newrank = r - rem
+    if newrank >= 0:
+        chunks = list(torch.tensor_split(acc, pof2))
+        lo, hi = 0, pof2  # the chunk range [lo, hi) this rank is responsible for
+        # reduce-scatter by recursive halving: distance pof2/2, pof2/4, ..., 1
+        steps = []
+        half = pof2 // 2
+        while half >= 1:
+            partner_new = newrank ^ half
+            partner = _real_rank(partner_new, rem)
+            mid = lo + (hi - lo) // 2
+            keep, give = ((lo, mid), (mid, hi)) if newrank < partner_new else ((mid, hi), (lo, mid))
+            send = acc[_start(chunks, give[0]):_start(chunks, give[1])]
+            kept = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
+            tmp = scratch[: kept.numel()]
+            exchange(comm, g, send, partner, tmp, partner, send_first=r < partner)
+            combine_(kept, tmp, rop)
+            steps.append((partner, keep, give))
+            lo, hi = keep
+            half //= 2
+        # all-gather by recursive doubling: the same partners in reverse; send what is final, receive the rest
+        for partner, keep, give in reversed(steps):
+            send = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
+            recv = acc[_start(chunks, give[0]):_start(chunks, give[1])]
+            exchange(comm, g, send, partner, recv, partner, send_first=r < partner)
+    # post-step: hand the result back to the ranks that sat out
+    if r < 2 * rem:
+        if r % 2:
+            send_to(comm, acc, r - 1, g)
+        else:
+            recv_from(comm, acc, r + 1, g)
+    finish_reduce_(acc, rop, n)
+    if acc.data_ptr() != tensor.data_ptr() or not tensor.is_contiguous():
+        tensor.copy_(acc.view(tensor.shape))
+    return tensor
+
+
+def _start(chunks: list[torch.Tensor], index: int) -> int:
+    """Element offset of chunk ``index`` (``len(chunks)``: the end) in the flat buffer."""
+    return sum(c.numel() for c in chunks[:index])
+
+
+ALGORITHM = Algorithm(
+    name="rabenseifner",
+    description="Rabenseifner over send/recv: reduce-scatter by recursive halving, all-gather by recursive doubling "
+                "(+1 pre/post step if p is not a power of two)",
+    impls={"all_reduce": all_reduce},
+    cost={"all_reduce": "2 lg p a + 2((p-1)/p) n b + ((p-1)/p) n g  (non-power-of-two p: + 2(a + n b))"},
+)
