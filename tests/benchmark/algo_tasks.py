@@ -86,3 +86,20 @@ def same_bits_everywhere(algo: str, numel: int) -> str:
     check_equal(f"{algo} all_reduce float32", t, reduce_reference(inputs, ReduceOp.SUM, torch.float32),
                 rtol=1e-5, atol=1e-5)  # inexact inputs: the order of additions shows in the last bits
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+
+def on_simulated_nodes(numel: int) -> dict:
+    """On a rank of the netns lab: the hierarchical all_reduce with every reduce op, identical bits everywhere, and
+    the node layout it found."""
+    from sagellm_comm.algorithms.hierarchical import node_layout
+    from sagellm_comm.benchmark.rank import rank_setup, rank_teardown
+
+    rank_setup("gloo")
+    try:
+        checks = reduce_ops("hierarchical", numel)
+        digest = same_bits_everywhere("hierarchical", 4099)
+        layout = node_layout(current_comm())
+        return {"checks": checks, "digest": digest, "nodes": [list(n) for n in layout.nodes],
+                "uniform": layout.uniform}
+    finally:
+        rank_teardown()

@@ -53,7 +53,7 @@ def test_every_algorithm_and_op_matches_the_reference(gloo_ranks) -> None:
     assert not failures, failures
 
 
-@pytest.mark.parametrize("algo", ["ring", "tree", "recursive_doubling", "rabenseifner"])
+@pytest.mark.parametrize("algo", ["ring", "tree", "recursive_doubling", "rabenseifner", "hierarchical"])
 def test_composite_algorithms_every_reduce_op(gloo_ranks, algo: str) -> None:
     checks = gloo_ranks.run(algo_tasks.reduce_ops, algo, 13, timeout=60)
     assert checks[0] >= len(algo_tasks.CASES)

@@ -136,8 +136,9 @@ def _load_builtin() -> None:
     if _builtin_loaded:
         return
     _builtin_loaded = True
-    from sagellm_comm.algorithms import native, rabenseifner, recursive_doubling, ring, tree
+    from sagellm_comm.algorithms import hierarchical, native, rabenseifner, recursive_doubling, ring, tree
 
-    builtin = {m.ALGORITHM.name: m.ALGORITHM for m in (native, ring, tree, recursive_doubling, rabenseifner)}
+    builtin = {m.ALGORITHM.name: m.ALGORITHM
+               for m in (native, ring, tree, recursive_doubling, rabenseifner, hierarchical)}
     # a name registered before the first lookup keeps its registration
     _ALGORITHMS.update({name: algo for name, algo in builtin.items() if name not in _ALGORITHMS})
