@@ -98,6 +98,7 @@ def on_simulated_nodes(numel: int) -> dict:
     try:
         checks = reduce_ops("hierarchical", numel)
         digest = same_bits_everywhere("hierarchical", 4099)
+        digest += same_bits_everywhere("hierarchical", 1_500_007)  # 6 MB: pipelined in segments, odd splits
         layout = node_layout(current_comm())
         return {"checks": checks, "digest": digest, "nodes": [list(n) for n in layout.nodes],
                 "uniform": layout.uniform}

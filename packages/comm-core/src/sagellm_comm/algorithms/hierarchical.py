@@ -8,6 +8,9 @@ summed over its local ranks) through the slow links, the bound the two-level sch
    rank, each over its own NIC path);
 3. inside each node, an all-gather of the L finished chunks.
 
+Buffers above 4 MiB go through the three stages in segments (~2 MiB, at most 8): while one segment crosses the nodes
+(an async collective on the cross-node group), the next is reduced inside the node.
+
 When the nodes hold different numbers of ranks the chunks cannot be matched; then the leader variant runs: reduce to
 local rank 0 inside each node, all_reduce among the leaders, broadcast inside each node.
 
@@ -37,6 +40,8 @@ from sagellm_comm.group import CommGroup
 __all__ = ["ALGORITHM", "NODE_ID_ENV", "NodeLayout", "node_layout"]
 
 NODE_ID_ENV = "SAGELLM_COMM_NODE_ID"
+SEGMENT_BYTES = 2 << 20  # pipeline segments of about this size ...
+MAX_SEGMENTS = 8  # ... at most this many
 
 
 @dataclass(frozen=True)
@@ -118,13 +123,22 @@ def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGrou
     return tensor
 
 
-def _cross_all_reduce(comm: Any, layout: NodeLayout, data: torch.Tensor, rop: ReduceOp) -> None:
+def _cross_all_reduce(comm: Any, layout: NodeLayout, data: torch.Tensor, rop: ReduceOp, *,
+                      async_op: bool = False) -> Any:
+    """Stage 2 on ``data``; with ``async_op`` (and a backend that has async collectives) a Work to wait on."""
     if layout.cross.world_size == 1 or data.numel() == 0:
-        return
+        return None
     if _native(comm, "all_reduce", rop, data.dtype):
-        comm.all_reduce(data, op=rop, group=layout.cross)
-    else:
-        ring.all_reduce(comm, data, rop, layout.cross)
+        return comm.all_reduce(data, op=rop, group=layout.cross, async_op=async_op and comm.capabilities.async_ops)
+    ring.all_reduce(comm, data, rop, layout.cross)
+    return None
+
+
+def _segments(flat: torch.Tensor) -> list[torch.Tensor]:
+    """Large buffers go through the stages in segments, so that one segment crosses the nodes while the next is
+    reduced inside the node (as NCCL pipelines its hierarchical algorithms)."""
+    count = max(1, min(MAX_SEGMENTS, flat.numel() * flat.element_size() // SEGMENT_BYTES))
+    return list(torch.tensor_split(flat, count))
 
 
 def _two_level(comm: Any, layout: NodeLayout, flat: torch.Tensor, rop: ReduceOp) -> None:
@@ -133,19 +147,24 @@ def _two_level(comm: Any, layout: NodeLayout, flat: torch.Tensor, rop: ReduceOp)
     if size == 1:
         _cross_all_reduce(comm, layout, flat, rop)
         return
-    chunks = list(torch.tensor_split(flat, size))
-    even = flat.numel() % size == 0
-    if even and _native(comm, "reduce_scatter", rop, flat.dtype):
-        mine = torch.empty_like(chunks[k])
-        comm.reduce_scatter(mine, flat, op=rop, group=intra)
-        chunks[k].copy_(mine)
-    else:
-        ring.reduce_scatter_phase(comm, intra, chunks, rop)
-    _cross_all_reduce(comm, layout, chunks[k], rop)
-    if even and _native(comm, "all_gather_into_tensor", None, flat.dtype):
-        comm.all_gather_into_tensor(flat, chunks[k].clone(), group=intra)
-    else:
-        ring.all_gather_phase(comm, intra, chunks)
+    pending = []
+    for seg in _segments(flat):
+        chunks = list(torch.tensor_split(seg, size))
+        even = seg.numel() % size == 0
+        if even and _native(comm, "reduce_scatter", rop, seg.dtype):
+            mine = torch.empty_like(chunks[k])
+            comm.reduce_scatter(mine, seg, op=rop, group=intra)
+            chunks[k].copy_(mine)
+        else:
+            ring.reduce_scatter_phase(comm, intra, chunks, rop)
+        pending.append((seg, chunks, even, _cross_all_reduce(comm, layout, chunks[k], rop, async_op=True)))
+    for seg, chunks, even, work in pending:
+        if work is not None:
+            work.wait(layout.cross.timeout_s)
+        if even and _native(comm, "all_gather_into_tensor", None, seg.dtype):
+            comm.all_gather_into_tensor(seg, chunks[k].clone(), group=intra)
+        else:
+            ring.all_gather_phase(comm, intra, chunks)
 
 
 def _leaders(comm: Any, layout: NodeLayout, flat: torch.Tensor, rop: ReduceOp) -> None:
