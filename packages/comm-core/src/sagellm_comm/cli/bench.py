@@ -59,7 +59,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="backend(s) to measure (default auto: the best available); several run one after another")
     p.add_argument("--algo", nargs="+", default=[AUTO], metavar="ALGO",
                    help="algorithm(s): auto (selector config, then plugins, then native), native, ring, tree, "
-                        "recursive_doubling, rabenseifner; several are measured side by side")
+                        "recursive_doubling, rabenseifner, hierarchical; several are measured side by side")
     p.add_argument("--ops", nargs="+", default=["all_reduce"], metavar="OP",
                    help=f"collectives to measure (default all_reduce): {', '.join(OPS)}")
     p.add_argument("--message-sizes", "--sizes", dest="sizes", nargs="+", type=_size_arg,
