@@ -73,7 +73,7 @@ def test_config_rules_first_match(op: str, nbytes: int, ws: int, backend: str, a
         ({"rules": [{"id": "a", "op": "all_reduce", "algo": "ring", "world_sizes": [0]}]}, "world_sizes"),
         ({"rules": [{"id": "a", "op": "all_reduce", "algo": "ring", "backend": []}]}, "'backend'"),
         ({"rules": [{"id": "a", "op": "all_reduce", "algo": "ring"}, {"id": "a", "op": "all_gather",
-                                                                      "algo": "ring"}]}, "appears twice"),
+                                                                      "algo": "ring"}]}, "already used by"),
     ],
 )
 def test_config_errors_are_one_clear_line(doc: object, match: str) -> None:
@@ -130,3 +130,42 @@ def test_plugin_hook_after_config_before_default(selector_plugins) -> None:
     with pytest.warns(UserWarning, match="chooses-nonsense"):
         sel = select("all_gather", 100, 2, "gloo", "auto")
     assert sel.algo == "native" and "'tree', which has no all_gather" in sel.reason
+
+
+POLICY_WITH_LINES = """{
+  "rules": [
+    {"id": "small", "op": "all_reduce", "max_bytes": "4K", "algo": "recursive_doubling"},
+
+    {"id": "big", "op": ["all_reduce"],
+     "min_bytes": "%s", "algo": "%s"},
+    {"id": "any-ws2", "op": "all_reduce", "algo": "native", "world_sizes": [2]}
+  ]
+}"""
+
+
+@pytest.mark.parametrize("min_bytes, algo, match", [
+    ("2K", "ring", r"rules\[1\] \(line 5\) \(id 'big'\) overlaps rules\[0\] \(line 3\) \(id 'small'\): both cover "
+                   r"all_reduce at 2048\.\.4096 bytes"),
+    ("8K", "rings", r"rules\[1\] \(line 5\) \(id 'big'\): unknown algorithm 'rings'"),
+    ("8K", "tree\", \"op\": \"all_gather", r"rules\[1\] \(line 5\)"),
+])
+def test_policy_errors_name_the_rule_and_its_line(tmp_path: Path, min_bytes: str, algo: str, match: str) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(POLICY_WITH_LINES % (min_bytes, algo))
+    with pytest.raises(InvalidArgumentError, match=match):
+        load_selector_config(path)
+
+
+def test_disjoint_ranges_and_a_narrower_scope_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(POLICY_WITH_LINES % ("8K", "rabenseifner"))
+    cfg = load_selector_config(path)
+    assert select("all_reduce", 1 << 20, 4, "gloo", config=cfg).algo == "rabenseifner"
+    assert select("all_reduce", 5000, 2, "gloo", config=cfg).rule_id == "any-ws2"
+
+
+def test_bad_json_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text((POLICY_WITH_LINES % ("8K", "ring")).replace('"ring"}', '"ring",}'))
+    with pytest.raises(InvalidArgumentError, match=r"not valid JSON: .* at line 6, column"):
+        load_selector_config(path)

@@ -24,7 +24,10 @@ Selector config (JSON)::
 
 ``id`` (unique), ``op`` (a name or a list) and ``algo`` are required; ``min_bytes``/``max_bytes`` are inclusive
 (bytes, or sizes such as ``"4K"``; omitted = unbounded); ``world_sizes`` and ``backend`` (a name or a list)
-omitted = any. The algorithm must implement every op of its rule. Unknown keys are errors.
+omitted = any. The algorithm must implement every op of its rule. Unknown keys are errors. Two rules with the same
+scope (an op in common, the same world sizes and backends) must not have overlapping size ranges: which one wins
+would depend on their order, so that is refused, naming both. A broader rule after narrower ones (a catch-all) is
+fine. Errors name the rule by index, id and line in the file.
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ class SelectorConfig:
         return next((rule for rule in self.rules if rule.matches(op, nbytes, world_size, backend)), None)
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "<memory>") -> SelectorConfig:
+    def from_dict(cls, doc: Any, source: str = "<memory>", lines: list[int] | None = None) -> SelectorConfig:
+        """Validate ``doc``; ``lines[i]`` (when known) is the line of rule i in the file, for messages."""
         where = f"selector config {source}"
         if not isinstance(doc, dict):
             raise InvalidArgumentError(f"{where}: the top level must be a JSON object with a 'rules' list")
@@ -104,13 +108,66 @@ class SelectorConfig:
         rules = doc.get("rules")
         if not isinstance(rules, list):
             raise InvalidArgumentError(f"{where}: 'rules' must be a list of rule objects")
-        parsed = tuple(_parse_rule(raw, f"{where}: rules[{i}]") for i, raw in enumerate(rules))
-        seen: set[str] = set()
-        for rule in parsed:
+        def at(i: int) -> str:
+            return f"rules[{i}]" + (f" (line {lines[i]})" if lines is not None and i < len(lines) else "")
+
+        parsed = tuple(_parse_rule(raw, f"{where}: {at(i)}") for i, raw in enumerate(rules))
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(parsed):
             if rule.id in seen:
-                raise InvalidArgumentError(f"{where}: rule id {rule.id!r} appears twice; ids must be unique")
-            seen.add(rule.id)
+                raise InvalidArgumentError(f"{where}: {at(i)}: rule id {rule.id!r} already used by "
+                                           f"{at(seen[rule.id])}; ids must be unique")
+            seen[rule.id] = i
+        for i, later in enumerate(parsed):
+            for j, earlier in enumerate(parsed[:i]):
+                if _ambiguous(earlier, later):
+                    common = "/".join(op for op in earlier.ops if op in later.ops)
+                    raise InvalidArgumentError(
+                        f"{where}: {at(i)} (id {later.id!r}) overlaps {at(j)} (id {earlier.id!r}): both cover {common} "
+                        f"at {_overlap(earlier, later)} for the same world sizes and backends, so their order would "
+                        "decide; make the size ranges disjoint")
         return cls(rules=parsed, source=source, description=str(doc.get("description", "")))
+
+
+def _ambiguous(a: SelectorRule, b: SelectorRule) -> bool:
+    """Same scope (an op in common, equal world sizes and backends) and overlapping size ranges."""
+    if not set(a.ops) & set(b.ops) or a.world_sizes != b.world_sizes or a.backends != b.backends:
+        return False
+    a_hi = float("inf") if a.max_bytes is None else a.max_bytes
+    b_hi = float("inf") if b.max_bytes is None else b.max_bytes
+    return max(a.min_bytes, b.min_bytes) <= min(a_hi, b_hi)
+
+
+def _overlap(a: SelectorRule, b: SelectorRule) -> str:
+    lo = max(a.min_bytes, b.min_bytes)
+    his = [h for h in (a.max_bytes, b.max_bytes) if h is not None]
+    return f"{lo}..{min(his) if his else 'inf'} bytes"
+
+
+def rule_lines(text: str) -> list[int]:
+    """The line where each element of the top-level ``rules`` list starts (empty if it cannot be located)."""
+    decoder = json.JSONDecoder()
+    try:
+        top, _ = decoder.raw_decode(text, len(text) - len(text.lstrip()))
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(top, dict) or not isinstance(top.get("rules"), list):
+        return []
+    start = text.find('"rules"')
+    start = text.find("[", start) if start >= 0 else -1
+    if start < 0:
+        return []
+    lines, i = [], start + 1
+    for _ in top["rules"]:
+        while i < len(text) and text[i] in " \t\r\n,":
+            i += 1
+        try:
+            _, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return []
+        lines.append(text.count("\n", 0, i) + 1)
+        i = end
+    return lines
 
 
 def _names(value: Any, where: str, what: str) -> tuple[str, ...]:
@@ -179,8 +236,9 @@ def load_selector_config(path: str | Path) -> SelectorConfig:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"selector config {str(p)!r} is not valid JSON: {exc}") from None
-    return SelectorConfig.from_dict(doc, source=str(p))
+        raise InvalidArgumentError(f"selector config {str(p)!r} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                                   f"column {exc.colno}") from None
+    return SelectorConfig.from_dict(doc, source=str(p), lines=rule_lines(text))
 
 
 def _from_plugins(op: str, nbytes: int, world_size: int, backend: str) -> tuple[Selection | None, list[str]]:
