@@ -27,12 +27,67 @@ def bench_rank(algos: list[str], sizes: list[str], warmup: int, iters: int) -> l
     return [r.to_row() for r in run_benchmark(cfg, progress=False).records]
 
 
+def link_rank(reps: int = 5) -> dict[str, float]:
+    """One lab rank: ping-pong 4 B and 4 MiB between rank 0 and rank 1 (same node) and rank 0 and rank 2 (other
+    node) on gloo, and the local reduction's cost; alpha = half the small round trip, beta from the large one."""
+    import statistics
+    import time
+
+    import torch
+
+    from sagellm_comm import get_comm_backend
+
+    torch.set_num_threads(1)
+    comm = get_comm_backend("gloo")
+    comm.init_process_group(timeout=120.0)
+    rank, out = comm.get_rank(), {}
+    big_n = 4 << 20
+    try:
+        for peer, name in ((1, "intra"), (2, "inter")):
+            for nbytes in (4, big_n):
+                t = torch.zeros(nbytes // 4)
+                times = []
+                for _ in range(reps + 1):
+                    comm.barrier()
+                    t0 = time.perf_counter()
+                    if rank == 0:
+                        comm.send(t, peer)
+                        comm.recv(t, peer)
+                    elif rank == peer:
+                        comm.recv(t, 0)
+                        comm.send(t, 0)
+                    times.append(time.perf_counter() - t0)
+                out[f"{name}_{nbytes}"] = statistics.median(times[1:]) / 2
+        a, b = torch.rand(big_n // 4), torch.rand(big_n // 4)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.add(a, b, out=a)
+            times.append(time.perf_counter() - t0)
+        out["gamma"] = statistics.median(times) / big_n
+        out["big_n"] = big_n
+        return out
+    finally:
+        comm.destroy()
+
+
+def _network(links: dict[str, float]) -> Any:
+    from sagellm_comm.algorithms.cost import Link, Network
+
+    def link(name: str) -> Link:
+        alpha = links[f"{name}_4"]
+        return Link(alpha, max(0.0, (links[f"{name}_{links['big_n']}"] - alpha) / links["big_n"]))
+
+    return Network(nodes=2, ranks_per_node=2, intra=link("intra"), inter=link("inter"),
+                   gamma_s_per_byte=links["gamma"])
+
+
 def _table(rows: list[dict[str, Any]], algos: list[str]) -> str:
     by_size: dict[int, dict[str, dict[str, Any]]] = {}
     for r in rows:
         by_size.setdefault(r["bytes"], {})[r["algo_id"]] = r
     head = ("| size | " + " | ".join(f"{a} (ms)" for a in algos)
-            + " | flat raw gloo (ms) | best | hierarchical vs flat raw |")
+            + " | flat raw gloo (ms) | best measured | hierarchical vs flat raw |")
     lines = [head, "|" + "---:|" * (len(algos) + 4)]
     for size, cells in sorted(by_size.items()):
         raw = min(c["raw_latency_ms"] for c in cells.values() if c.get("raw_latency_ms"))
@@ -43,6 +98,34 @@ def _table(rows: list[dict[str, Any]], algos: list[str]) -> str:
         ratio = f"{raw / hier:.2f}x" if hier else "-"
         lines.append(f"| {size / 2**10:g} KiB | " + " | ".join(f"{times[a]:.2f}" if a in times else "-" for a in algos)
                      + f" | {raw:.2f} | {best} | {ratio} |" + (f" #wrong {wrong}" if wrong else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _model_table(rows: list[dict[str, Any]], algos: list[str], links: dict[str, float]) -> str:
+    """The cost model's prediction for every measured cell, its choice and how the choice did."""
+    from sagellm_comm.algorithms.cost import choose, predict
+
+    net = _network(links)
+    modelled = tuple(a for a in algos if a in ("native", "ring", "recursive_doubling", "rabenseifner", "hierarchical"))
+    def gbps(s_per_byte: float) -> str:
+        return f"{1e-9 / s_per_byte:.3f} GB/s" if s_per_byte else "inf"
+
+    lines = [f"link parameters measured in this run (gloo ping-pong, half round trip): intra alpha "
+             f"{net.intra.alpha_s * 1e6:.0f} us, 1/beta {gbps(net.intra.beta_s_per_byte)}; inter alpha "
+             f"{net.inter.alpha_s * 1e6:.0f} us, 1/beta {gbps(net.inter.beta_s_per_byte)}; 1/gamma "
+             f"{gbps(net.gamma_s_per_byte)}", "",
+             "| size | " + " | ".join(f"{a} predicted / measured (ms)" for a in modelled)
+             + " | model's choice | its measured time vs the best measured | reason |",
+             "|" + "---:|" * (len(modelled) + 1) + "---|---:|---|"]
+    by_size: dict[int, dict[str, float]] = {}
+    for r in rows:
+        by_size.setdefault(r["bytes"], {})[r["algo_id"]] = r["latency_ms"]
+    for size, measured in sorted(by_size.items()):
+        pick, reason = choose(size, net, modelled)
+        best = min(measured[a] for a in modelled if a in measured)
+        cells = " | ".join(f"{predict(a, size, net) * 1e3:.2f} / {measured[a]:.2f}" if a in measured else "-"
+                           for a in modelled)
+        lines.append(f"| {size / 2**10:g} KiB | {cells} | {pick} | {measured[pick] / best:.2f}x | {reason} |")
     return "\n".join(lines) + "\n"
 
 
@@ -65,17 +148,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark.hierarchical: cannot run: {reason}")
         return 2
     with netns.NetnsLab(2, rate=args.rate, burst=args.burst) as lab:
+        links = lab.run_ranks(me.link_rank, [0, 0, 1, 1], timeout=600, env={"OMP_NUM_THREADS": "1"},
+                              master_port=29650)[0]
         rows = lab.run_ranks(me.bench_rank, [0, 0, 1, 1], args.algos, args.sizes, args.warmup, args.iters,
                              timeout=3600, env={"OMP_NUM_THREADS": "1"})[0]
     text = (f"## all_reduce float32, 2 simulated hosts x 2 ranks (netns lab), veth tbf {args.rate} "
             f"(burst {args.burst}), gloo; {args.warmup} warmup + {args.iters} timed iterations, median of the "
-            "per-iteration max over ranks; every result checked\n\n" + _table(rows, args.algos))
+            "per-iteration max over ranks; every result checked\n\n" + _table(rows, args.algos)
+            + "\n### The cost model (sagellm_comm.algorithms.cost) against these measurements\n\n"
+            + _model_table(rows, args.algos, links))
     print(text)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     (out / f"hierarchical_{stamp}.md").write_text(text)
-    (out / f"hierarchical_{stamp}.json").write_text(json.dumps({"rate": args.rate, "rows": rows}, indent=1))
+    record = {"rate": args.rate, "links": links, "rows": rows}
+    (out / f"hierarchical_{stamp}.json").write_text(json.dumps(record, indent=1))
     return 0
 
 

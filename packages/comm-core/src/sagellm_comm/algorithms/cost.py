@@ -1,0 +1,106 @@
+"""The alpha-beta-gamma cost model of the all_reduce algorithms, over a two-level network (nodes of L ranks).
+
+Each link class has a latency ``alpha`` (seconds per message) and an inverse bandwidth ``beta`` (seconds per byte);
+``gamma`` is the local reduction's seconds per byte. For ``n`` bytes on ``p`` ranks (Thakur, Rabenseifner & Gropp
+2005; the issue's formulas):
+
+- ring: 2(p-1) a + 2((p-1)/p) n b + ((p-1)/p) n g
+- recursive doubling: lg p (a + n b + n g)
+- Rabenseifner: 2 lg p a + 2((p-1)/p) n b + ((p-1)/p) n g
+- (not a power of two: recursive doubling and Rabenseifner add MPICH's pre/post step, 2(a + n b) + n g)
+- hierarchical: the sum of its stages, reduce-scatter in the node (ring, L ranks) + all_reduce of n/L across the
+  N nodes per local rank (ring; the L streams share the node's link, so it carries n/L x L) + all-gather in the node.
+
+A flat algorithm over ranks on several nodes is as slow as its slowest link, the inter-node one. ``native`` (the
+backend's own collective) is modelled as a ring. :func:`choose` returns the cheapest with a sentence saying why;
+its inputs are plain numbers, so ranks that pass the same ones choose the same algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["Link", "Network", "choose", "predict", "predictions"]
+
+MODELLED = ("native", "ring", "recursive_doubling", "rabenseifner", "hierarchical")
+
+
+@dataclass(frozen=True)
+class Link:
+    alpha_s: float  # seconds per message
+    beta_s_per_byte: float  # seconds per byte
+
+    def __post_init__(self) -> None:
+        if not (self.alpha_s >= 0 and self.beta_s_per_byte >= 0):
+            raise ValueError(f"link parameters must be >= 0, got alpha {self.alpha_s}, beta {self.beta_s_per_byte}")
+
+
+@dataclass(frozen=True)
+class Network:
+    """``nodes`` nodes of ``ranks_per_node`` ranks; links inside and between nodes; reduction cost per byte."""
+
+    nodes: int
+    ranks_per_node: int
+    intra: Link
+    inter: Link
+    gamma_s_per_byte: float = 0.0
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.ranks_per_node
+
+    @property
+    def bottleneck(self) -> Link:
+        return self.inter if self.nodes > 1 else self.intra
+
+
+def _ring(p: int, n: float, link: Link, g: float) -> float:
+    if p <= 1:
+        return 0.0
+    return 2 * (p - 1) * link.alpha_s + 2 * ((p - 1) / p) * n * link.beta_s_per_byte + ((p - 1) / p) * n * g
+
+
+def _fold(p: int, n: float, link: Link, g: float) -> float:
+    """MPICH's pre/post step when p is not a power of two."""
+    return 0.0 if p & (p - 1) == 0 else 2 * (link.alpha_s + n * link.beta_s_per_byte) + n * g
+
+
+def predict(algo: str, nbytes: int, net: Network) -> float:
+    """Predicted seconds of an all_reduce of ``nbytes`` with ``algo`` on ``net``."""
+    p, n, g = net.world_size, float(nbytes), net.gamma_s_per_byte
+    if p <= 1:
+        return 0.0
+    link = net.bottleneck
+    lg = math.floor(math.log2(p))
+    if algo in ("native", "ring"):
+        return _ring(p, n, link, g)
+    if algo == "recursive_doubling":
+        return lg * (link.alpha_s + n * link.beta_s_per_byte + n * g) + _fold(p, n, link, g)
+    if algo == "rabenseifner":
+        q = 1 << lg
+        return (2 * lg * link.alpha_s + 2 * ((q - 1) / q) * n * link.beta_s_per_byte + ((q - 1) / q) * n * g
+                + _fold(p, n, link, g))
+    if algo == "hierarchical":
+        L, N = net.ranks_per_node, net.nodes
+        intra_half = 0.0 if L == 1 else (L - 1) * net.intra.alpha_s + ((L - 1) / L) * n * net.intra.beta_s_per_byte
+        reduce_in_node = intra_half + (0.0 if L == 1 else ((L - 1) / L) * n * g)
+        shared = Link(net.inter.alpha_s, net.inter.beta_s_per_byte * L)  # L streams share the node's link
+        across = _ring(N, n / L, shared, g)
+        return reduce_in_node + across + intra_half
+    raise ValueError(f"no cost model for algorithm {algo!r}; modelled: {', '.join(MODELLED)}")
+
+
+def predictions(nbytes: int, net: Network, algos: tuple[str, ...] = MODELLED) -> dict[str, float]:
+    return {a: predict(a, nbytes, net) for a in algos}
+
+
+def choose(nbytes: int, net: Network, algos: tuple[str, ...] = MODELLED) -> tuple[str, str]:
+    """(algorithm, reason): the cheapest predicted; ties go to the earlier name in ``algos``."""
+    times = predictions(nbytes, net, algos)
+    best = min(algos, key=lambda a: (times[a], algos.index(a)))
+    runner = min((a for a in algos if a != best), key=lambda a: (times[a], algos.index(a)), default=None)
+    ratio = net.inter.beta_s_per_byte / net.intra.beta_s_per_byte if net.intra.beta_s_per_byte else math.inf
+    shape = f"{net.nodes} node(s) x {net.ranks_per_node} rank(s), inter-node beta {ratio:.1f}x intra"
+    versus = f" vs {runner} {times[runner] * 1e3:.2f} ms" if runner is not None else ""
+    return best, f"{best}: {shape}; predicted {times[best] * 1e3:.2f} ms{versus}"
