@@ -8,10 +8,6 @@ Needs root. Writes a markdown table and the records (JSON) to ``--output-dir`` (
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 ALGOS = ["native", "ring", "rabenseifner", "recursive_doubling", "hierarchical"]
@@ -139,13 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--output-dir", default=".benchmarks/hierarchical")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
     from benchmark import hierarchical as me  # the ranks unpickle the task by module name
-    from sagellm_comm_lab import netns
+    from benchmark.lab_report import netns_or_none, write_report
 
-    reason = netns.unavailable_reason()
-    if reason:
-        print(f"benchmark.hierarchical: cannot run: {reason}")
+    netns = netns_or_none("benchmark.hierarchical")
+    if netns is None:
         return 2
     with netns.NetnsLab(2, rate=args.rate, burst=args.burst) as lab:
         links = lab.run_ranks(me.link_rank, [0, 0, 1, 1], timeout=600, env={"OMP_NUM_THREADS": "1"},
@@ -158,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             + "\n### The cost model (sagellm_comm.algorithms.cost) against these measurements\n\n"
             + _model_table(rows, args.algos, links))
     print(text)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (out / f"hierarchical_{stamp}.md").write_text(text)
-    record = {"rate": args.rate, "links": links, "rows": rows}
-    (out / f"hierarchical_{stamp}.json").write_text(json.dumps(record, indent=1))
+    write_report(args.output_dir, "hierarchical", text, {"rate": args.rate, "links": links, "rows": rows})
     return 0
 
 

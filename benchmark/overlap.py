@@ -18,11 +18,8 @@ core the compute uses), so only the wire-bound case is shown. Output: a markdown
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,12 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", nargs="+", choices=["seed", "tp"], default=["seed", "tp"])
     p.add_argument("--output-dir", default=".benchmarks/overlap")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    from sagellm_comm_lab import netns
+    from benchmark.lab_report import netns_or_none, write_report
 
-    reason = netns.unavailable_reason()
-    if reason:
-        print(f"benchmark.overlap: cannot run: {reason}")
+    netns = netns_or_none("benchmark.overlap")
+    if netns is None:
         return 2
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,10 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                    _tp_markdown("all_gather + column-parallel linear", tp["column"])]
     text = "\n".join(report)
     print(text)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (out / f"overlap_netns_{stamp}.md").write_text(text)
-    record = {"rate": args.rate, "burst": args.burst, "mtu": args.mtu, "seed": seed, "tp": tp}
-    (out / f"overlap_netns_{stamp}.json").write_text(json.dumps(record, indent=1))
+    write_report(args.output_dir, "overlap_netns", text,
+                 {"rate": args.rate, "burst": args.burst, "mtu": args.mtu, "seed": seed, "tp": tp})
     return 0
 
 

@@ -70,9 +70,9 @@ def test_algorithms_on_a_sub_group(gloo_ranks, algo: str) -> None:
     assert done == [0] + [1] * (n - 1)
 
 
-@pytest.mark.parametrize("world_size", [1, 7, 8])
+@pytest.mark.parametrize("world_size", [1, 7])
 def test_latency_and_halving_algorithms_beyond_four_ranks(comm_pools, world_size: int) -> None:
-    """recursive_doubling and rabenseifner at world sizes 1, 7 and 8 (non-powers of two fold ranks in a pre/post
+    """recursive_doubling and rabenseifner at world sizes 1 and 7 (non-powers of two fold ranks in a pre/post
     step; 2-4 run above): every reduce op against the reference with fewer elements than ranks, and a 4099-element
     sum that must match and hold identical bits on every rank."""
     pool = comm_pools.get(world_size)

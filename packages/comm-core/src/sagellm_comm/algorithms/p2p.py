@@ -13,7 +13,8 @@ from sagellm_comm.errors import InvalidArgumentError
 from sagellm_comm.group import CommGroup
 from sagellm_comm.ops import normalize_reduce_op
 
-__all__ = ["combine_", "exchange", "finish_reduce_", "recv_from", "reduce_op_for", "send_to", "world_of"]
+__all__ = ["combine_", "exchange", "finish_reduce_", "fold_in", "fold_out", "folded_rank", "recv_from",
+           "reduce_op_for", "send_to", "world_of"]
 
 _COMBINE: dict[ReduceOp, Callable[..., torch.Tensor]] = {
     ReduceOp.SUM: torch.add,
@@ -86,3 +87,36 @@ def exchange(comm: Any, group: CommGroup, send: torch.Tensor | None, dst: int, r
     for tensor, call in steps if send_first else steps[::-1]:
         if tensor is not None:
             call(tensor)
+
+
+def fold_in(comm: Any, g: CommGroup, acc: torch.Tensor, scratch: torch.Tensor, op: ReduceOp) -> tuple[int, int, int]:
+    """MPICH's pre-step for algorithms that need a power-of-two number of ranks: with ``rem = p - 2^m``, the first
+    ``2 rem`` ranks pair up and the even one hands its data to the odd one, which reduces it. Returns
+    ``(position, 2^m, rem)``: this rank's position among the ``2^m`` that go on (-1: it sits out until
+    :func:`fold_out`)."""
+    n, r = g.world_size, g.rank
+    pof2 = 1 << (n.bit_length() - 1)
+    rem = n - pof2
+    if r >= 2 * rem:
+        return r - rem, pof2, rem
+    if r % 2 == 0:
+        send_to(comm, acc, r + 1, g)
+        return -1, pof2, rem
+    recv_from(comm, scratch, r - 1, g)
+    combine_(acc, scratch, op)
+    return r // 2, pof2, rem
+
+
+def folded_rank(position: int, rem: int) -> int:
+    """The group rank at ``position`` among the ranks that go on after :func:`fold_in`."""
+    return position * 2 + 1 if position < rem else position + rem
+
+
+def fold_out(comm: Any, g: CommGroup, acc: torch.Tensor, rem: int) -> None:
+    """The post-step: the odd rank of each pair hands the result back to the even one that sat out."""
+    r = g.rank
+    if r < 2 * rem:
+        if r % 2:
+            send_to(comm, acc, r - 1, g)
+        else:
+            recv_from(comm, acc, r + 1, g)

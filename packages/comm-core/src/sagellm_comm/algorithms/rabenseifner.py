@@ -20,15 +20,19 @@ from typing import Any
 import torch
 
 from sagellm_comm.algorithms.base import Algorithm
-from sagellm_comm.algorithms.p2p import combine_, exchange, finish_reduce_, recv_from, reduce_op_for, send_to, world_of
+from sagellm_comm.algorithms.p2p import (
+    combine_,
+    exchange,
+    finish_reduce_,
+    fold_in,
+    fold_out,
+    folded_rank,
+    reduce_op_for,
+    world_of,
+)
 from sagellm_comm.group import CommGroup
 
 __all__ = ["ALGORITHM"]
-
-
-def _real_rank(newrank: int, rem: int) -> int:
-    """The group rank of position ``newrank`` among the 2^m ranks that take part."""
-    return newrank * 2 + 1 if newrank < rem else newrank + rem
 
 
 def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGroup | None = None) -> torch.Tensor:
@@ -38,20 +42,8 @@ def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGrou
     if n == 1 or tensor.numel() == 0:
         return tensor
     acc = (tensor if tensor.is_contiguous() else tensor.contiguous()).view(-1)
-    pof2 = 1 << (n.bit_length() - 1)
-    rem = n - pof2
     scratch = torch.empty_like(acc)
-    # pre-step: fold the first 2*rem ranks pairwise so that 2^m ranks remain
-    if r < 2 * rem:
-        if r % 2 == 0:
-            send_to(comm, acc, r + 1, g)
-            newrank = -1
-        else:
-            recv_from(comm, scratch, r - 1, g)
-            combine_(acc, scratch, rop)
-            newrank = r // 2
-    else:
-        newrank = r - rem
+    newrank, pof2, rem = fold_in(comm, g, acc, scratch, rop)
     if newrank >= 0:
         chunks = list(torch.tensor_split(acc, pof2))
         lo, hi = 0, pof2  # the chunk range [lo, hi) this rank is responsible for
@@ -60,7 +52,7 @@ def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGrou
         half = pof2 // 2
         while half >= 1:
             partner_new = newrank ^ half
-            partner = _real_rank(partner_new, rem)
+            partner = folded_rank(partner_new, rem)
             mid = lo + (hi - lo) // 2
             keep, give = ((lo, mid), (mid, hi)) if newrank < partner_new else ((mid, hi), (lo, mid))
             send = acc[_start(chunks, give[0]):_start(chunks, give[1])]
@@ -76,12 +68,7 @@ def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGrou
             send = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
             recv = acc[_start(chunks, give[0]):_start(chunks, give[1])]
             exchange(comm, g, send, partner, recv, partner, send_first=r < partner)
-    # post-step: hand the result back to the ranks that sat out
-    if r < 2 * rem:
-        if r % 2:
-            send_to(comm, acc, r - 1, g)
-        else:
-            recv_from(comm, acc, r + 1, g)
+    fold_out(comm, g, acc, rem)
     finish_reduce_(acc, rop, n)
     if acc.data_ptr() != tensor.data_ptr() or not tensor.is_contiguous():
         tensor.copy_(acc.view(tensor.shape))

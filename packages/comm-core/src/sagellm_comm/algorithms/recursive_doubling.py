@@ -13,7 +13,16 @@ from typing import Any
 import torch
 
 from sagellm_comm.algorithms.base import Algorithm
-from sagellm_comm.algorithms.p2p import combine_, exchange, finish_reduce_, recv_from, reduce_op_for, send_to, world_of
+from sagellm_comm.algorithms.p2p import (
+    combine_,
+    exchange,
+    finish_reduce_,
+    fold_in,
+    fold_out,
+    folded_rank,
+    reduce_op_for,
+    world_of,
+)
 from sagellm_comm.group import CommGroup
 
 __all__ = ["ALGORITHM"]
@@ -27,33 +36,15 @@ def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGrou
         return tensor
     acc = tensor if tensor.is_contiguous() else tensor.contiguous()
     tmp = torch.empty_like(acc)
-    pof2 = 1 << (n.bit_length() - 1)
-    rem = n - pof2
-    # pre-step: fold the first 2*rem ranks pairwise so 2^m ranks remain
-    if r < 2 * rem:
-        if r % 2 == 0:
-            send_to(comm, acc, r + 1, g)
-            newrank = -1
-        else:
-            recv_from(comm, tmp, r - 1, g)
-            combine_(acc, tmp, rop)
-            newrank = r // 2
-    else:
-        newrank = r - rem
+    newrank, pof2, rem = fold_in(comm, g, acc, tmp, rop)
     if newrank >= 0:
         mask = 1
         while mask < pof2:
-            partner_new = newrank ^ mask
-            partner = partner_new * 2 + 1 if partner_new < rem else partner_new + rem
+            partner = folded_rank(newrank ^ mask, rem)
             exchange(comm, g, acc, partner, tmp, partner, send_first=r < partner)
             combine_(acc, tmp, rop)
             mask <<= 1
-    # post-step: hand the result back to the ranks that sat out
-    if r < 2 * rem:
-        if r % 2:
-            send_to(comm, acc, r - 1, g)
-        else:
-            recv_from(comm, acc, r + 1, g)
+    fold_out(comm, g, acc, rem)
     finish_reduce_(acc, rop, n)
     if acc is not tensor:
         tensor.copy_(acc)
