@@ -169,9 +169,7 @@ class MultiStreamPipeline:
     def _resolve(self, chunk: _Chunk, n: int) -> None:
         """Make the chunk's pending communication usable by what follows (CPU: wait; device: stream wait)."""
         event = chunk.pending()
-        if event is None:
-            if chunk.next < len(self.stages):
-                self._issue(chunk, n)
+        if event is None:  # already usable
             return
         try:
             chunk.value = event.result(self.timeout_s)

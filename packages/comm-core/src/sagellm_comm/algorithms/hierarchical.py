@@ -33,7 +33,7 @@ from sagellm_protocol import ReduceOp
 
 from sagellm_comm.algorithms import ring, tree
 from sagellm_comm.algorithms.base import Algorithm
-from sagellm_comm.algorithms.p2p import finish_reduce_, reduce_op_for, world_of
+from sagellm_comm.algorithms.p2p import copy_back, finish_reduce_, flat_view, reduce_op_for, world_of
 from sagellm_comm.errors import BackendNotSupportedError
 from sagellm_comm.group import CommGroup
 
@@ -112,15 +112,13 @@ def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGrou
         return tensor
     layout = node_layout(comm)
     stage_op = ReduceOp.SUM if rop is ReduceOp.AVG else rop  # AVG: sums through the stages, one division at the end
-    flat = (tensor if tensor.is_contiguous() else tensor.contiguous()).view(-1)
+    flat = flat_view(tensor)
     if layout.uniform:
         _two_level(comm, layout, flat, stage_op)
     else:
         _leaders(comm, layout, flat, stage_op)
     finish_reduce_(flat, rop, g.world_size)
-    if flat.data_ptr() != tensor.data_ptr() or not tensor.is_contiguous():
-        tensor.copy_(flat.view(tensor.shape))
-    return tensor
+    return copy_back(tensor, flat)
 
 
 def _cross_all_reduce(comm: Any, layout: NodeLayout, data: torch.Tensor, rop: ReduceOp, *,

@@ -13,8 +13,21 @@ from sagellm_comm.errors import InvalidArgumentError
 from sagellm_comm.group import CommGroup
 from sagellm_comm.ops import normalize_reduce_op
 
-__all__ = ["combine_", "exchange", "finish_reduce_", "fold_in", "fold_out", "folded_rank", "recv_from",
-           "reduce_op_for", "send_to", "world_of"]
+__all__ = [
+    "combine_",
+    "copy_back",
+    "exchange",
+    "finish_reduce_",
+    "flat_view",
+    "fold_in",
+    "fold_out",
+    "folded_all_reduce",
+    "folded_rank",
+    "recv_from",
+    "reduce_op_for",
+    "send_to",
+    "world_of",
+]
 
 _COMBINE: dict[ReduceOp, Callable[..., torch.Tensor]] = {
     ReduceOp.SUM: torch.add,
@@ -53,6 +66,18 @@ def finish_reduce_(tensor: torch.Tensor, op: ReduceOp, world_size: int) -> torch
     """AVG was summed: divide once by the number of ranks."""
     if op is ReduceOp.AVG and world_size > 1:
         tensor.div_(world_size)
+    return tensor
+
+
+def flat_view(tensor: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of ``tensor`` to work in place on (a contiguous copy if it has to be one)."""
+    return tensor.view(-1) if tensor.is_contiguous() else tensor.contiguous().view(-1)
+
+
+def copy_back(tensor: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Put the result worked out in ``flat`` (from :func:`flat_view`) into ``tensor`` if it was a copy."""
+    if flat.data_ptr() != tensor.data_ptr() or not tensor.is_contiguous():
+        tensor.copy_(flat.view(tensor.shape))
     return tensor
 
 
@@ -120,3 +145,22 @@ def fold_out(comm: Any, g: CommGroup, acc: torch.Tensor, rem: int) -> None:
             send_to(comm, acc, r - 1, g)
         else:
             recv_from(comm, acc, r + 1, g)
+
+
+def folded_all_reduce(comm: Any, tensor: torch.Tensor, op: Any, group: CommGroup | None,
+                      body: Callable[..., None]) -> torch.Tensor:
+    """An all_reduce whose core needs a power-of-two number of ranks: the checks, the flat work buffer, MPICH's fold
+    around ``body(comm, g, acc, scratch, op, position, pof2, rem)`` (run by the ranks that go on; peers are
+    ``folded_rank(position ^ bit, rem)``), AVG's division and the copy back into ``tensor``."""
+    g = world_of(comm, group)
+    rop = reduce_op_for(op, tensor)
+    if g.world_size == 1 or tensor.numel() == 0:
+        return tensor
+    acc = flat_view(tensor)
+    scratch = torch.empty_like(acc)
+    position, pof2, rem = fold_in(comm, g, acc, scratch, rop)
+    if position >= 0:
+        body(comm, g, acc, scratch, rop, position, pof2, rem)
+    fold_out(comm, g, acc, rem)
+    finish_reduce_(acc, rop, g.world_size)
+    return copy_back(tensor, acc)

@@ -18,61 +18,44 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from sagellm_protocol import ReduceOp
 
 from sagellm_comm.algorithms.base import Algorithm
-from sagellm_comm.algorithms.p2p import (
-    combine_,
-    exchange,
-    finish_reduce_,
-    fold_in,
-    fold_out,
-    folded_rank,
-    reduce_op_for,
-    world_of,
-)
+from sagellm_comm.algorithms.p2p import combine_, exchange, folded_all_reduce, folded_rank
 from sagellm_comm.group import CommGroup
 
 __all__ = ["ALGORITHM"]
 
 
+def _halving_doubling(comm: Any, g: CommGroup, acc: torch.Tensor, scratch: torch.Tensor, rop: ReduceOp,
+                      position: int, pof2: int, rem: int) -> None:
+    chunks = list(torch.tensor_split(acc, pof2))
+    lo, hi = 0, pof2  # the chunk range [lo, hi) this rank is responsible for
+    # reduce-scatter by recursive halving: distance pof2/2, pof2/4, ..., 1
+    steps = []
+    half = pof2 // 2
+    while half >= 1:
+        partner_new = position ^ half
+        partner = folded_rank(partner_new, rem)
+        mid = lo + (hi - lo) // 2
+        keep, give = ((lo, mid), (mid, hi)) if position < partner_new else ((mid, hi), (lo, mid))
+        send = acc[_start(chunks, give[0]):_start(chunks, give[1])]
+        kept = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
+        tmp = scratch[: kept.numel()]
+        exchange(comm, g, send, partner, tmp, partner, send_first=g.rank < partner)
+        combine_(kept, tmp, rop)
+        steps.append((partner, keep, give))
+        lo, hi = keep
+        half //= 2
+    # all-gather by recursive doubling: the same partners in reverse; send what is final, receive the rest
+    for partner, keep, give in reversed(steps):
+        send = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
+        recv = acc[_start(chunks, give[0]):_start(chunks, give[1])]
+        exchange(comm, g, send, partner, recv, partner, send_first=g.rank < partner)
+
+
 def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGroup | None = None) -> torch.Tensor:
-    g = world_of(comm, group)
-    rop = reduce_op_for(op, tensor)
-    n, r = g.world_size, g.rank
-    if n == 1 or tensor.numel() == 0:
-        return tensor
-    acc = (tensor if tensor.is_contiguous() else tensor.contiguous()).view(-1)
-    scratch = torch.empty_like(acc)
-    newrank, pof2, rem = fold_in(comm, g, acc, scratch, rop)
-    if newrank >= 0:
-        chunks = list(torch.tensor_split(acc, pof2))
-        lo, hi = 0, pof2  # the chunk range [lo, hi) this rank is responsible for
-        # reduce-scatter by recursive halving: distance pof2/2, pof2/4, ..., 1
-        steps = []
-        half = pof2 // 2
-        while half >= 1:
-            partner_new = newrank ^ half
-            partner = folded_rank(partner_new, rem)
-            mid = lo + (hi - lo) // 2
-            keep, give = ((lo, mid), (mid, hi)) if newrank < partner_new else ((mid, hi), (lo, mid))
-            send = acc[_start(chunks, give[0]):_start(chunks, give[1])]
-            kept = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
-            tmp = scratch[: kept.numel()]
-            exchange(comm, g, send, partner, tmp, partner, send_first=r < partner)
-            combine_(kept, tmp, rop)
-            steps.append((partner, keep, give))
-            lo, hi = keep
-            half //= 2
-        # all-gather by recursive doubling: the same partners in reverse; send what is final, receive the rest
-        for partner, keep, give in reversed(steps):
-            send = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
-            recv = acc[_start(chunks, give[0]):_start(chunks, give[1])]
-            exchange(comm, g, send, partner, recv, partner, send_first=r < partner)
-    fold_out(comm, g, acc, rem)
-    finish_reduce_(acc, rop, n)
-    if acc.data_ptr() != tensor.data_ptr() or not tensor.is_contiguous():
-        tensor.copy_(acc.view(tensor.shape))
-    return tensor
+    return folded_all_reduce(comm, tensor, op, group, _halving_doubling)
 
 
 def _start(chunks: list[torch.Tensor], index: int) -> int:

@@ -11,44 +11,27 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from sagellm_protocol import ReduceOp
 
 from sagellm_comm.algorithms.base import Algorithm
-from sagellm_comm.algorithms.p2p import (
-    combine_,
-    exchange,
-    finish_reduce_,
-    fold_in,
-    fold_out,
-    folded_rank,
-    reduce_op_for,
-    world_of,
-)
+from sagellm_comm.algorithms.p2p import combine_, exchange, folded_all_reduce, folded_rank
 from sagellm_comm.group import CommGroup
 
 __all__ = ["ALGORITHM"]
 
 
+def _doubling(comm: Any, g: CommGroup, acc: torch.Tensor, tmp: torch.Tensor, rop: ReduceOp, position: int,
+              pof2: int, rem: int) -> None:
+    mask = 1
+    while mask < pof2:
+        partner = folded_rank(position ^ mask, rem)
+        exchange(comm, g, acc, partner, tmp, partner, send_first=g.rank < partner)
+        combine_(acc, tmp, rop)
+        mask <<= 1
+
+
 def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGroup | None = None) -> torch.Tensor:
-    g = world_of(comm, group)
-    rop = reduce_op_for(op, tensor)
-    n, r = g.world_size, g.rank
-    if n == 1 or tensor.numel() == 0:
-        return tensor
-    acc = tensor if tensor.is_contiguous() else tensor.contiguous()
-    tmp = torch.empty_like(acc)
-    newrank, pof2, rem = fold_in(comm, g, acc, tmp, rop)
-    if newrank >= 0:
-        mask = 1
-        while mask < pof2:
-            partner = folded_rank(newrank ^ mask, rem)
-            exchange(comm, g, acc, partner, tmp, partner, send_first=r < partner)
-            combine_(acc, tmp, rop)
-            mask <<= 1
-    fold_out(comm, g, acc, rem)
-    finish_reduce_(acc, rop, n)
-    if acc is not tensor:
-        tensor.copy_(acc)
-    return tensor
+    return folded_all_reduce(comm, tensor, op, group, _doubling)
 
 
 ALGORITHM = Algorithm(

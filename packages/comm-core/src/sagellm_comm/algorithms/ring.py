@@ -14,20 +14,18 @@ import torch
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm.algorithms.base import Algorithm
-from sagellm_comm.algorithms.p2p import combine_, exchange, finish_reduce_, reduce_op_for, world_of
+from sagellm_comm.algorithms.p2p import (
+    combine_,
+    copy_back,
+    exchange,
+    finish_reduce_,
+    flat_view,
+    reduce_op_for,
+    world_of,
+)
 from sagellm_comm.group import CommGroup
 
 __all__ = ["ALGORITHM"]
-
-
-def _flat(tensor: torch.Tensor) -> torch.Tensor:
-    """A 1-D view of ``tensor`` (a contiguous copy if it has to be one)."""
-    return tensor.view(-1) if tensor.is_contiguous() else tensor.contiguous().view(-1)
-
-
-def _copy_back(tensor: torch.Tensor, flat: torch.Tensor) -> None:
-    if flat.data_ptr() != tensor.data_ptr() or not tensor.is_contiguous():
-        tensor.copy_(flat.view(tensor.shape))
 
 
 def reduce_scatter_phase(comm: Any, g: CommGroup, chunks: list[torch.Tensor], op: ReduceOp) -> None:
@@ -55,22 +53,22 @@ def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGrou
     rop = reduce_op_for(op, tensor)
     if g.world_size == 1 or tensor.numel() == 0:
         return tensor
-    flat = _flat(tensor)
+    flat = flat_view(tensor)
     chunks = list(torch.tensor_split(flat, g.world_size))
     reduce_scatter_phase(comm, g, chunks, rop)
     all_gather_phase(comm, g, chunks)
     finish_reduce_(flat, rop, g.world_size)
-    _copy_back(tensor, flat)
+    copy_back(tensor, flat)
     return tensor
 
 
 def all_gather(comm: Any, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup | None = None) -> torch.Tensor:
     g = world_of(comm, group)
-    flat = _flat(output)
+    flat = flat_view(output)
     chunks = list(torch.tensor_split(flat, g.world_size))
     chunks[g.rank].copy_(tensor.reshape(-1))
     all_gather_phase(comm, g, chunks)
-    _copy_back(output, flat)
+    copy_back(output, flat)
     return output
 
 

@@ -39,9 +39,9 @@ from sagellm_comm.benchmark.overlap_rank import (
     rank_overlap_info,
     rank_overlap_measure,
 )
-from sagellm_comm.benchmark.rank import current_comm, rank_attach, rank_setup, rank_teardown
+from sagellm_comm.benchmark.rank import rank_setup
 from sagellm_comm.benchmark.report import SweepProgress
-from sagellm_comm.benchmark.sweep import PoolSession, in_torchrun
+from sagellm_comm.benchmark.sweep import LocalSession, PoolSession, _int_in, _reduce_tensor, in_torchrun
 from sagellm_comm.errors import InvalidArgumentError
 
 __all__ = [
@@ -176,37 +176,29 @@ class _Pool(PoolSession):
         return _merge([r["samples"] for r in results]), max(r["reps"] for r in results)
 
 
-class _Local:
-    """This process is one rank (torchrun, a backend the caller initialized, or a world of one)."""
+class _Local(LocalSession):
+    """This process is one rank (torchrun, a backend the caller initialized, or a world of one): the collective
+    benchmark's session, with the compute calibrated on entry and the overlap samples max-reduced."""
 
     def __init__(self, backend: Any) -> None:
-        self.backend = backend
+        super().__init__(backend)
 
     def __enter__(self) -> _Local:
-        from sagellm_comm.backend import CommBackend
-
-        base = rank_attach(self.backend) if isinstance(self.backend, CommBackend) else rank_setup(self.backend)
-        self.info = {**base, **rank_overlap_info()}
-        self.rank = base["rank"]
+        super().__enter__()
+        self.info = {**self.info, **rank_overlap_info()}
+        self.rank = self.info["rank"]
         return self
 
-    def measure(self, spec: OverlapSpec) -> tuple[dict[str, list[float]], int]:
-        from sagellm_comm.benchmark.sweep import _reduce_tensor
-
+    def measure(self, spec: OverlapSpec) -> tuple[dict[str, list[float]], int]:  # type: ignore[override]
         local = rank_overlap_measure(spec)
-        samples = local["samples"]
-        comm = current_comm()
-        reps = local["reps"]
-        if comm.get_world_size() > 1:
+        samples, reps = local["samples"], local["reps"]
+        if self.comm.get_world_size() > 1:
             flat = [v for k in SAMPLE_KEYS for v in samples[k]] + [float(reps)]
-            merged = _reduce_tensor(comm, flat, "max")
+            merged = _reduce_tensor(self.comm, flat, "max")
             n = spec.iters
             samples = {k: merged[i * n:(i + 1) * n] for i, k in enumerate(SAMPLE_KEYS)}
             reps = round(merged[-1])
         return samples, reps
-
-    def __exit__(self, *exc: object) -> None:
-        rank_teardown()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -236,12 +228,6 @@ class OverlapResult:
     paths: list[Path] = field(default_factory=list)
     rank: int = 0
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def _int_in(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidArgumentError(f"{name} must be an int in {lo}..{hi}, got {value!r}")
-    return value
 
 
 def _listed(name: str, value: Any) -> tuple[Any, ...]:
