@@ -1,6 +1,9 @@
 """``uv run python -m benchmark.hierarchical [--rate 1gbit] [--iters 5]``: all_reduce across two simulated hosts (the
-netns lab, 2 ranks on each, the veth shaped with tbf), every algorithm on gloo side by side with raw
-torch.distributed Gloo over all 4 ranks (flat), float32, 4 KiB to 64 MiB.
+netns lab, 2 ranks on each, the veth shaped with tbf), float32, 4 KiB to 64 MiB, side by side in one run:
+
+- every algorithm on gloo, and raw torch.distributed Gloo over all 4 ranks (flat);
+- ``get_comm_backend("auto")`` -- the hier composite (shm inside a host, gloo between) deciding per call, with its
+  choice and reason -- and hier pinned to each of its paths (SAGELLM_COMM_HIER_ALGO=hierarchical / flat).
 
 Needs root. Writes a markdown table and the records (JSON) to ``--output-dir`` (default .benchmarks/hierarchical).
 """
@@ -14,12 +17,21 @@ ALGOS = ["native", "ring", "rabenseifner", "recursive_doubling", "hierarchical"]
 SIZES = ["4K", "64K", "1M", "16M", "64M"]
 
 
-def bench_rank(algos: list[str], sizes: list[str], warmup: int, iters: int) -> list[dict[str, Any]]:
-    """One lab rank (torchrun environment set by the lab): the collective benchmark with --compare torch."""
+HIER = {"auto": "auto (hier)", "hierarchical": "hier pinned hierarchical", "flat": "hier pinned flat"}
+
+
+def bench_rank(algos: list[str], sizes: list[str], warmup: int, iters: int, backend: str = "gloo",
+               hier_algo: str | None = None) -> list[dict[str, Any]]:
+    """One lab rank (torchrun environment set by the lab): the collective benchmark; on gloo with --compare torch,
+    on ``auto`` (hier here) with its per-call path pinned by ``hier_algo`` (None: it decides)."""
+    import os
+
     from sagellm_comm.benchmark import BenchConfig, run_benchmark
 
-    cfg = BenchConfig(ops=("all_reduce",), backends=("gloo",), algos=tuple(algos), sizes=tuple(sizes),
-                      warmup=warmup, iters=iters, check=True, compare="torch", output_dir=None)
+    os.environ["SAGELLM_COMM_HIER_ALGO"] = hier_algo or "auto"
+    cfg = BenchConfig(ops=("all_reduce",), backends=(backend,), algos=tuple(algos), sizes=tuple(sizes),
+                      warmup=warmup, iters=iters, check=True, compare="torch" if backend == "gloo" else "none",
+                      output_dir=None)
     return [r.to_row() for r in run_benchmark(cfg, progress=False).records]
 
 
@@ -78,22 +90,34 @@ def _network(links: dict[str, float]) -> Any:
                    gamma_s_per_byte=links["gamma"])
 
 
-def _table(rows: list[dict[str, Any]], algos: list[str]) -> str:
+def _table(rows: list[dict[str, Any]], hier_rows: dict[str, list[dict[str, Any]]], algos: list[str]) -> str:
+    """One line per size: each gloo algorithm, hier pinned to each path, auto's time, choice and reason, flat raw
+    gloo; auto against the best single algorithm of the same run."""
     by_size: dict[int, dict[str, dict[str, Any]]] = {}
     for r in rows:
         by_size.setdefault(r["bytes"], {})[r["algo_id"]] = r
-    head = ("| size | " + " | ".join(f"{a} (ms)" for a in algos)
-            + " | flat raw gloo (ms) | best measured | hierarchical vs flat raw |")
-    lines = [head, "|" + "---:|" * (len(algos) + 4)]
+    for label, hrows in hier_rows.items():
+        for r in hrows:
+            by_size.setdefault(r["bytes"], {})[label] = r
+    pinned = [HIER[k] for k in ("hierarchical", "flat") if HIER[k] in hier_rows]
+    cols = [f"gloo {a}" if a != "hierarchical" else "gloo hierarchical (one backend)" for a in algos] + pinned
+    head = ("| size | " + " | ".join(f"{c} (ms)" for c in cols) + " | flat raw gloo (ms) | auto (ms) | auto's choice "
+            "| auto vs best single | hier pinned hierarchical vs flat raw | reason |")
+    lines = [head, "|" + "---:|" * (len(cols) + 6) + "---|"]
     for size, cells in sorted(by_size.items()):
         raw = min(c["raw_latency_ms"] for c in cells.values() if c.get("raw_latency_ms"))
-        times = {a: cells[a]["latency_ms"] for a in algos if a in cells}
-        best = min(times, key=times.get)
+        times = {c: cells[k]["latency_ms"] for c, k in zip(cols, list(algos) + pinned, strict=True) if k in cells}
         wrong = sum(c.get("wrong") or 0 for c in cells.values())
-        hier = times.get("hierarchical")
-        ratio = f"{raw / hier:.2f}x" if hier else "-"
-        lines.append(f"| {size / 2**10:g} KiB | " + " | ".join(f"{times[a]:.2f}" if a in times else "-" for a in algos)
-                     + f" | {raw:.2f} | {best} | {ratio} |" + (f" #wrong {wrong}" if wrong else ""))
+        auto = cells.get(HIER["auto"])
+        best = min(times.values())
+        two = times.get(HIER["hierarchical"])
+        cells_text = " | ".join(f"{times[c]:.2f}" if c in times else "-" for c in cols)
+        auto_text = (f"{auto['latency_ms']:.2f} | {auto['algo_id']} | {auto['latency_ms'] / best:.2f}x" if auto
+                     else "- | - | -")
+        two_text = f"{raw / two:.2f}x" if two else "-"
+        reason = auto["selection_reason"] if auto else ""
+        lines.append(f"| {size / 2**10:g} KiB | {cells_text} | {raw:.2f} | {auto_text} | {two_text} | {reason} |"
+                     + (f" #wrong {wrong}" if wrong else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -146,13 +170,18 @@ def main(argv: list[str] | None = None) -> int:
                               master_port=29650)[0]
         rows = lab.run_ranks(me.bench_rank, [0, 0, 1, 1], args.algos, args.sizes, args.warmup, args.iters,
                              timeout=3600, env={"OMP_NUM_THREADS": "1"})[0]
+        hier_rows = {label: lab.run_ranks(me.bench_rank, [0, 0, 1, 1], ["native"], args.sizes, args.warmup,
+                                          args.iters, "auto", None if mode == "auto" else mode, timeout=3600,
+                                          env={"OMP_NUM_THREADS": "1"})[0]
+                     for mode, label in HIER.items()}
     text = (f"## all_reduce float32, 2 simulated hosts x 2 ranks (netns lab), veth tbf {args.rate} "
             f"(burst {args.burst}), gloo; {args.warmup} warmup + {args.iters} timed iterations, median of the "
-            "per-iteration max over ranks; every result checked\n\n" + _table(rows, args.algos)
+            "per-iteration max over ranks; every result checked\n\n" + _table(rows, hier_rows, args.algos)
             + "\n### The cost model (sagellm_comm.algorithms.cost) against these measurements\n\n"
             + _model_table(rows, args.algos, links))
     print(text)
-    write_report(args.output_dir, "hierarchical", text, {"rate": args.rate, "links": links, "rows": rows})
+    write_report(args.output_dir, "hierarchical", text, {"rate": args.rate, "links": links, "rows": rows,
+                                                                "hier_rows": hier_rows})
     return 0
 
 

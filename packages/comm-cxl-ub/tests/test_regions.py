@@ -162,13 +162,16 @@ def test_engine_refuses_architectures_it_cannot_order(monkeypatch):
     assert not ok and "aarch64" in why
 
 
-def test_shm_is_unavailable_when_ranks_span_hosts(monkeypatch):
+def test_auto_passes_over_shm_when_ranks_span_hosts(monkeypatch):
+    """shm stays available (the hierarchical composite uses it inside each host) but auto does not pick it for a
+    job whose launcher says it spans several hosts."""
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    ok, why = probes.shm_available()
+    ok, why = probes.one_host_job()
     assert not ok and "several hosts" in why
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert probes.shm_available()[0]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert probes.one_host_job()[0]
 
 
 def test_cxl_and_ub_say_why_they_are_unavailable(monkeypatch, tmp_path):

@@ -86,6 +86,8 @@ class CommBackend(ABC):
         self._failures_at_init = 0  # work.failures() when init ran: destroy() collects garbage after a failure
         self._debug = False  # SAGELLM_COMM_DEBUG=detail, read at init
         self.recorder = FlightRecorder(self.name)
+        self._owns_channel = True  # False when a composite attached it to a channel of its own
+        self.selected_because = ""  # set when ``get_comm_backend("auto")`` chose it: why
 
     # ------------------------------------------------------------------------------------------------------
     # construction and lifecycle
@@ -165,24 +167,44 @@ class CommBackend(ABC):
             raise
         except Exception as exc:
             raise self._translate_error("init_process_group", exc) from exc
-        rdzv = replace(rdzv, store=channel)
-        self._channel = channel
+        self._attach(replace(rdzv, store=channel), options, owns_channel=True)
+        assert self._world is not None
+        return self._world
+
+    def attach(self, rendezvous: Rendezvous, **options: Any) -> CommGroup:
+        """Join a world whose side channel the caller opened (``rendezvous.store``, a ``SideChannel``): how a
+        composite backend initializes its transports on scopes of its own channel, each with its own ranks
+        (e.g. the ranks of one node). ``destroy()`` leaves the channel to the caller."""
+        if self._world is not None:
+            raise GroupInvalidError(f"{self.name} backend is already initialized; call destroy() first")
+        if not isinstance(rendezvous, Rendezvous) or rendezvous.store is None:
+            raise InvalidArgumentError("attach() needs a Rendezvous whose store is an open SideChannel")
+        self._debug = debug_detail()
+        self._failures_at_init = failures()
+        self._attach(rendezvous, options, owns_channel=False)
+        assert self._world is not None
+        return self._world
+
+    def _attach(self, rdzv: Rendezvous, options: dict[str, Any], *, owns_channel: bool) -> None:
+        self._channel = rdzv.store
         try:
             handle = self._init(rdzv, {**self.options, **options})
         except BaseException as exc:
             self._channel = None
-            release_side_channel(rdzv)
+            if owns_channel:
+                release_side_channel(rdzv)
             if isinstance(exc, CommError) or not isinstance(exc, Exception):
                 raise
             raise self._translate_error("init_process_group", exc) from exc
+        self._owns_channel = owns_channel
         self.rendezvous = rdzv
         self.recorder.reset()
         self.recorder.rank, self.recorder.world_size = rdzv.rank, rdzv.world_size
         self._global_rank = rdzv.rank
         self._world = CommGroup(self, range(rdzv.world_size), "world", handle, rdzv.timeout_s)
         self._groups = {"world": self._world}
-        _ACTIVE[self.name] = self
-        return self._world
+        if owns_channel:
+            _ACTIVE[self.name] = self
 
     def init(
         self,
@@ -216,7 +238,7 @@ class CommBackend(ABC):
             # collection costs ~0.1 s in a torch process, so only after a failure)
             if failures() != self._failures_at_init:
                 gc.collect()
-            if self.rendezvous is not None:
+            if self.rendezvous is not None and self._owns_channel:
                 release_side_channel(self.rendezvous)
             if _ACTIVE.get(self.name) is self:
                 del _ACTIVE[self.name]

@@ -35,9 +35,12 @@ __all__ = [
     "register_comm_backend",
     "reload_plugins",
     "resolve_object",
+    "select_backend",
+    "select_backend_name",
 ]
 
 AUTO_NAMES = frozenset({"auto", ""})
+SCOPES = frozenset({"cluster", "host", "composite"})
 DEFAULT_DEVICE = "cpu"
 
 
@@ -71,6 +74,12 @@ class BackendSpec:
     description: str = ""
     plugin: str = "in-process"
     install_hint: str = ""
+    # where its groups may live: "cluster" (ranks on any hosts), "host" (ranks of one host only, e.g. shared
+    # memory), "composite" (built from other backends; never a transport of another composite)
+    scope: str = "cluster"
+    # ``auto`` picks it only when this returns (True, reason) (a callable or "module:function", cheap, importing no
+    # engine): e.g. "the ranks are on one host" from the launcher's environment. An explicit name ignores it.
+    auto_when: Callable[[], tuple[bool, str]] | str | None = None
 
     def load(self) -> Callable[..., CommBackend]:
         """The factory, importing it if it was given as a path; a failed import becomes
@@ -97,14 +106,23 @@ class BackendSpec:
         return None
 
     def check(self) -> tuple[bool, str]:
-        if self.available is None:
-            return True, "ok"
-        try:
-            probe = resolve_object(self.available) if isinstance(self.available, str) else self.available
-            ok, reason = probe()
-        except Exception as exc:  # an availability probe must never break listing
-            return False, f"availability check raised {type(exc).__name__}: {exc}"
-        return bool(ok), reason or ("ok" if ok else "unavailable")
+        """Whether it can run here, and why not."""
+        return _probe(self.available, "availability check")
+
+    def auto_check(self) -> tuple[bool, str]:
+        """Whether ``auto`` should pick it for this job (its ``auto_when``), and why (not)."""
+        return _probe(self.auto_when, "auto_when check")
+
+
+def _probe(probe: Callable[[], tuple[bool, str]] | str | None, what: str) -> tuple[bool, str]:
+    if probe is None:
+        return True, "ok"
+    try:
+        fn = resolve_object(probe) if isinstance(probe, str) else probe
+        ok, reason = fn()
+    except Exception as exc:  # a probe must never break listing or selection
+        return False, f"{what} raised {type(exc).__name__}: {exc}"
+    return bool(ok), reason or ("ok" if ok else "unavailable")
 
 
 @dataclass(frozen=True)
@@ -136,6 +154,8 @@ class BackendRegistry:
             spec = BackendSpec(name=spec, factory=factory, **fields)
         if not spec.name or spec.name in AUTO_NAMES or spec.name != spec.name.strip().lower():
             raise InvalidArgumentError(f"backend name {spec.name!r} must be a non-empty lower-case name, not 'auto'")
+        if spec.scope not in SCOPES:
+            raise InvalidArgumentError(f"backend {spec.name!r}: scope {spec.scope!r} is not one of {sorted(SCOPES)}")
         if not isinstance(spec.factory, str) and not callable(spec.factory):
             raise InvalidArgumentError(f"backend {spec.name!r}: factory must be callable or a 'module:Class' path")
         if spec.plugin == "in-process" and self._plugin != "in-process":
@@ -289,6 +309,12 @@ def is_comm_backend_available(name: str) -> bool:
 
 def select_backend_name(device: Any = None) -> str:
     """The name ``auto`` resolves to for ``device`` (a device string, ``torch.device`` or tensor; default CPU)."""
+    return select_backend(device)[0]
+
+
+def select_backend(device: Any = None) -> tuple[str, str]:
+    """(name, reason): the available backend with the highest priority for ``device`` whose ``auto_when`` holds,
+    and a sentence saying why it won over the ones above it."""
     dev_type = _device_type(device)
     reg = backend_registry()
     candidates = [s for s in reg.specs() if dev_type in s.devices]
@@ -297,7 +323,13 @@ def select_backend_name(device: Any = None) -> str:
     for spec in ranked:
         ok, reason = spec.check()
         if ok:
-            return spec.name
+            ok, reason = spec.auto_check()
+            if ok:
+                passed = f" (passed over: {'; '.join(reasons)})" if reasons else ""
+                why = "" if reason == "ok" else f": {reason}"
+                return spec.name, f"{spec.name}: the highest-priority backend for {dev_type} tensors{why}{passed}"
+            reasons.append(f"{spec.name}: not for this job, {reason}")
+            continue
         reasons.append(f"{spec.name}: {reason}")
     known = ", ".join(f"{s.name} ({'/'.join(sorted(s.devices))})" for s in reg.specs()) or "none"
     if reasons:
@@ -313,8 +345,9 @@ def get_comm_backend(name: str | None = None, *, device: Any = None, **options: 
     if name is not None and not isinstance(name, str):
         raise InvalidArgumentError(f"backend name must be a string, got {type(name).__name__}")
     key = (name or "auto").strip().lower()
+    because = ""
     if key in AUTO_NAMES:
-        key = select_backend_name(device)
+        key, because = select_backend(device)
     reg, man = _ensure_loaded()
     spec = reg.get(key)
     if spec is None:
@@ -326,7 +359,10 @@ def get_comm_backend(name: str | None = None, *, device: Any = None, **options: 
     ok, reason = spec.check()
     if not ok:
         raise BackendNotSupportedError(f"comm backend {key!r} is installed but unavailable here: {reason}")
-    return spec.load()(**options)
+    backend = spec.load()(**options)
+    if because:
+        backend.selected_because = because  # ``auto``: why this backend (sagellm-comm info, logs)
+    return backend
 
 
 def current_backend(name: str | None = None) -> CommBackend | None:

@@ -17,7 +17,8 @@ def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
     cpu = frozenset({"cpu"})
     registry.register(BackendSpec(
         name="shm", factory="sagellm_comm_cxl_ub.kinds:ShmBackend", devices=cpu, priority=20,
-        available="sagellm_comm_cxl_ub.probes:shm_available", install_hint=HINT,
+        available="sagellm_comm_cxl_ub.probes:shm_available", install_hint=HINT, scope="host",
+        auto_when="sagellm_comm_cxl_ub.probes:one_host_job",
         description="shared-memory collectives between the ranks of one host (POSIX shm, futex wake-ups)",
     ))
     registry.register(BackendSpec(

@@ -16,8 +16,16 @@ from sagellm_comm_cxl_ub.config import MemoryConfig
 from sagellm_comm_cxl_ub.layout import Layout
 from sagellm_comm_cxl_ub.regions import DeviceRegionProvider, DirectoryRegionProvider, RegionProvider
 
-__all__ = ["cxl_available", "cxl_provider", "ordering_supported", "shm_available", "shm_provider", "ub_available",
-           "ub_provider"]
+__all__ = [
+    "cxl_available",
+    "cxl_provider",
+    "one_host_job",
+    "ordering_supported",
+    "shm_available",
+    "shm_provider",
+    "ub_available",
+    "ub_provider",
+]
 
 UB_SYSFS = ("/sys/class/ubcore", "/sys/bus/ub/devices")
 
@@ -98,18 +106,17 @@ def _check(provider_fn, cfg: MemoryConfig) -> tuple[bool, str]:  # type: ignore[
     return ok, (f"{why}; {_memory_note(cfg)}" if ok else why)
 
 
-def _local_world() -> str | None:
+def one_host_job() -> tuple[bool, str]:
+    """``auto_when`` of shm: not when the launcher says the ranks span several hosts (shm still serves groups of
+    one host's ranks, e.g. inside the hierarchical composite)."""
     ws, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
     if ws and local and ws != local:
-        return (f"ranks span several hosts (WORLD_SIZE={ws}, LOCAL_WORLD_SIZE={local}); shm joins ranks of one "
-                "host only")
-    return None
+        return False, (f"ranks span several hosts (WORLD_SIZE={ws}, LOCAL_WORLD_SIZE={local}); shm joins ranks of one "
+                       "host only")
+    return True, "ok"
 
 
 def shm_available() -> tuple[bool, str]:
-    multi = _local_world()
-    if multi:
-        return False, multi
     return _check(shm_provider, MemoryConfig.from_options())
 
 

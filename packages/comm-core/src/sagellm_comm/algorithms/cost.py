@@ -11,6 +11,13 @@ Each link class has a latency ``alpha`` (seconds per message) and an inverse ban
 - hierarchical: the sum of its stages, reduce-scatter in the node (ring, L ranks) + all_reduce of n/L across the
   N nodes per local rank (ring; the L streams share the node's link, so it carries n/L x L) + all-gather in the node.
 
+The other collectives (``n`` = the bytes each rank contributes, ``m = p n`` the gathered total), flat = what the
+backend's own collective is modelled as, on the bottleneck link:
+
+- all_gather / reduce_scatter: ring, (p-1) a + ((p-1)/p) m b (+ ((p-1)/p) m g); hierarchical: across the nodes
+  ((N-1) a + ((N-1)/N) N n b L, the L streams sharing the link) then inside the node ((L-1) a + ((L-1)/L) m b);
+- broadcast: binomial tree, ceil(lg p) (a + n b); hierarchical: ceil(lg N) (a + n b) across + ceil(lg L) inside.
+
 A flat algorithm over ranks on several nodes is as slow as its slowest link, the inter-node one. ``native`` (the
 backend's own collective) is modelled as a ring. :func:`choose` returns the cheapest with a sentence saying why;
 its inputs are plain numbers, so ranks that pass the same ones choose the same algorithm.
@@ -21,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Link", "Network", "choose", "predict", "predictions"]
+__all__ = ["Link", "Network", "choose", "predict", "predict_op", "predictions"]
 
 MODELLED = ("native", "ring", "recursive_doubling", "rabenseifner", "hierarchical")
 
@@ -91,13 +98,50 @@ def predict(algo: str, nbytes: int, net: Network) -> float:
     raise ValueError(f"no cost model for algorithm {algo!r}; modelled: {', '.join(MODELLED)}")
 
 
+def _lg(p: int) -> int:
+    return 0 if p <= 1 else math.ceil(math.log2(p))
+
+
+def predict_op(op: str, algo: str, nbytes: int, net: Network) -> float:
+    """Predicted seconds of ``op`` (all_reduce, all_gather, reduce_scatter, broadcast) with ``algo`` ("native"/"flat"
+    or "hierarchical"); ``nbytes``: the tensor of all_reduce and broadcast, each rank's block of all_gather and
+    reduce_scatter."""
+    if op == "all_reduce":
+        return predict("native" if algo == "flat" else algo, nbytes, net)
+    p, n, g, L, N = net.world_size, float(nbytes), net.gamma_s_per_byte, net.ranks_per_node, net.nodes
+    if p <= 1:
+        return 0.0
+    flat, hier = algo in ("flat", "native", "ring"), algo == "hierarchical"
+    if not (flat or hier):
+        raise ValueError(f"no cost model for {op} with {algo!r}; modelled: flat, hierarchical")
+    shared = Link(net.inter.alpha_s, net.inter.beta_s_per_byte * L)
+    if op in ("all_gather", "reduce_scatter"):
+        red = op == "reduce_scatter"
+        m = p * n
+        if flat:
+            link = net.bottleneck
+            return (p - 1) * link.alpha_s + ((p - 1) / p) * m * (link.beta_s_per_byte + (g if red else 0.0))
+        across = 0.0 if N == 1 else (N - 1) * shared.alpha_s + ((N - 1) / N) * N * n * (
+            shared.beta_s_per_byte + (g if red else 0.0))
+        inside = 0.0 if L == 1 else (L - 1) * net.intra.alpha_s + ((L - 1) / L) * m * (
+            net.intra.beta_s_per_byte + (g if red else 0.0))
+        return across + inside
+    if op == "broadcast":
+        if flat:
+            link = net.bottleneck
+            return _lg(p) * (link.alpha_s + n * link.beta_s_per_byte)
+        return (_lg(N) * (net.inter.alpha_s + n * net.inter.beta_s_per_byte)
+                + _lg(L) * (net.intra.alpha_s + n * net.intra.beta_s_per_byte))
+    raise ValueError(f"no cost model for op {op!r}; modelled: all_reduce, all_gather, reduce_scatter, broadcast")
+
+
 def predictions(nbytes: int, net: Network, algos: tuple[str, ...] = MODELLED) -> dict[str, float]:
     return {a: predict(a, nbytes, net) for a in algos}
 
 
-def choose(nbytes: int, net: Network, algos: tuple[str, ...] = MODELLED) -> tuple[str, str]:
+def choose(nbytes: int, net: Network, algos: tuple[str, ...] = MODELLED, op: str = "all_reduce") -> tuple[str, str]:
     """(algorithm, reason): the cheapest predicted; ties go to the earlier name in ``algos``."""
-    times = predictions(nbytes, net, algos)
+    times = {a: predict_op(op, a, nbytes, net) for a in algos}
     best = min(algos, key=lambda a: (times[a], algos.index(a)))
     runner = min((a for a in algos if a != best), key=lambda a: (times[a], algos.index(a)), default=None)
     ratio = net.inter.beta_s_per_byte / net.intra.beta_s_per_byte if net.intra.beta_s_per_byte else math.inf

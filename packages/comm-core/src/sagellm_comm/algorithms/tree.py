@@ -20,7 +20,7 @@ from sagellm_comm.group import CommGroup
 __all__ = ["ALGORITHM"]
 
 
-def _check_root(root: int, g: CommGroup, what: str) -> None:
+def check_root(root: int, g: CommGroup, what: str) -> None:
     if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < g.world_size:
         raise RankMismatchError(f"{what}={root!r} is out of range for a group of {g.world_size} (valid 0.."
                                 f"{g.world_size - 1})")
@@ -28,7 +28,7 @@ def _check_root(root: int, g: CommGroup, what: str) -> None:
 
 def broadcast(comm: Any, tensor: torch.Tensor, root: int = 0, group: CommGroup | None = None) -> torch.Tensor:
     g = world_of(comm, group)
-    _check_root(root, g, "broadcast src_rank")
+    check_root(root, g, "broadcast src_rank")
     n = g.world_size
     v = (g.rank - root) % n
     buf = tensor if tensor.is_contiguous() else tensor.contiguous()
@@ -51,7 +51,7 @@ def broadcast(comm: Any, tensor: torch.Tensor, root: int = 0, group: CommGroup |
 def reduce(comm: Any, tensor: torch.Tensor, root: int = 0, op: Any = "sum",
            group: CommGroup | None = None) -> torch.Tensor:
     g = world_of(comm, group)
-    _check_root(root, g, "reduce dst_rank")
+    check_root(root, g, "reduce dst_rank")
     rop = reduce_op_for(op, tensor)
     n = g.world_size
     v = (g.rank - root) % n

@@ -124,8 +124,8 @@ def rank_attach(comm: Any, raw_backend: str | None = None) -> dict[str, Any]:
 
 
 def rank_measure(spec: UnitSpec) -> dict[str, Any]:
-    """Check (if asked) and time one unit on this rank: ``{"ours": [s...], "raw": [s...] | None, "wrong": n}``,
-    seconds per call, one value per iteration."""
+    """Check (if asked) and time one unit on this rank: ``{"ours": [s...], "raw": [s...] | None, "wrong": n,
+    "decided": ...}``, seconds per call, one value per iteration."""
     if _STATE is None:
         raise InvalidArgumentError("rank_measure called before rank_setup on this rank")
     comm = _STATE.comm
@@ -140,7 +140,14 @@ def rank_measure(spec: UnitSpec) -> dict[str, Any]:
         engines["raw"], barriers["raw"] = work.raw, work.raw_barrier
     times = interleaved(engines, blocks=spec.iters, calls=spec.calls, warmup=spec.warmup, barriers=barriers,
                         sync=synchronizer(comm.device))
-    return {"ours": times["ours"], "raw": times.get("raw"), "wrong": wrong}
+    return {"ours": times["ours"], "raw": times.get("raw"), "wrong": wrong, "decided": decided(comm)}
+
+
+def decided(comm: Any) -> list[str] | None:
+    """A backend that decides per call how to run it (the hier composite): its last decision (algo, rule, reason),
+    the same on every rank."""
+    d = getattr(comm, "last_decision", None)
+    return None if d is None else [d.algo, d.rule_id, d.reason]
 
 
 def rank_teardown() -> None:

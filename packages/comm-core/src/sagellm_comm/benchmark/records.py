@@ -141,6 +141,7 @@ def merge_rank_results(per_rank: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ours": max_across_ranks([r["ours"] for r in per_rank]),
         "raw": max_across_ranks(raws) if all(x is not None for x in raws) else None,
         "wrong": sum(wrongs) if all(w is not None for w in wrongs) else None,
+        "decided": per_rank[0].get("decided"),
     }
 
 
@@ -161,6 +162,9 @@ def summarize(merged: dict[str, Any], *, op: str, algo: str, run: RunInfo, nbyte
         bus_bandwidth_gbps=algbw * bus_factor(op, run.world_size),
     )
     raw = merged.get("raw")
+    if merged.get("decided"):  # the backend chose per call (hier): what ran, its rule and reason
+        picked, rule, reason = merged["decided"]
+        algo, selection_rule_id, selection_reason = f"{algo}/{picked}", f"{run.backend}:{rule}", reason
     return BenchRecord(
         metrics=metrics, op_type=op, algo_id=algo, run=run, count=count, requested_bytes=requested_bytes,
         p99_latency_ms=p99(ours) * 1e3, warmup_iters=warmup, benchmark_iters=len(ours), calls_per_iter=calls,

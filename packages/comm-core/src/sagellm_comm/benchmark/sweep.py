@@ -291,7 +291,8 @@ class LocalSession:
         wrong = None
         if local["wrong"] is not None:
             wrong = round(_reduce_tensor(self.comm, [float(local["wrong"])], "sum")[0])
-        return {"ours": merged[: len(ours)], "raw": merged[len(ours):] if raw is not None else None, "wrong": wrong}
+        return {"ours": merged[: len(ours)], "raw": merged[len(ours):] if raw is not None else None, "wrong": wrong,
+                "decided": local.get("decided")}
 
     def __exit__(self, *exc: object) -> None:
         rank_teardown()

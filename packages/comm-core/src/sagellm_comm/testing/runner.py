@@ -23,17 +23,19 @@ def local_device_count(device_type: str) -> int:
 
 
 class PoolCache:
-    """One live ``RankPool`` per world size for a whole test session; a pool torn down by a failure is replaced."""
+    """One live ``RankPool`` per world size for a whole test session; a pool torn down by a failure is replaced.
+    ``env``: extra environment for the ranks (e.g. a composite backend's simulated node layout)."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self._pools: dict[int, RankPool] = {}
+        self._env = env
 
     def get(self, world_size: int) -> RankPool:
         pool = self._pools.get(world_size)
         if pool is None or pool.broken:
             if pool is not None:
                 pool.close()
-            pool = RankPool(world_size)
+            pool = RankPool(world_size, env=self._env)
             self._pools[world_size] = pool
         return pool
 

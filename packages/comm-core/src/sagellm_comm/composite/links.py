@@ -1,0 +1,110 @@
+"""The link parameters the composite's cost model runs on: measured once at init, identical on every rank.
+
+World rank 0 ping-pongs with a rank of its own node over the intra transport (alpha from 4 B, beta from 1 MiB) and
+with the first rank of the next node over the inter transport (4 MiB: a shaped link's burst does not hide its rate),
+times a local reduction (gamma), and publishes the numbers through the side channel; every rank reads the same
+ones, so every rank makes the same choices (a rank choosing otherwise would deadlock its peers).
+
+``links=`` (a backend option) or ``SAGELLM_COMM_HIER_LINKS`` (JSON) replaces the measurement:
+``{"intra": [alpha_s, beta_s_per_byte], "inter": [alpha_s, beta_s_per_byte], "gamma": s_per_byte}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from sagellm_comm.algorithms.cost import Link
+from sagellm_comm.errors import InvalidArgumentError
+
+__all__ = ["LINKS_ENV", "LinkParams", "measure_links", "parse_links"]
+
+LINKS_ENV = "SAGELLM_COMM_HIER_LINKS"
+REPS = 3
+
+
+class LinkParams:
+    def __init__(self, intra: Link, inter: Link, gamma: float, source: str) -> None:
+        self.intra, self.inter, self.gamma, self.source = intra, inter, gamma, source
+
+    def to_json(self) -> str:
+        return json.dumps({"intra": [self.intra.alpha_s, self.intra.beta_s_per_byte],
+                           "inter": [self.inter.alpha_s, self.inter.beta_s_per_byte], "gamma": self.gamma,
+                           "source": self.source})
+
+    def describe(self) -> str:
+        def bw(link: Link) -> str:
+            return f"{1e-9 / link.beta_s_per_byte:.2f} GB/s" if link.beta_s_per_byte else "unbounded"
+
+        return (f"intra alpha {self.intra.alpha_s * 1e6:.0f} us, {bw(self.intra)}; inter alpha "
+                f"{self.inter.alpha_s * 1e6:.0f} us, {bw(self.inter)} ({self.source})")
+
+
+def parse_links(raw: Any, source: str) -> LinkParams:
+    """``raw``: a dict or its JSON text; InvalidArgumentError names what is wrong."""
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        intra, inter = (Link(float(data[k][0]), float(data[k][1])) for k in ("intra", "inter"))
+        gamma = float(data.get("gamma", 0.0))
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise InvalidArgumentError(
+            f"{source}: link parameters must be {{\"intra\": [alpha_s, beta_s_per_byte], \"inter\": [alpha_s, "
+            f"beta_s_per_byte], \"gamma\": s_per_byte}}, got {raw!r} ({type(exc).__name__}: {exc})") from None
+    return LinkParams(intra, inter, gamma, str(data.get("source", source)))
+
+
+def configured_links(options: dict[str, Any]) -> LinkParams | None:
+    if options.get("links") is not None:
+        return parse_links(options["links"], "links= option")
+    raw = os.environ.get(LINKS_ENV)
+    return parse_links(raw, LINKS_ENV) if raw else None
+
+
+def _ping_pong(comm: Any, me: int, peer: int, nbytes: int, leader: bool) -> float:
+    """Half the median round trip of ``nbytes`` between world ranks ``me`` and ``peer`` of ``comm``."""
+    t = torch.zeros(max(1, nbytes // 4))
+    times = []
+    for _ in range(REPS + 1):
+        t0 = time.perf_counter()
+        if leader:
+            comm.send(t, peer)
+            comm.recv(t, peer)
+        else:
+            comm.recv(t, peer)
+            comm.send(t, peer)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:]) / 2
+
+
+def _link(comm: Any, me: int, peer: int, leader: bool, big: int) -> Link:
+    alpha = _ping_pong(comm, me, peer, 4, leader)
+    full = _ping_pong(comm, me, peer, big, leader)
+    return Link(alpha, max(full - alpha, 0.0) / big)
+
+
+def measure_links(channel: Any, world_rank: int, world_size: int, nodes: tuple[tuple[int, ...], ...],
+                  intra: Any, inter: Any, local_rank: int) -> LinkParams:
+    """Collective over the world: see the module docstring. ``intra``/``inter``: the initialized transports."""
+    node0 = nodes[0]
+    text = None
+    if world_rank == 0:
+        intra_link = (_link(intra, 0, 1, True, 1 << 20) if len(node0) > 1 else Link(0.0, 0.0))
+        inter_link = _link(inter, 0, nodes[1][0], True, 4 << 20) if len(nodes) > 1 else intra_link
+        a, b = torch.rand(1 << 18), torch.rand(1 << 18)
+        reps = []
+        for _ in range(REPS):
+            t0 = time.perf_counter()
+            torch.add(a, b, out=a)
+            reps.append(time.perf_counter() - t0)
+        text = LinkParams(intra_link, inter_link, statistics.median(reps) / (1 << 20), "measured at init").to_json()
+    elif world_rank in node0 and local_rank == 1:
+        _link(intra, local_rank, 0, False, 1 << 20)
+    elif len(nodes) > 1 and world_rank == nodes[1][0]:
+        _link(inter, world_rank, 0, False, 4 << 20)
+    raw = channel.broadcast("links", text, 0, world_rank, what="publish the measured link parameters")
+    return parse_links(raw.decode(), "measured at init")
