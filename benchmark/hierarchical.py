@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     netns = netns_or_none("benchmark.hierarchical")
     if netns is None:
         return 2
+    import tempfile
+
+    # hier measures its links at init; a cache of its own per run, so a previous run at another --rate is not reused
+    links_cache = tempfile.mkdtemp(prefix="sagellm-hier-links-")
     with netns.NetnsLab(2, rate=args.rate, burst=args.burst) as lab:
         links = lab.run_ranks(me.link_rank, [0, 0, 1, 1], timeout=600, env={"OMP_NUM_THREADS": "1"},
                               master_port=29650)[0]
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                              timeout=3600, env={"OMP_NUM_THREADS": "1"})[0]
         hier_rows = {label: lab.run_ranks(me.bench_rank, [0, 0, 1, 1], ["native"], args.sizes, args.warmup,
                                           args.iters, "auto", None if mode == "auto" else mode, timeout=3600,
-                                          env={"OMP_NUM_THREADS": "1"})[0]
+                                          env={"OMP_NUM_THREADS": "1", "SAGELLM_COMM_TOPOLOGY_CACHE": links_cache})[0]
                      for mode, label in HIER.items()}
     text = (f"## all_reduce float32, 2 simulated hosts x 2 ranks (netns lab), veth tbf {args.rate} "
             f"(burst {args.burst}), gloo; {args.warmup} warmup + {args.iters} timed iterations, median of the "

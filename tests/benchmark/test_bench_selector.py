@@ -169,3 +169,27 @@ def test_bad_json_says_where(tmp_path: Path) -> None:
     path.write_text((POLICY_WITH_LINES % ("8K", "ring")).replace('"ring"}', '"ring",}'))
     with pytest.raises(InvalidArgumentError, match=r"not valid JSON: .* at line 6, column"):
         load_selector_config(path)
+
+
+def test_nodes_in_rules_and_the_cost_model_step() -> None:
+    """A rule may name node counts (it matches only when the count is known); with ranks on several nodes and no
+    rule or plugin answering, the cost model picks, with its reason and the links' source; the same inputs give the
+    same choice (what keeps ranks from deadlocking)."""
+    from sagellm_comm.algorithms.cost import Link, Network
+
+    cfg = SelectorConfig.from_dict({"rules": [
+        {"id": "two-nodes", "op": "all_reduce", "min_bytes": "1M", "nodes": [2], "algo": "hierarchical"}]})
+    assert select("all_reduce", 4 << 20, 4, "gloo", "auto", cfg, nodes=2).rule_id == "two-nodes"
+    assert select("all_reduce", 4 << 20, 4, "gloo", "auto", cfg, nodes=1).rule_id == "default"
+    assert select("all_reduce", 4 << 20, 4, "gloo", "auto", cfg).rule_id == "default"  # node count unknown
+    net = Network(2, 2, Link(10e-6, 0.2e-9), Link(100e-6, 8e-9), 2e-10, source="test links")
+    picks = [select("all_reduce", n, 4, "gloo", "auto", None, nodes=2, network=net, use_plugins=False)
+             for n in (4 << 10, 64 << 20)]
+    assert [p.rule_id for p in picks] == ["cost-model", "cost-model"]
+    assert picks[1].algo == "hierarchical" and "predicted" in picks[1].reason and "test links" in picks[1].reason
+    assert picks == [select("all_reduce", n, 4, "gloo", "auto", None, nodes=2, network=net, use_plugins=False)
+                     for n in (4 << 10, 64 << 20)]
+    one_node = Network(1, 4, Link(10e-6, 0.2e-9), Link(10e-6, 0.2e-9))
+    assert select("all_reduce", 1 << 20, 4, "shm", "auto", None, nodes=1, network=one_node).rule_id == "default"
+    with pytest.raises(InvalidArgumentError, match=r"'nodes' must be a non-empty list of ints >= 1"):
+        SelectorConfig.from_dict({"rules": [{"id": "x", "op": "all_reduce", "nodes": [0], "algo": "ring"}]})

@@ -58,3 +58,33 @@ def test_bad_inputs() -> None:
         predict("tree", 1, FLAT)
     with pytest.raises(ValueError, match=">= 0"):
         Link(-1.0, 0.0)
+
+
+def test_other_ops_two_level_against_flat() -> None:
+    """all_gather/reduce_scatter/broadcast: the two-level forms pay the slow link once per block."""
+    from sagellm_comm.algorithms.cost import predict_op
+
+    net = Network(nodes=2, ranks_per_node=2, intra=Link(10e-6, 0.2e-9), inter=Link(100e-6, 8e-9), gamma_s_per_byte=G)
+    n = 4 << 20
+    for op in ("all_gather", "reduce_scatter", "broadcast"):
+        assert predict_op(op, "hierarchical", n, net) < predict_op(op, "flat", n, net), op
+    assert predict_op("all_gather", "flat", n, net) == pytest.approx(3 * 100e-6 + 0.75 * 4 * n * 8e-9)
+    assert predict_op("broadcast", "flat", n, net) == pytest.approx(2 * (100e-6 + n * 8e-9))
+    assert choose(n, net, ("flat", "hierarchical"), op="all_gather")[0] == "hierarchical"
+    with pytest.raises(ValueError, match="no cost model for op"):
+        predict_op("gather", "flat", n, net)
+
+
+def test_job_network_reads_only_the_launchers_environment() -> None:
+    from sagellm_comm.algorithms.cost import DEFAULT_LINKS, job_network
+
+    assert job_network(4, {}) == (None, None)
+    assert job_network(4, {"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "2"}) == (None, None)  # another world
+    nodes, net = job_network(4, {"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"})
+    assert nodes == 2 and net.ranks_per_node == 2 and net.inter.alpha_s == DEFAULT_LINKS["inter"][0]
+    assert "defaults" in net.source
+    nodes, net = job_network(6, {"WORLD_SIZE": "6", "LOCAL_WORLD_SIZE": "2",
+                                 "SAGELLM_COMM_HIER_LINKS": '{"intra": [1e-5, 1e-10], "inter": [1e-4, 1e-8]}'})
+    assert nodes == 3 and net.inter.beta_s_per_byte == 1e-8 and net.source == "SAGELLM_COMM_HIER_LINKS"
+    with pytest.raises(ValueError, match="link parameters must be"):
+        job_network(4, {"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "SAGELLM_COMM_HIER_LINKS": "[1, 2]"})

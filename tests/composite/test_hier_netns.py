@@ -22,10 +22,10 @@ LINKS = '{"intra": [2e-5, 2e-10], "inter": [1e-4, 8e-9], "gamma": 3e-10}'
     ([0, 0, 1, 1], {"SAGELLM_COMM_HIER_LINKS": LINKS}),
     ([0, 0, 1, 1, 2, 2], {}),  # links measured at init: whatever they are, every rank must decide the same
 ], ids=["2x2-pinned-links", "3x2-measured-links"])
-def test_auto_is_hier_across_hosts(placement: list[int], env: dict[str, str]) -> None:
+def test_auto_is_hier_across_hosts(placement: list[int], env: dict[str, str], tmp_path) -> None:
     with netns.NetnsLab(max(placement) + 1) as lab:
         results = lab.run_ranks(hier_tasks.auto_across_hosts, placement, 1001, timeout=300,
-                                env={"OMP_NUM_THREADS": "1", **env})
+                                env={"OMP_NUM_THREADS": "1", "SAGELLM_COMM_TOPOLOGY_CACHE": str(tmp_path), **env})
     nodes = [[r for r, h in enumerate(placement) if h == host] for host in range(max(placement) + 1)]
     for rank, r in enumerate(results):
         assert r["name"] == "hier", (rank, r)

@@ -1,7 +1,7 @@
 """Entry point of the topology plugin (group ``sagellm_comm.plugins``, name ``topology``).
 
 Implements the core's topology hooks: local facts for ``Topology.discover()``, the multi-rank gather, the protocol
-descriptor, the CLI's tree, picture and profiler.
+descriptor, the CLI's tree, picture and profiler; and the hier composite's link parameters from the profile cache.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 from sagellm_comm.plugins import hookimpl
 
 __all__ = [
+    "sagellm_comm_link_parameters",
     "sagellm_comm_topology_descriptor",
     "sagellm_comm_topology_facts",
     "sagellm_comm_topology_gather",
@@ -79,3 +80,10 @@ def sagellm_comm_topology_profile(topology: Any, backend: str | None, world_size
             topology.facts[key] = cluster.to_dict()
     topology.num_nodes = cluster.num_nodes
     return cluster.profile or {}
+
+
+@hookimpl
+def sagellm_comm_link_parameters(backend: Any, transports: tuple[str, str], measure: Any) -> dict[str, Any]:
+    from sagellm_comm_topology.link_cache import cached_or_measured
+
+    return cached_or_measured(backend, tuple(transports), measure)

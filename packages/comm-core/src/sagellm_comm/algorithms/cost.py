@@ -25,10 +25,18 @@ its inputs are plain numbers, so ranks that pass the same ones choose the same a
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Link", "Network", "choose", "predict", "predict_op", "predictions"]
+__all__ = ["DEFAULT_LINKS", "LINKS_ENV", "Link", "Network", "choose", "job_network", "links_from", "predict",
+           "predict_op", "predictions"]
+
+LINKS_ENV = "SAGELLM_COMM_HIER_LINKS"
+# where nothing was measured: shared memory inside a node, 10 GbE between nodes, a reduction at 10 GB/s
+DEFAULT_LINKS = {"intra": [10e-6, 1 / 5e9], "inter": [50e-6, 1 / 1.25e9], "gamma": 1 / 10e9}
 
 MODELLED = ("native", "ring", "recursive_doubling", "rabenseifner", "hierarchical")
 
@@ -52,6 +60,7 @@ class Network:
     intra: Link
     inter: Link
     gamma_s_per_byte: float = 0.0
+    source: str = "given"  # where the link parameters came from (reasons quote it)
 
     @property
     def world_size(self) -> int:
@@ -148,3 +157,33 @@ def choose(nbytes: int, net: Network, algos: tuple[str, ...] = MODELLED, op: str
     shape = f"{net.nodes} node(s) x {net.ranks_per_node} rank(s), inter-node beta {ratio:.1f}x intra"
     versus = f" vs {runner} {times[runner] * 1e3:.2f} ms" if runner is not None else ""
     return best, f"{best}: {shape}; predicted {times[best] * 1e3:.2f} ms{versus}"
+
+
+def links_from(raw: Any, source: str) -> tuple[Link, Link, float]:
+    """(intra, inter, gamma) from ``{"intra": [alpha_s, beta_s_per_byte], "inter": [...], "gamma": s_per_byte}`` or
+    its JSON text; ValueError names what is wrong."""
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        intra, inter = (Link(float(data[k][0]), float(data[k][1])) for k in ("intra", "inter"))
+        return intra, inter, float(data.get("gamma", 0.0))
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ValueError(f"{source}: link parameters must be {{\"intra\": [alpha_s, beta_s_per_byte], \"inter\": "
+                         f"[alpha_s, beta_s_per_byte], \"gamma\": s_per_byte}}, got {raw!r} "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def job_network(world_size: int, env: Any = None) -> tuple[int | None, Network | None]:
+    """(nodes, network) of a job from the launcher's environment: LOCAL_WORLD_SIZE ranks per node (torchrun's
+    placement) when WORLD_SIZE is this world; link parameters from ``SAGELLM_COMM_HIER_LINKS``, else
+    ``DEFAULT_LINKS``. Only the environment is read, which the launcher gives every rank alike, so every rank gets
+    the same network. (None, None) when the environment does not say."""
+    env = os.environ if env is None else env
+    ws, local = env.get("WORLD_SIZE"), env.get("LOCAL_WORLD_SIZE")
+    if not (ws and local and ws.isdigit() and local.isdigit() and int(ws) == world_size and int(local) >= 1):
+        return None, None
+    per_node = int(local)
+    nodes = math.ceil(world_size / per_node)
+    raw = env.get(LINKS_ENV)
+    intra, inter, gamma = links_from(raw if raw else DEFAULT_LINKS, LINKS_ENV if raw else "defaults")
+    source = LINKS_ENV if raw else f"defaults (10 GbE between nodes; set {LINKS_ENV} to measured ones)"
+    return nodes, Network(nodes, per_node, intra, inter, gamma, source=source)

@@ -5,7 +5,9 @@ Order for ``algo="auto"``:
 1. the first rule of the selector config (``--selector-config FILE``) that matches the call;
 2. the first plugin whose ``sagellm_comm_select_algorithm(op, nbytes, world_size, backend)`` hook returns an
    algorithm id (an unknown id, or one without that op, is skipped with a warning and the reason is recorded);
-3. ``native``, the backend's own collective.
+3. ranks on several nodes (``network`` given, N > 1) and an op the cost model covers: the algorithm it predicts
+   fastest (:mod:`sagellm_comm.algorithms.cost`), rule ``cost-model``;
+4. ``native``, the backend's own collective.
 
 Every decision comes back as a :class:`Selection` with the rule id and a sentence saying why, which the
 benchmark records as ``selection_rule_id`` and ``selection_reason``.
@@ -18,15 +20,16 @@ Selector config (JSON)::
       "rules": [                                     # tried in order, the first match wins
         {"id": "ar-small", "op": "all_reduce", "max_bytes": "2K", "algo": "recursive_doubling"},
         {"id": "ar-large", "op": ["all_reduce"], "min_bytes": "1M", "world_sizes": [2, 4],
-         "backend": "gloo", "algo": "ring", "description": "optional note"}
+         "backend": "gloo", "nodes": [2, 4], "algo": "ring", "description": "optional note"}
       ]
     }
 
 ``id`` (unique), ``op`` (a name or a list) and ``algo`` are required; ``min_bytes``/``max_bytes`` are inclusive
-(bytes, or sizes such as ``"4K"``; omitted = unbounded); ``world_sizes`` and ``backend`` (a name or a list)
-omitted = any. The algorithm must implement every op of its rule. Unknown keys are errors. Two rules with the same
-scope (an op in common, the same world sizes and backends) must not have overlapping size ranges: which one wins
-would depend on their order, so that is refused, naming both. A broader rule after narrower ones (a catch-all) is
+(bytes, or sizes such as ``"4K"``; omitted = unbounded); ``world_sizes``, ``nodes`` (how many nodes the ranks are
+on) and ``backend`` (a name or a list) omitted = any; a rule with ``nodes`` matches only when the node count is
+known. The algorithm must implement every op of its rule. Unknown keys are errors. Two rules with the same scope
+(an op in common, the same world sizes, node counts and backends) must not have overlapping size ranges: which one
+wins would depend on their order, so that is refused, naming both. A broader rule after narrower ones (a catch-all) is
 fine. Errors name the rule by index, id and line in the file.
 """
 
@@ -45,7 +48,9 @@ __all__ = ["DEFAULT_ALGORITHM", "Selection", "SelectorConfig", "SelectorRule", "
 
 DEFAULT_ALGORITHM = "native"
 HOOK = "sagellm_comm_select_algorithm"
-_RULE_KEYS = frozenset({"id", "op", "algo", "min_bytes", "max_bytes", "world_sizes", "backend", "description"})
+_RULE_KEYS = frozenset({"id", "op", "algo", "min_bytes", "max_bytes", "world_sizes", "nodes", "backend",
+                        "description"})
+COST_MODELLED = ("native", "ring", "rabenseifner", "recursive_doubling", "hierarchical")
 _TOP_KEYS = frozenset({"version", "description", "rules"})
 
 
@@ -66,11 +71,13 @@ class SelectorRule:
     world_sizes: tuple[int, ...] | None = None
     backends: tuple[str, ...] | None = None
     description: str = ""
+    nodes: tuple[int, ...] | None = None
 
-    def matches(self, op: str, nbytes: int, world_size: int, backend: str) -> bool:
+    def matches(self, op: str, nbytes: int, world_size: int, backend: str, nodes: int | None = None) -> bool:
         return (op in self.ops and nbytes >= self.min_bytes
                 and (self.max_bytes is None or nbytes <= self.max_bytes)
                 and (self.world_sizes is None or world_size in self.world_sizes)
+                and (self.nodes is None or nodes in self.nodes)
                 and (self.backends is None or backend in self.backends))
 
     def describe(self) -> str:
@@ -80,6 +87,8 @@ class SelectorRule:
             parts.append(f"{self.min_bytes}..{hi} B")
         if self.world_sizes is not None:
             parts.append(f"world sizes {list(self.world_sizes)}")
+        if self.nodes is not None:
+            parts.append(f"nodes {list(self.nodes)}")
         if self.backends is not None:
             parts.append(f"backend {'/'.join(self.backends)}")
         return ", ".join(parts)
@@ -91,8 +100,9 @@ class SelectorConfig:
     source: str = "<memory>"
     description: str = ""
 
-    def match(self, op: str, nbytes: int, world_size: int, backend: str) -> SelectorRule | None:
-        return next((rule for rule in self.rules if rule.matches(op, nbytes, world_size, backend)), None)
+    def match(self, op: str, nbytes: int, world_size: int, backend: str, nodes: int | None = None
+              ) -> SelectorRule | None:
+        return next((rule for rule in self.rules if rule.matches(op, nbytes, world_size, backend, nodes)), None)
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "<memory>", lines: list[int] | None = None) -> SelectorConfig:
@@ -124,14 +134,16 @@ class SelectorConfig:
                     common = "/".join(op for op in earlier.ops if op in later.ops)
                     raise InvalidArgumentError(
                         f"{where}: {at(i)} (id {later.id!r}) overlaps {at(j)} (id {earlier.id!r}): both cover {common} "
-                        f"at {_overlap(earlier, later)} for the same world sizes and backends, so their order would "
+                        f"at {_overlap(earlier, later)} for the same world sizes, nodes and backends, so their order "
+                        "would "
                         "decide; make the size ranges disjoint")
         return cls(rules=parsed, source=source, description=str(doc.get("description", "")))
 
 
 def _ambiguous(a: SelectorRule, b: SelectorRule) -> bool:
     """Same scope (an op in common, equal world sizes and backends) and overlapping size ranges."""
-    if not set(a.ops) & set(b.ops) or a.world_sizes != b.world_sizes or a.backends != b.backends:
+    if (not set(a.ops) & set(b.ops) or a.world_sizes != b.world_sizes or a.backends != b.backends
+            or a.nodes != b.nodes):
         return False
     a_hi = float("inf") if a.max_bytes is None else a.max_bytes
     b_hi = float("inf") if b.max_bytes is None else b.max_bytes
@@ -214,16 +226,20 @@ def _parse_rule(raw: Any, where: str) -> SelectorRule:
     hi = None if raw.get("max_bytes") is None else _bytes(raw["max_bytes"], where, "max_bytes")
     if hi is not None and hi < lo:
         raise InvalidArgumentError(f"{where}: max_bytes {hi} is below min_bytes {lo}")
-    world_sizes = raw.get("world_sizes")
-    if world_sizes is not None:
-        if not isinstance(world_sizes, list) or not world_sizes or not all(
-                isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in world_sizes):
-            raise InvalidArgumentError(f"{where}: 'world_sizes' must be a non-empty list of ints >= 1, got "
-                                       f"{world_sizes!r}")
-        world_sizes = tuple(world_sizes)
+    world_sizes, nodes = (_counts(raw.get(key), where, key) for key in ("world_sizes", "nodes"))
     backends = None if raw.get("backend") is None else _names(raw["backend"], where, "backend")
     return SelectorRule(id=rule_id.strip(), ops=ops, algo=algo.name, min_bytes=lo, max_bytes=hi,
-                        world_sizes=world_sizes, backends=backends, description=str(raw.get("description", "")))
+                        world_sizes=world_sizes, backends=backends, description=str(raw.get("description", "")),
+                        nodes=nodes)
+
+
+def _counts(value: Any, where: str, what: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in value):
+        raise InvalidArgumentError(f"{where}: '{what}' must be a non-empty list of ints >= 1, got {value!r}")
+    return tuple(value)
 
 
 def load_selector_config(path: str | Path) -> SelectorConfig:
@@ -267,8 +283,11 @@ def _from_plugins(op: str, nbytes: int, world_size: int, backend: str) -> tuple[
 
 
 def select(op: str, nbytes: int, world_size: int, backend: str, algo: str = AUTO,
-           config: SelectorConfig | None = None, *, use_plugins: bool = True) -> Selection:
-    """The algorithm for one call, with the rule that chose it and why."""
+           config: SelectorConfig | None = None, *, use_plugins: bool = True, nodes: int | None = None,
+           network: Any = None) -> Selection:
+    """The algorithm for one call, with the rule that chose it and why. ``nodes``: how many nodes the ranks are on
+    (policy rules may name it); ``network``: a :class:`~sagellm_comm.algorithms.cost.Network` for the cost-model
+    step (its inputs must be the same on every rank, or ranks choose differently and deadlock)."""
     op = resolve_op(op)
     name = str(algo).strip().lower()
     if name != AUTO:
@@ -276,7 +295,7 @@ def select(op: str, nbytes: int, world_size: int, backend: str, algo: str = AUTO
         chosen.fn(op)  # an algorithm without this op is an error, never a silent fallback
         return Selection(chosen.name, "explicit", f"algorithm {chosen.name} requested explicitly")
     if config is not None:
-        rule = config.match(op, nbytes, world_size, backend)
+        rule = config.match(op, nbytes, world_size, backend, nodes)
         if rule is not None:
             why = rule.description or rule.describe()
             return Selection(rule.algo, rule.id, f"selector config {config.source}: rule {rule.id!r} ({why})")
@@ -285,6 +304,11 @@ def select(op: str, nbytes: int, world_size: int, backend: str, algo: str = AUTO
         found, notes = _from_plugins(op, nbytes, world_size, backend)
         if found is not None:
             return found
+    if network is not None and network.nodes > 1 and op == "all_reduce":
+        from sagellm_comm.algorithms.cost import choose
+
+        best, why = choose(nbytes, network, COST_MODELLED)
+        return Selection(best, "cost-model", f"{why} (links: {network.source})")
     skipped = f"; {'; '.join(notes)}" if notes else ""
     rules = "no selector rule matched" if config is not None else "no selector config"
     reason = f"{rules} and no plugin chose: the backend's own collective{skipped}"

@@ -21,6 +21,7 @@ from sagellm_protocol import ReduceOp
 
 from sagellm_comm.algorithms import AUTO, Selection, SelectorConfig, get_algorithm, load_selector_config, resolve_op
 from sagellm_comm.algorithms import select as select_algorithm
+from sagellm_comm.algorithms.cost import job_network
 from sagellm_comm.benchmark.dtypes import dtype_name, itemsize, resolve_dtype
 from sagellm_comm.benchmark.export import write_results
 from sagellm_comm.benchmark.metrics import DEFAULT_SIZES, MessageSize, parse_message_size
@@ -139,7 +140,7 @@ def _check_unit(comm: Any, op: str, algo: str, dtype: torch.dtype) -> None:
 
 def _units_of_op(cfg: BenchConfig, comm: Any, op: str, sizes: Sequence[MessageSize], algos: Sequence[str],
                  dtype: torch.dtype, world_size: int, selector: SelectorConfig | None,
-                 notes: list[str]) -> list[PlannedUnit]:
+                 notes: list[str], nodes: int | None = None, network: Any = None) -> list[PlannedUnit]:
     """One op on one backend: every distinct size x every distinct algorithm it resolves to; rounding notes are
     appended to ``notes``."""
     item = itemsize(dtype)
@@ -154,7 +155,11 @@ def _units_of_op(cfg: BenchConfig, comm: Any, op: str, sizes: Sequence[MessageSi
             notes.append(plan.note)
         chosen: list[str] = []
         for algo in algos:
-            sel = select_algorithm(op, plan.nbytes, world_size, comm.name, algo, selector)
+            if algo == AUTO and hasattr(comm, "explain"):  # the backend decides per call (hier); records say how
+                sel = Selection("native", "backend-decides", f"{comm.name} chooses its path per call")
+            else:
+                sel = select_algorithm(op, plan.nbytes, world_size, comm.name, algo, selector, nodes=nodes,
+                                       network=network)
             if sel.algo in chosen:
                 continue
             _check_unit(comm, op, sel.algo, dtype)
@@ -194,9 +199,13 @@ def plan_sweep(cfg: BenchConfig, world_size: int) -> Plan:
     instances = _backend_instances(cfg.backends)
     units: list[PlannedUnit] = []
     notes: list[str] = []
+    try:
+        nodes, network = job_network(world_size)
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
     for comm in instances.values():
         for op in ops:
-            units += _units_of_op(cfg, comm, op, sizes, algos, dtype, world_size, selector, notes)
+            units += _units_of_op(cfg, comm, op, sizes, algos, dtype, world_size, selector, notes, nodes, network)
     norm = BenchConfig(ops=ops, backends=tuple(instances), algos=algos, sizes=tuple(sizes), dtype=dtype_name(dtype),
                        warmup=cfg.warmup, iters=cfg.iters, calls=cfg.calls, check=cfg.check, compare=cfg.compare,
                        raw_backend=cfg.raw_backend, selector_config=cfg.selector_config, output_dir=cfg.output_dir,

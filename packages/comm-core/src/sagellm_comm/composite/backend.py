@@ -28,7 +28,7 @@ from sagellm_comm.algorithms.cost import Network, choose
 from sagellm_comm.algorithms.p2p import copy_back, flat_view
 from sagellm_comm.backend import CommBackend, P2POp
 from sagellm_comm.capabilities import ALL_OPS, FLOAT_DTYPES, INT_DTYPES, Capabilities
-from sagellm_comm.composite.links import LinkParams, configured_links, measure_links
+from sagellm_comm.composite.links import LinkParams, configured_links, job_links, measure_links
 from sagellm_comm.composite.routes import Route, build_route
 from sagellm_comm.composite.transports import Transports, choose_transports
 from sagellm_comm.errors import InvalidArgumentError
@@ -99,9 +99,13 @@ class HierBackend(CommBackend):
             local = self._world_local[rdzv.rank]
             self.intra.attach(replace(rdzv, rank=local, world_size=len(node), local_rank=local,
                                       store=channel.scope(f"intra{self._world_node[rdzv.rank]}")))
-            self.links = configured_links(options) or (
-                measure_links(channel.scope("links"), rdzv.rank, rdzv.world_size, self.nodes, self.intra,
-                              self.inter, local) if len(self.nodes) > 1 else None)
+            self.links = configured_links(options)
+            if self.links is None and len(self.nodes) > 1:
+                def measure() -> LinkParams:
+                    return measure_links(channel.scope("links"), rdzv.rank, rdzv.world_size, self.nodes, self.intra,
+                                         self.inter, local)
+
+                self.links = job_links(self.inter, (self.transports.intra.name, self.transports.inter.name), measure)
             self.engine_checks_p2p = self.intra.engine_checks_p2p and self.inter.engine_checks_p2p
             return build_route(tuple(range(rdzv.world_size)), rdzv.rank, self._world_node, self._world_local,
                                self.intra, self.inter, self.inter.world_group, self.intra.world_group)

@@ -1,4 +1,8 @@
-"""The link parameters the composite's cost model runs on: measured once at init, identical on every rank.
+"""The link parameters the composite's cost model runs on: identical on every rank.
+
+In order: ``links=`` / ``SAGELLM_COMM_HIER_LINKS``; else a plugin's ``sagellm_comm_link_parameters`` hook
+(comm-topology returns the profile it cached for this cluster and these transports, or measures once and caches);
+else measured at init, as follows.
 
 World rank 0 ping-pongs with a rank of its own node over the intra transport (alpha from 4 B, beta from 1 MiB) and
 with the first rank of the next node over the inter transport (4 MiB: a shaped link's burst does not hide its rate),
@@ -19,23 +23,27 @@ from typing import Any
 
 import torch
 
-from sagellm_comm.algorithms.cost import Link
+from sagellm_comm.algorithms.cost import LINKS_ENV, Link, links_from
 from sagellm_comm.errors import InvalidArgumentError
 
 __all__ = ["LINKS_ENV", "LinkParams", "measure_links", "parse_links"]
 
-LINKS_ENV = "SAGELLM_COMM_HIER_LINKS"
 REPS = 3
 
 
 class LinkParams:
-    def __init__(self, intra: Link, inter: Link, gamma: float, source: str) -> None:
+    def __init__(self, intra: Link, inter: Link, gamma: float, source: str,
+                 pairs: list[dict[str, Any]] | None = None) -> None:
         self.intra, self.inter, self.gamma, self.source = intra, inter, gamma, source
+        self.pairs = pairs or []  # the measured rank pairs, in comm-topology's profile format
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"intra": [self.intra.alpha_s, self.intra.beta_s_per_byte],
+                "inter": [self.inter.alpha_s, self.inter.beta_s_per_byte], "gamma": self.gamma,
+                "source": self.source, "pairs": self.pairs}
 
     def to_json(self) -> str:
-        return json.dumps({"intra": [self.intra.alpha_s, self.intra.beta_s_per_byte],
-                           "inter": [self.inter.alpha_s, self.inter.beta_s_per_byte], "gamma": self.gamma,
-                           "source": self.source})
+        return json.dumps(self.to_dict())
 
     def describe(self) -> str:
         def bw(link: Link) -> str:
@@ -48,14 +56,12 @@ class LinkParams:
 def parse_links(raw: Any, source: str) -> LinkParams:
     """``raw``: a dict or its JSON text; InvalidArgumentError names what is wrong."""
     try:
-        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        intra, inter = (Link(float(data[k][0]), float(data[k][1])) for k in ("intra", "inter"))
-        gamma = float(data.get("gamma", 0.0))
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise InvalidArgumentError(
-            f"{source}: link parameters must be {{\"intra\": [alpha_s, beta_s_per_byte], \"inter\": [alpha_s, "
-            f"beta_s_per_byte], \"gamma\": s_per_byte}}, got {raw!r} ({type(exc).__name__}: {exc})") from None
-    return LinkParams(intra, inter, gamma, str(data.get("source", source)))
+        intra, inter, gamma = links_from(raw, source)
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+    data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    pairs = data.get("pairs") if isinstance(data.get("pairs"), list) else None
+    return LinkParams(intra, inter, gamma, str(data.get("source", source)), pairs)
 
 
 def configured_links(options: dict[str, Any]) -> LinkParams | None:
@@ -87,6 +93,12 @@ def _link(comm: Any, me: int, peer: int, leader: bool, big: int) -> Link:
     return Link(alpha, max(full - alpha, 0.0) / big)
 
 
+def _pair(a: int, b: int, link: Link, scope: str, bulk: int) -> dict[str, Any]:
+    gbps = round(1e-9 / link.beta_s_per_byte, 4) if link.beta_s_per_byte else None
+    return {"a": a, "b": b, "alpha_us": round(link.alpha_s * 1e6, 3), "beta_gbps": gbps, "bulk_bytes": bulk,
+            "samples_small": REPS, "samples_bulk": REPS, "scope": scope}
+
+
 def measure_links(channel: Any, world_rank: int, world_size: int, nodes: tuple[tuple[int, ...], ...],
                   intra: Any, inter: Any, local_rank: int) -> LinkParams:
     """Collective over the world: see the module docstring. ``intra``/``inter``: the initialized transports."""
@@ -101,10 +113,27 @@ def measure_links(channel: Any, world_rank: int, world_size: int, nodes: tuple[t
             t0 = time.perf_counter()
             torch.add(a, b, out=a)
             reps.append(time.perf_counter() - t0)
-        text = LinkParams(intra_link, inter_link, statistics.median(reps) / (1 << 20), "measured at init").to_json()
+        pairs = [_pair(0, 1, intra_link, "intra", 1 << 20)] if len(node0) > 1 else []
+        if len(nodes) > 1:
+            pairs.append(_pair(0, nodes[1][0], inter_link, "inter", 4 << 20))
+        text = LinkParams(intra_link, inter_link, statistics.median(reps) / (1 << 20), "measured at init",
+                          pairs).to_json()
     elif world_rank in node0 and local_rank == 1:
         _link(intra, local_rank, 0, False, 1 << 20)
     elif len(nodes) > 1 and world_rank == nodes[1][0]:
         _link(inter, world_rank, 0, False, 4 << 20)
     raw = channel.broadcast("links", text, 0, world_rank, what="publish the measured link parameters")
     return parse_links(raw.decode(), "measured at init")
+
+
+def job_links(inter: Any, transports: tuple[str, str], measure: Any) -> LinkParams:
+    """Collective: a plugin's answer to ``sagellm_comm_link_parameters`` (cached or measured and cached), else
+    ``measure()``."""
+    from sagellm_comm.registry import plugin_manager
+
+    found = plugin_manager().call_first("sagellm_comm_link_parameters", isolate=False, backend=inter,
+                                        transports=transports, measure=lambda: measure().to_dict())
+    if found is None:
+        return measure()
+    plugin, answer = found
+    return parse_links(answer, f"plugin {plugin!r}")

@@ -9,6 +9,7 @@ docs/plugins.md documents every hook: when it is called, its arguments, what it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -73,3 +74,14 @@ def sagellm_comm_topology_profile(topology: Topology, backend: str | None, world
                                   budget_s: float) -> dict[str, Any] | None:
     """Measure link latency and bandwidth on ``world_size`` local ranks through ``backend`` (None: auto), add the
     results to ``topology`` and return the profile; for ``sagellm-comm topology --profile``."""
+
+
+@hookspec(firstresult=True)
+def sagellm_comm_link_parameters(backend: CommBackend, transports: tuple[str, str],
+                                 measure: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """Collective over ``backend``'s world (the hier composite calls it on every rank at init, ``backend`` being its
+    inter-node transport): the link parameters of this job, whose ranks talk through ``transports`` (intra, inter
+    backend names), as ``{"intra": [alpha_s, beta_s_per_byte], "inter": [...], "gamma": s_per_byte, "source": str,
+    "pairs": [...]}``, the same dict on every rank. A plugin that caches link profiles returns the cached ones, or
+    calls ``measure()`` (collective too; it returns that dict) and caches what it returns. None: no opinion (the
+    composite measures). First wins; errors propagate (a collective must not fail silently)."""
