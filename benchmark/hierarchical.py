@@ -1,11 +1,15 @@
-"""``uv run python -m benchmark.hierarchical [--rate 1gbit] [--iters 5]``: all_reduce across two simulated hosts (the
-netns lab, 2 ranks on each, the veth shaped with tbf), float32, 4 KiB to 64 MiB, side by side in one run:
+"""``uv run python -m benchmark.hierarchical [--rate 1gbit] [--blocks 7]``: all_reduce across two simulated hosts
+(the netns lab, 2 ranks on each, the veth shaped with tbf), float32, 4 KiB to 64 MiB, every contender side by side
+in one run, interleaved block by block on the same rank processes (so they share the machine's noise):
 
-- every algorithm on gloo, and raw torch.distributed Gloo over all 4 ranks (flat);
-- ``get_comm_backend("auto")`` -- the hier composite (shm inside a host, gloo between) deciding per call, with its
-  choice and reason -- and hier pinned to each of its paths (SAGELLM_COMM_HIER_ALGO=hierarchical / flat).
+- ``auto``: ``get_comm_backend("auto")``, which across hosts is the hier composite (shm inside a host, gloo between)
+  deciding per call, with its choice and reason; and hier pinned to each of its paths (hierarchical, flat);
+- every algorithm over gloo (hier's inter-host transport): native, ring, rabenseifner, recursive_doubling and the
+  one-backend hierarchical on gloo's sub-groups;
+- raw torch.distributed Gloo over all 4 ranks (flat): ``dist.all_reduce`` on the same processes.
 
-Needs root. Writes a markdown table and the records (JSON) to ``--output-dir`` (default .benchmarks/hierarchical).
+Every contender's result is checked first. Needs root. Writes a markdown table and the records (JSON) to
+``--output-dir`` (default .benchmarks/hierarchical).
 """
 
 from __future__ import annotations
@@ -14,25 +18,83 @@ import argparse
 from typing import Any
 
 ALGOS = ["native", "ring", "rabenseifner", "recursive_doubling", "hierarchical"]
-SIZES = ["4K", "64K", "1M", "16M", "64M"]
+SIZES = ["4K", "16K", "64K", "256K", "1M", "4M", "16M", "64M"]
+HIER = ("auto", "hierarchical", "flat")
 
 
-HIER = {"auto": "auto (hier)", "hierarchical": "hier pinned hierarchical", "flat": "hier pinned flat"}
+def _contenders(comm: Any, algos: list[str]) -> dict[str, Any]:
+    """name -> fn(tensor): every contender's all_reduce (sum) in place."""
+    import torch.distributed as dist
+
+    from sagellm_comm.algorithms import get_algorithm
+
+    def hier(mode: str) -> Any:
+        def run(t: Any) -> None:
+            comm.pin(mode)
+            try:
+                comm.all_reduce(t)
+            finally:
+                comm.pin("auto")
+        return run
+
+    out: dict[str, Any] = {f"hier {m}" if m != "auto" else "auto": hier(m) for m in HIER}
+    for algo in algos:
+        fn = get_algorithm(algo).fn("all_reduce")
+        out[f"gloo {algo}"] = (lambda f: lambda t: f(comm.inter, t, "sum", None))(fn)
+    out["raw gloo"] = lambda t: dist.all_reduce(t)
+    return out
 
 
-def bench_rank(algos: list[str], sizes: list[str], warmup: int, iters: int, backend: str = "gloo",
-               hier_algo: str | None = None) -> list[dict[str, Any]]:
-    """One lab rank (torchrun environment set by the lab): the collective benchmark; on gloo with --compare torch,
-    on ``auto`` (hier here) with its per-call path pinned by ``hier_algo`` (None: it decides)."""
-    import os
+def bench_rank(algos: list[str], sizes: list[str], warmup: int, blocks: int, small_calls: int,
+               small_blocks: int | None = None) -> list[dict]:
+    """One lab rank (the launcher's environment set by the lab: WORLD_SIZE 4, LOCAL_WORLD_SIZE 2)."""
+    import statistics
 
-    from sagellm_comm.benchmark import BenchConfig, run_benchmark
+    import torch
+    import torch.distributed as dist
 
-    os.environ["SAGELLM_COMM_HIER_ALGO"] = hier_algo or "auto"
-    cfg = BenchConfig(ops=("all_reduce",), backends=(backend,), algos=tuple(algos), sizes=tuple(sizes),
-                      warmup=warmup, iters=iters, check=True, compare="torch" if backend == "gloo" else "none",
-                      output_dir=None)
-    return [r.to_row() for r in run_benchmark(cfg, progress=False).records]
+    from sagellm_comm import get_comm_backend
+    from sagellm_comm.benchmark.metrics import parse_size
+    from sagellm_comm.benchmark.timing import interleaved
+
+    torch.set_num_threads(1)
+    comm = get_comm_backend("auto")
+    comm.init_process_group(timeout=600.0)
+    try:
+        if comm.name != "hier":
+            raise RuntimeError(f"auto chose {comm.name!r} across the lab's hosts, not hier: {comm.selected_because}")
+        rank, n = comm.get_rank(), comm.get_world_size()
+        engines = _contenders(comm, algos)
+        barriers = {k: (dist.barrier if k == "raw gloo" else comm.inter.barrier if k.startswith("gloo") else
+                        comm.barrier) for k in engines}
+        rows = []
+        for size in sizes:
+            nbytes = parse_size(size)
+            numel = nbytes // 4
+            wrong = {}
+            for name, fn in engines.items():  # checked first: integer-valued floats sum exactly in any order
+                t = torch.arange(numel, dtype=torch.float32) % 13 + rank
+                fn(t)
+                want = (torch.arange(numel, dtype=torch.float32) % 13) * n + n * (n - 1) // 2
+                wrong[name] = int((t != want).sum())
+            comm.pin("auto")
+            decision = comm.explain("all_reduce", nbytes)
+            bufs = {k: torch.zeros(numel) for k in engines}  # zeros: the sums stay finite, the cost is the same
+            small = nbytes <= (1 << 20)  # latency-bound: more calls per block, more blocks (the noise is larger)
+            calls, nblocks = (small_calls, small_blocks or blocks) if small else (1, blocks)
+            times = interleaved({k: (lambda f, b: lambda: f(b))(fn, bufs[k]) for k, fn in engines.items()},
+                                blocks=nblocks, calls=calls, warmup=warmup, barriers=barriers)
+            flat = torch.tensor([x for k in engines for x in times[k]] + [float(v) for v in wrong.values()],
+                                dtype=torch.float64)
+            comm.inter.all_reduce(flat, op="max")  # per block: the slowest rank; wrong: any rank's count
+            per = flat[: len(engines) * nblocks].view(len(engines), nblocks)
+            rows.append({"bytes": nbytes, "calls": calls, "blocks": nblocks,
+                         "ms": {k: statistics.median(per[i].tolist()) * 1e3 for i, k in enumerate(engines)},
+                         "wrong": {k: int(flat[len(engines) * nblocks + i]) for i, k in enumerate(engines)},
+                         "decision": [decision.algo, decision.rule_id, decision.reason]})
+        return rows
+    finally:
+        comm.destroy()
 
 
 def link_rank(reps: int = 5) -> dict[str, float]:
@@ -90,34 +152,24 @@ def _network(links: dict[str, float]) -> Any:
                    gamma_s_per_byte=links["gamma"])
 
 
-def _table(rows: list[dict[str, Any]], hier_rows: dict[str, list[dict[str, Any]]], algos: list[str]) -> str:
-    """One line per size: each gloo algorithm, hier pinned to each path, auto's time, choice and reason, flat raw
-    gloo; auto against the best single algorithm of the same run."""
-    by_size: dict[int, dict[str, dict[str, Any]]] = {}
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """One line per size: every contender, auto's choice, auto against the best single contender, the two-level
+    path against flat raw gloo."""
+    names = list(rows[0]["ms"])
+    singles = [k for k in names if k != "auto"]
+    head = ("| size | " + " | ".join(f"{k} (ms)" for k in names) + " | auto's choice | best single | auto vs best "
+            "single | hier hierarchical vs raw gloo | why (hier's cost model) |")
+    lines = [head, "|" + "---:|" * (len(names) + 1) + "---|---|---:|---:|---|"]
     for r in rows:
-        by_size.setdefault(r["bytes"], {})[r["algo_id"]] = r
-    for label, hrows in hier_rows.items():
-        for r in hrows:
-            by_size.setdefault(r["bytes"], {})[label] = r
-    pinned = [HIER[k] for k in ("hierarchical", "flat") if HIER[k] in hier_rows]
-    cols = [f"gloo {a}" if a != "hierarchical" else "gloo hierarchical (one backend)" for a in algos] + pinned
-    head = ("| size | " + " | ".join(f"{c} (ms)" for c in cols) + " | flat raw gloo (ms) | auto (ms) | auto's choice "
-            "| auto vs best single | hier pinned hierarchical vs flat raw | reason |")
-    lines = [head, "|" + "---:|" * (len(cols) + 6) + "---|"]
-    for size, cells in sorted(by_size.items()):
-        raw = min(c["raw_latency_ms"] for c in cells.values() if c.get("raw_latency_ms"))
-        times = {c: cells[k]["latency_ms"] for c, k in zip(cols, list(algos) + pinned, strict=True) if k in cells}
-        wrong = sum(c.get("wrong") or 0 for c in cells.values())
-        auto = cells.get(HIER["auto"])
-        best = min(times.values())
-        two = times.get(HIER["hierarchical"])
-        cells_text = " | ".join(f"{times[c]:.2f}" if c in times else "-" for c in cols)
-        auto_text = (f"{auto['latency_ms']:.2f} | {auto['algo_id']} | {auto['latency_ms'] / best:.2f}x" if auto
-                     else "- | - | -")
-        two_text = f"{raw / two:.2f}x" if two else "-"
-        reason = auto["selection_reason"] if auto else ""
-        lines.append(f"| {size / 2**10:g} KiB | {cells_text} | {raw:.2f} | {auto_text} | {two_text} | {reason} |"
-                     + (f" #wrong {wrong}" if wrong else ""))
+        ms = r["ms"]
+        best = min(singles, key=ms.get)
+        why = r["decision"][2].split("; links:")[0]
+        bad = {k: v for k, v in r["wrong"].items() if v}
+        lines.append(f"| {r['bytes'] / 2**10:g} KiB | " + " | ".join(f"{ms[k]:.2f}" for k in names)
+                     + f" | {r['decision'][0]} | {best} | {ms['auto'] / ms[best]:.2f}x | "
+                     f"{ms['raw gloo'] / ms['hier hierarchical']:.2f}x | {why} |" + (f" WRONG {bad}" if bad else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -137,10 +189,8 @@ def _model_table(rows: list[dict[str, Any]], algos: list[str], links: dict[str, 
              "| size | " + " | ".join(f"{a} predicted / measured (ms)" for a in modelled)
              + " | model's choice | its measured time vs the best measured | reason |",
              "|" + "---:|" * (len(modelled) + 1) + "---|---:|---|"]
-    by_size: dict[int, dict[str, float]] = {}
     for r in rows:
-        by_size.setdefault(r["bytes"], {})[r["algo_id"]] = r["latency_ms"]
-    for size, measured in sorted(by_size.items()):
+        size, measured = r["bytes"], {a: r["ms"][f"gloo {a}"] for a in algos if f"gloo {a}" in r["ms"]}
         pick, reason = choose(size, net, modelled)
         best = min(measured[a] for a in modelled if a in measured)
         cells = " | ".join(f"{predict(a, size, net) * 1e3:.2f} / {measured[a]:.2f}" if a in measured else "-"
@@ -153,10 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.hierarchical", description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", default="1gbit")
     p.add_argument("--burst", default="512kb")
-    p.add_argument("--algos", nargs="+", default=ALGOS)
+    p.add_argument("--algos", nargs="+", default=ALGOS, help="algorithms over gloo (default: all five)")
     p.add_argument("--sizes", nargs="+", default=SIZES)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--blocks", type=int, default=9, help="timed blocks per contender above 1 MiB (default 9)")
+    p.add_argument("--small-blocks", type=int, default=25, help="timed blocks up to 1 MiB (default 25)")
+    p.add_argument("--small-calls", type=int, default=8,
+                   help="back-to-back calls per timed block up to 1 MiB (default 8; 1 above)")
     p.add_argument("--output-dir", default=".benchmarks/hierarchical")
     args = p.parse_args(argv)
     from benchmark import hierarchical as me  # the ranks unpickle the task by module name
@@ -168,24 +221,23 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     # hier measures its links at init; a cache of its own per run, so a previous run at another --rate is not reused
-    links_cache = tempfile.mkdtemp(prefix="sagellm-hier-links-")
+    env = {"OMP_NUM_THREADS": "1", "SAGELLM_COMM_TOPOLOGY_CACHE": tempfile.mkdtemp(prefix="sagellm-hier-links-")}
     with netns.NetnsLab(2, rate=args.rate, burst=args.burst) as lab:
         links = lab.run_ranks(me.link_rank, [0, 0, 1, 1], timeout=600, env={"OMP_NUM_THREADS": "1"},
                               master_port=29650)[0]
-        rows = lab.run_ranks(me.bench_rank, [0, 0, 1, 1], args.algos, args.sizes, args.warmup, args.iters,
-                             timeout=3600, env={"OMP_NUM_THREADS": "1"})[0]
-        hier_rows = {label: lab.run_ranks(me.bench_rank, [0, 0, 1, 1], ["native"], args.sizes, args.warmup,
-                                          args.iters, "auto", None if mode == "auto" else mode, timeout=3600,
-                                          env={"OMP_NUM_THREADS": "1", "SAGELLM_COMM_TOPOLOGY_CACHE": links_cache})[0]
-                     for mode, label in HIER.items()}
-    text = (f"## all_reduce float32, 2 simulated hosts x 2 ranks (netns lab), veth tbf {args.rate} "
-            f"(burst {args.burst}), gloo; {args.warmup} warmup + {args.iters} timed iterations, median of the "
-            "per-iteration max over ranks; every result checked\n\n" + _table(rows, hier_rows, args.algos)
-            + "\n### The cost model (sagellm_comm.algorithms.cost) against these measurements\n\n"
+        rows = lab.run_ranks(me.bench_rank, [0, 0, 1, 1], args.algos, args.sizes, args.warmup, args.blocks,
+                             args.small_calls, args.small_blocks, timeout=3600, env=env)[0]
+    hier_links = rows[0]["decision"][2].split("; links: ")[-1] if rows else "-"
+    text = (f"## all_reduce float32, 2 simulated hosts x 2 ranks (netns lab), veth tbf {args.rate} (burst "
+            f"{args.burst}); every contender interleaved block by block on the same ranks: {args.warmup} warmup, "
+            f"timed blocks: {args.small_blocks} of {args.small_calls} back-to-back calls up to 1 MiB, "
+            f"{args.blocks} of 1 call above; "
+            "median over blocks of the slowest rank's time per call; every result checked first\n\n"
+            f"hier's links (measured at its init): {hier_links}\n\n" + _table(rows)
+            + "\n### The cost model (sagellm_comm.algorithms.cost) on the algorithms over gloo\n\n"
             + _model_table(rows, args.algos, links))
     print(text)
-    write_report(args.output_dir, "hierarchical", text, {"rate": args.rate, "links": links, "rows": rows,
-                                                                "hier_rows": hier_rows})
+    write_report(args.output_dir, "hierarchical", text, {"rate": args.rate, "links": links, "rows": rows})
     return 0
 
 

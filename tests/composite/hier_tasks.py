@@ -104,3 +104,12 @@ def layouts_and_groups(name: str) -> dict[str, Any]:
 
 def env_of(*names: str) -> dict[str, str | None]:
     return {k: os.environ.get(k) for k in names}
+
+
+def bench_auto(sizes: list[str]) -> list[dict[str, Any]]:
+    """A netns lab rank: the collective benchmark with ``--backend auto --algo auto``."""
+    from sagellm_comm.benchmark import BenchConfig, run_benchmark
+
+    cfg = BenchConfig(ops=("all_reduce",), backends=("auto",), algos=("auto",), sizes=tuple(sizes), warmup=0,
+                      iters=1, check=True, output_dir=None)
+    return [r.to_row() for r in run_benchmark(cfg, progress=False).records]

@@ -76,6 +76,7 @@ class HierBackend(CommBackend):
         self.last_decision: Decision | None = None
         self._world_node: dict[int, int] = {}
         self._world_local: dict[int, int] = {}
+        self._algo = "auto"
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     def _init(self, rdzv: Rendezvous, options: dict[str, Any]) -> Any:
@@ -112,6 +113,14 @@ class HierBackend(CommBackend):
         except BaseException:
             self._close_transports()
             raise
+
+    def pin(self, algo: str) -> None:
+        """Pin the path of the two-level ops: ``"hierarchical"``, ``"flat"`` or ``"auto"`` (the cost model). Every
+        rank must pin alike, before the same call (a benchmark compares the paths with it)."""
+        key = str(algo).strip().lower()
+        if key not in ALGOS:
+            raise InvalidArgumentError(f"hier pin({algo!r}): choose from {', '.join(ALGOS)}")
+        self._algo = key
 
     def _node_names(self, channel: Any, rdzv: Rendezvous, options: dict[str, Any]) -> list[bytes]:
         """Each world rank's node: ``node_ids`` (one per world rank), else ``ranks_per_node`` k (rank r on node
@@ -194,7 +203,7 @@ class HierBackend(CommBackend):
             return Decision("flat", "transport-lacks-op", f"flat: the transports do not declare the stages of "
                             f"two-level {base} for {dtype}")
         if self._algo != "auto":
-            return Decision(self._algo, "pinned", f"{self._algo}: pinned by algo= / {ALGO_ENV}")
+            return Decision(self._algo, "pinned", f"{self._algo}: pinned (algo=, {ALGO_ENV} or pin())")
         if layout.ranks_per_node == 1:
             return Decision("flat", "one-rank-per-node", "flat: one rank per node, nothing to do inside nodes")
         assert self.links is not None
