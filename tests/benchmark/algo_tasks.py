@@ -88,6 +88,29 @@ def same_bits_everywhere(algo: str, numel: int) -> str:
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()
 
 
+def gather_scatter_broadcast(algo: str, numel: int) -> int:
+    """all_gather, reduce_scatter (sum, avg) and broadcast from every root, against the references."""
+    comm = current_comm()
+    g = comm.world_group
+    n, r = g.world_size, g.rank
+    impl = get_algorithm(algo)
+    inputs = [make_input(i, numel, torch.float32) for i in range(n)]
+    out = torch.empty(n * numel)
+    impl.fn("all_gather")(comm, out, inputs[r], None)
+    check_equal(f"{algo} all_gather", out, torch.cat(inputs))
+    big = [make_input(i, n * numel, torch.float32) for i in range(n)]
+    for op in (ReduceOp.SUM, ReduceOp.AVG):
+        got = torch.empty(numel)
+        impl.fn("reduce_scatter")(comm, got, big[r], op, None)
+        want = reduce_reference(big, op, torch.float32)[r * numel:(r + 1) * numel]
+        check_equal(f"{algo} reduce_scatter {op.value}", got, want, **tolerance(torch.float32, op))
+    for root in range(n):
+        t = inputs[r].clone()
+        impl.fn("broadcast")(comm, t, root, None)
+        check_equal(f"{algo} broadcast from {root}", t, inputs[root])
+    return 3 + n
+
+
 def on_simulated_nodes(numel: int) -> dict:
     """On a rank of the netns lab: the hierarchical all_reduce with every reduce op, identical bits everywhere, and
     the node layout it found."""
@@ -96,7 +119,7 @@ def on_simulated_nodes(numel: int) -> dict:
 
     rank_setup("gloo")
     try:
-        checks = reduce_ops("hierarchical", numel)
+        checks = reduce_ops("hierarchical", numel) + gather_scatter_broadcast("hierarchical", numel)
         digest = same_bits_everywhere("hierarchical", 4099)
         digest += same_bits_everywhere("hierarchical", 1_500_007)  # 6 MB: pipelined in segments, odd splits
         layout = node_layout(current_comm())
