@@ -80,7 +80,9 @@ def test_info_json(broken_plugin: Path) -> None:
     proc = _cli("info", "--json", PYTHONPATH=str(broken_plugin))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert set(data) == {"versions", "plugins", "backends"}
+    assert set(data) == {"versions", "plugins", "backends", "auto"}
+    assert data["auto"]["device"] == "cpu" and data["auto"]["backend"] in {b["name"] for b in data["backends"]}
+    assert data["auto"]["reason"].startswith(f"{data['auto']['backend']}: ")
     assert {"sagellm_comm", "torch", "isagellm-protocol", "python"} <= set(data["versions"])
     plugins = {p["name"]: p for p in data["plugins"]}
     assert plugins["gloo"]["status"] == "loaded" and plugins["gloo"]["backends"] == ["gloo"]

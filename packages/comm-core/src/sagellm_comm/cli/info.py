@@ -58,7 +58,15 @@ def collect_info() -> dict[str, Any]:
         }
         for b in backends
     ]
-    return {"versions": versions, "plugins": plugins, "backends": backend_rows}
+    from sagellm_comm.errors import CommError
+    from sagellm_comm.registry import select_backend
+
+    try:
+        name, why = select_backend("cpu")
+        auto = {"device": "cpu", "backend": name, "reason": why}
+    except CommError as exc:
+        auto = {"device": "cpu", "backend": None, "reason": exc.message}
+    return {"versions": versions, "plugins": plugins, "backends": backend_rows, "auto": auto}
 
 
 def _cell(value: Any, style: str = "") -> Text:
@@ -121,6 +129,10 @@ def render_info(data: dict[str, Any]) -> None:
             _cell("no backend registered; install a plugin, e.g. pip install 'isagellm-comm[gloo]'"),
         )
     console.print(bt)
+    auto = data.get("auto")
+    if auto:  # what get_comm_backend("auto") gives here, for CPU tensors, and why
+        console.print(Text(f"auto ({auto['device']} tensors, this environment): {auto['backend'] or 'none'} -- "
+                           f"{auto['reason']}"), soft_wrap=True)
 
     failed = [p for p in data["plugins"] if p["status"] == "failed"]
     for p in failed:  # once more unwrapped, so the whole message is on one line whatever the width
