@@ -253,7 +253,9 @@ def test_merge_takes_max_over_ranks_per_iteration_and_sums_wrong() -> None:
     assert merged["raw"] == [95e-6, 100e-6, 85e-6]
     assert merged["wrong"] == 3
     assert merge_rank_results([{"ours": [1.0], "raw": None, "wrong": None}]) == {"ours": [1.0], "raw": None,
-                                                                                 "wrong": None}
+                                                                                 "wrong": None, "decided": None}
+    decided = ["hierarchical", "cost-model", "why"]  # a backend that decides per call: rank 0's decision
+    assert merge_rank_results([{**per_rank[0], "decided": decided}, per_rank[1]])["decided"] == decided
 
 
 def test_summarize_record_fields() -> None:
@@ -274,6 +276,15 @@ def test_summarize_record_fields() -> None:
     assert row["bytes"] == 1 << 20 and row["algo_id"] == "ring" and row["backend_kind"] == "gloo"
     assert row["op_type"] == "all_reduce" and row["data_type"] == "float32" and row["wrong"] == 0
     assert row["raw_engine"] is None  # RUN names no raw engine
+
+
+def test_a_backend_that_decides_per_call_names_its_path_rule_and_reason() -> None:
+    merged = {"ours": [1e-3], "decided": ["hierarchical", "cost-model", "hierarchical: predicted 1 ms vs flat 2 ms"]}
+    rec = summarize(merged, op="all_reduce", algo="native", run=RUN, nbytes=4096, requested_bytes=4096, count=1024,
+                    warmup=0, calls=1, selection_rule_id="backend-decides", selection_reason="it chooses per call")
+    row = rec.to_row()
+    assert row["algo_id"] == "native/hierarchical" and row["selection_rule_id"] == "gloo:cost-model"
+    assert row["selection_reason"] == "hierarchical: predicted 1 ms vs flat 2 ms"
 
 
 def test_summarize_sendrecv_uses_the_protocol_send_op() -> None:

@@ -113,3 +113,19 @@ def bench_auto(sizes: list[str]) -> list[dict[str, Any]]:
     cfg = BenchConfig(ops=("all_reduce",), backends=("auto",), algos=("auto",), sizes=tuple(sizes), warmup=0,
                       iters=1, check=True, output_dir=None)
     return [r.to_row() for r in run_benchmark(cfg, progress=False).records]
+
+
+def lone_first_node(node_ids: str) -> dict[str, Any]:
+    """A RankPool rank: hier with explicit ``node_ids`` whose first node holds one rank (the intra link is measured
+    on the next node), an all_reduce checked, the links' pairs."""
+    comm = get_comm_backend("hier", node_ids=node_ids)
+    comm.init_process_group(timeout=60.0)
+    try:
+        n = comm.get_world_size()
+        t = torch.full((4099,), float(comm.get_rank() + 1))
+        comm.all_reduce(t)
+        _check("all_reduce", t, torch.full((4099,), float(n * (n + 1) // 2)))
+        return {"pairs": [(p["a"], p["b"], p["scope"]) for p in comm.links.pairs], "source": comm.links.source,
+                "intra_beta": comm.links.intra.beta_s_per_byte}
+    finally:
+        comm.destroy()

@@ -71,3 +71,11 @@ def test_bad_options_say_what_is_wrong(options: dict, words: str) -> None:
         comm.init_process_group(world_size=1, rank=0)
     assert err.value.code == ErrorCode.INVALID_ARGUMENT and words in err.value.message
     assert not comm.is_initialized
+
+
+def test_intra_link_measured_on_the_first_node_with_two_ranks(tmp_path) -> None:
+    with RankPool(3, env={"SAGELLM_COMM_TOPOLOGY_CACHE": str(tmp_path)}) as pool:
+        results = pool.run(hier_tasks.lone_first_node, "a,b,b", timeout=120)
+    assert all(r == results[0] for r in results)
+    assert results[0]["pairs"] == [(1, 2, "intra"), (0, 1, "inter")]
+    assert results[0]["intra_beta"] > 0

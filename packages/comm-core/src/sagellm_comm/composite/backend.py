@@ -148,9 +148,12 @@ class HierBackend(CommBackend):
                                                 what="say which node it is on")
 
     def _close_transports(self) -> None:
-        for t in (self.intra, self.inter):
-            if t is not None:
-                t.destroy()
+        try:
+            if self.intra is not None:
+                self.intra.destroy()
+        finally:
+            if self.inter is not None:
+                self.inter.destroy()
 
     def _destroy(self) -> None:
         self._close_transports()

@@ -4,9 +4,10 @@ In order: ``links=`` / ``SAGELLM_COMM_HIER_LINKS``; else a plugin's ``sagellm_co
 (comm-topology returns the profile it cached for this cluster and these transports, or measures once and caches);
 else measured at init, as follows.
 
-World rank 0 ping-pongs with a rank of its own node over the intra transport (alpha from 4 B, beta from 1 MiB) and
-with the first rank of the next node over the inter transport (4 MiB: a shaped link's burst does not hide its rate),
-times a local reduction (gamma), and publishes the numbers through the side channel; every rank reads the same
+The first two ranks of the first node holding two ping-pong over the intra transport (alpha from 4 B, beta from
+1 MiB); world rank 0 ping-pongs with the first rank of the next node over the inter transport (4 MiB: a shaped
+link's burst does not hide its rate), times a local reduction (gamma), and publishes the numbers through the side
+channel; every rank reads the same
 ones, so every rank makes the same choices (a rank choosing otherwise would deadlock its peers).
 
 ``links=`` (a backend option) or ``SAGELLM_COMM_HIER_LINKS`` (JSON) replaces the measurement:
@@ -71,8 +72,8 @@ def configured_links(options: dict[str, Any]) -> LinkParams | None:
     return parse_links(raw, LINKS_ENV) if raw else None
 
 
-def _ping_pong(comm: Any, me: int, peer: int, nbytes: int, leader: bool) -> float:
-    """Half the median round trip of ``nbytes`` between world ranks ``me`` and ``peer`` of ``comm``."""
+def _ping_pong(comm: Any, peer: int, nbytes: int, leader: bool) -> float:
+    """Half the median round trip of ``nbytes`` between this rank and ``peer`` (a rank of ``comm``'s world)."""
     t = torch.zeros(max(1, nbytes // 4))
     times = []
     for _ in range(REPS + 1):
@@ -87,9 +88,9 @@ def _ping_pong(comm: Any, me: int, peer: int, nbytes: int, leader: bool) -> floa
     return statistics.median(times[1:]) / 2
 
 
-def _link(comm: Any, me: int, peer: int, leader: bool, big: int) -> Link:
-    alpha = _ping_pong(comm, me, peer, 4, leader)
-    full = _ping_pong(comm, me, peer, big, leader)
+def _link(comm: Any, peer: int, leader: bool, big: int) -> Link:
+    alpha = _ping_pong(comm, peer, 4, leader)
+    full = _ping_pong(comm, peer, big, leader)
     return Link(alpha, max(full - alpha, 0.0) / big)
 
 
@@ -101,27 +102,35 @@ def _pair(a: int, b: int, link: Link, scope: str, bulk: int) -> dict[str, Any]:
 
 def measure_links(channel: Any, world_rank: int, world_size: int, nodes: tuple[tuple[int, ...], ...],
                   intra: Any, inter: Any, local_rank: int) -> LinkParams:
-    """Collective over the world: see the module docstring. ``intra``/``inter``: the initialized transports."""
-    node0 = nodes[0]
+    """Collective over the world: see the module docstring. ``intra``/``inter``: the initialized transports (the
+    intra one's ranks are the local ranks). The intra link is measured on the first node with two ranks."""
+    pair_node = next((j for j, members in enumerate(nodes) if len(members) > 1), None)
+    if pair_node is not None and world_rank in nodes[pair_node][:2]:
+        leader = local_rank == 0
+        link = _link(intra, 1 if leader else 0, leader, 1 << 20)
+        if leader:
+            channel.set("intra", json.dumps([link.alpha_s, link.beta_s_per_byte]))
     text = None
     if world_rank == 0:
-        intra_link = (_link(intra, 0, 1, True, 1 << 20) if len(node0) > 1 else Link(0.0, 0.0))
-        inter_link = _link(inter, 0, nodes[1][0], True, 4 << 20) if len(nodes) > 1 else intra_link
+        inter_link = _link(inter, nodes[1][0], True, 4 << 20) if len(nodes) > 1 else Link(0.0, 0.0)
         a, b = torch.rand(1 << 18), torch.rand(1 << 18)
         reps = []
         for _ in range(REPS):
             t0 = time.perf_counter()
             torch.add(a, b, out=a)
             reps.append(time.perf_counter() - t0)
-        pairs = [_pair(0, 1, intra_link, "intra", 1 << 20)] if len(node0) > 1 else []
-        if len(nodes) > 1:
-            pairs.append(_pair(0, nodes[1][0], inter_link, "inter", 4 << 20))
+        pairs = [_pair(0, nodes[1][0], inter_link, "inter", 4 << 20)] if len(nodes) > 1 else []
+        intra_link = Link(0.0, 0.0)  # no node holds two ranks: nothing moves inside a node
+        if pair_node is not None:
+            a_rank, b_rank = nodes[pair_node][:2]
+            alpha, beta = json.loads(channel.get("intra", owner=f"rank {a_rank}",
+                                                 what="publish the intra-node link it measured"))
+            intra_link = Link(alpha, beta)
+            pairs.insert(0, _pair(a_rank, b_rank, intra_link, "intra", 1 << 20))
         text = LinkParams(intra_link, inter_link, statistics.median(reps) / (1 << 20), "measured at init",
                           pairs).to_json()
-    elif world_rank in node0 and local_rank == 1:
-        _link(intra, local_rank, 0, False, 1 << 20)
     elif len(nodes) > 1 and world_rank == nodes[1][0]:
-        _link(inter, world_rank, 0, False, 4 << 20)
+        _link(inter, 0, False, 4 << 20)
     raw = channel.broadcast("links", text, 0, world_rank, what="publish the measured link parameters")
     return parse_links(raw.decode(), "measured at init")
 
