@@ -332,7 +332,7 @@ def select_backend(device: Any = None) -> tuple[str, str]:
             continue
         reasons.append(f"{spec.name}: {reason}")
     known = ", ".join(f"{s.name} ({'/'.join(sorted(s.devices))})" for s in reg.specs()) or "none"
-    if reasons:
+    if reasons and any(s.scope != "composite" for s in candidates):  # a composite alone has nothing to compose
         raise BackendNotSupportedError(
             f"no available backend for {dev_type!r} tensors: {'; '.join(reasons)}; known backends: {known}")
     raise BackendNotSupportedError(
