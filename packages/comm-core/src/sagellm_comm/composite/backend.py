@@ -42,6 +42,7 @@ ALGO_ENV = "SAGELLM_COMM_HIER_ALGO"
 RANKS_PER_NODE_ENV = "SAGELLM_COMM_HIER_RANKS_PER_NODE"
 ALGOS = ("auto", "hierarchical", "flat")
 TWO_LEVEL_OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+MAX_CACHED_DECISIONS = 4096  # per group; a job with more distinct sizes starts the cache over
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,13 @@ class HierBackend(CommBackend):
     def _route(self, op: str, group: CommGroup, t: torch.Tensor, rop: ReduceOp | None, nbytes: int | None = None
                ) -> tuple[Decision, Route]:
         route: Route = group.handle
-        d = self._decide(op, t.numel() * t.element_size() if nbytes is None else nbytes, route, t.dtype, rop)
+        size = t.numel() * t.element_size() if nbytes is None else nbytes
+        key = (op, size, t.dtype, rop, self._algo)
+        d = route.decisions.get(key)
+        if d is None:
+            if len(route.decisions) >= MAX_CACHED_DECISIONS:
+                route.decisions.clear()
+            d = route.decisions[key] = self._decide(op, size, route, t.dtype, rop)
         self.last_decision = d
         return d, route
 

@@ -8,7 +8,7 @@ the intra transport (whose world is one node) gets the group's members on that n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sagellm_comm.algorithms.hierarchical import NodeLayout, make_groups
@@ -28,6 +28,9 @@ class Route:
     layout: NodeLayout | None
     local: dict[int, int]
     nodes: tuple[tuple[int, ...], ...]
+    # decisions already made on this group: (op, bytes, dtype, reduce op, pin) -> Decision (the same inputs give the
+    # same decision, so a small message does not pay for the cost model and its reason on every call)
+    decisions: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @property
     def one_node(self) -> bool:
