@@ -17,6 +17,7 @@ is not claimed); flat ones and point to point return the transport's own handle.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from sagellm_protocol import ReduceOp
 
 from sagellm_comm.algorithms import hierarchical as hier
 from sagellm_comm.algorithms.cost import Network, choose
+from sagellm_comm.algorithms.hierarchical import NodeLayout
 from sagellm_comm.algorithms.p2p import copy_back, flat_view
 from sagellm_comm.backend import CommBackend, P2POp
 from sagellm_comm.capabilities import ALL_OPS, FLOAT_DTYPES, INT_DTYPES, Capabilities
@@ -81,10 +83,7 @@ class HierBackend(CommBackend):
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     def _init(self, rdzv: Rendezvous, options: dict[str, Any]) -> Any:
-        algo = str(options.get("algo") or os.environ.get(ALGO_ENV) or "auto").strip().lower()
-        if algo not in ALGOS:
-            raise InvalidArgumentError(f"hier algo={algo!r} (or {ALGO_ENV}): choose from {', '.join(ALGOS)}")
-        self._algo = algo
+        self.pin(options.get("algo") or os.environ.get(ALGO_ENV) or "auto")
         self.transports = choose_transports("cpu")
         channel = rdzv.store
         names = self._node_names(channel, rdzv, options)
@@ -104,8 +103,8 @@ class HierBackend(CommBackend):
             self.links = configured_links(options)
             if self.links is None and len(self.nodes) > 1:
                 def measure() -> LinkParams:
-                    return measure_links(channel.scope("links"), rdzv.rank, rdzv.world_size, self.nodes, self.intra,
-                                         self.inter, local)
+                    return measure_links(channel.scope("links"), rdzv.rank, self.nodes, self.intra, self.inter,
+                                         local)
 
                 self.links = job_links(self.inter, (self.transports.intra.name, self.transports.inter.name), measure)
             self.engine_checks_p2p = self.intra.engine_checks_p2p and self.inter.engine_checks_p2p
@@ -120,7 +119,8 @@ class HierBackend(CommBackend):
         rank must pin alike, before the same call (a benchmark compares the paths with it)."""
         key = str(algo).strip().lower()
         if key not in ALGOS:
-            raise InvalidArgumentError(f"hier pin({algo!r}): choose from {', '.join(ALGOS)}")
+            raise InvalidArgumentError(f"hier algo {algo!r} (algo=, {ALGO_ENV} or pin()): choose from "
+                                       f"{', '.join(ALGOS)}")
         self._algo = key
 
     def _node_names(self, channel: Any, rdzv: Rendezvous, options: dict[str, Any]) -> list[bytes]:
@@ -233,63 +233,54 @@ class HierBackend(CommBackend):
         return d, route
 
     # --------------------------------------------------------------------------------------------- collectives
+    def _by_decision(self, d: Decision, route: Route, one_level: Callable[[Any, CommGroup], Any],
+                     two_level: Callable[[NodeLayout], None]) -> Work | None:
+        """``one_level(transport, its group)`` on the transport the decision names, or ``two_level(layout)`` (which
+        runs inside the call)."""
+        if d.algo == "hierarchical":
+            assert route.layout is not None
+            two_level(route.layout)
+            return None
+        comm, g = (self.intra, route.intra) if d.algo == "intra" else (self.inter, route.inter)
+        return one_level(comm, g)
+
     def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> Work | None:
         d, route = self._route("all_reduce", group, tensor, op)
-        if d.algo == "intra":
-            return self.intra.all_reduce(tensor, op=op, group=route.intra, async_op=async_op)
-        if d.algo == "flat":
-            return self.inter.all_reduce(tensor, op=op, group=route.inter, async_op=async_op)
-        flat = flat_view(tensor)
-        hier.layout_all_reduce(route.layout, flat, op)
-        copy_back(tensor, flat)
-        return None
+        return self._by_decision(d, route, lambda c, g: c.all_reduce(tensor, op=op, group=g, async_op=async_op),
+                                 lambda lay: _in_place(tensor, lambda flat: hier.layout_all_reduce(lay, flat, op)))
 
     def _all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup,
                                 async_op: bool) -> Work | None:
         d, route = self._route("all_gather_into_tensor", group, tensor, None)
-        if d.algo == "intra":
-            return self.intra.all_gather_into_tensor(output, tensor, group=route.intra, async_op=async_op)
-        if d.algo == "flat":
-            return self.inter.all_gather_into_tensor(output, tensor, group=route.inter, async_op=async_op)
-        out = flat_view(output)
-        hier.layout_all_gather(route.layout, out, tensor.reshape(-1))
-        copy_back(output, out)
-        return None
+        return self._by_decision(
+            d, route, lambda c, g: c.all_gather_into_tensor(output, tensor, group=g, async_op=async_op),
+            lambda lay: _in_place(output, lambda out: hier.layout_all_gather(lay, out, tensor.reshape(-1))))
 
     def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup,
                     async_op: bool) -> Work | None:
         d, route = self._route("all_gather", group, tensor, None)
-        if d.algo == "hierarchical":
-            staged = torch.empty((group.world_size, *tensor.shape), dtype=tensor.dtype, device=tensor.device)
-            self._all_gather_into_tensor(staged, tensor, group, False)
+
+        def two_level(layout: NodeLayout) -> None:
+            staged = torch.empty((group.world_size, tensor.numel()), dtype=tensor.dtype, device=tensor.device)
+            hier.layout_all_gather(layout, staged.view(-1), tensor.reshape(-1))
             for dst, src in zip(output, staged, strict=True):
-                dst.copy_(src)
-            return None
-        comm, g = (self.intra, route.intra) if d.algo == "intra" else (self.inter, route.inter)
-        return comm.all_gather(tensor, group=g, async_op=async_op, output=output)
+                dst.copy_(src.view(tensor.shape))
+
+        return self._by_decision(d, route, lambda c, g: c.all_gather(tensor, group=g, async_op=async_op,
+                                                                     output=output), two_level)
 
     def _reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup,
                         async_op: bool) -> Work | None:
         d, route = self._route("reduce_scatter", group, output, op)
-        if d.algo == "intra":
-            return self.intra.reduce_scatter(output, input, op=op, group=route.intra, async_op=async_op)
-        if d.algo == "flat":
-            return self.inter.reduce_scatter(output, input, op=op, group=route.inter, async_op=async_op)
-        out = flat_view(output)
-        hier.layout_reduce_scatter(route.layout, out, input.reshape(-1), op)
-        copy_back(output, out)
-        return None
+        return self._by_decision(
+            d, route, lambda c, g: c.reduce_scatter(output, input, op=op, group=g, async_op=async_op),
+            lambda lay: _in_place(output, lambda out: hier.layout_reduce_scatter(lay, out, input.reshape(-1), op)))
 
     def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> Work | None:
         d, route = self._route("broadcast", group, tensor, None)
-        if d.algo == "intra":
-            return self.intra.broadcast(tensor, src_rank=route.local[src], group=route.intra, async_op=async_op)
-        if d.algo == "flat":
-            return self.inter.broadcast(tensor, src_rank=src, group=route.inter, async_op=async_op)
-        flat = flat_view(tensor)
-        hier.layout_broadcast(route.layout, flat, src)
-        copy_back(tensor, flat)
-        return None
+        return self._by_decision(
+            d, route, lambda c, g: c.broadcast(tensor, src_rank=self._root(c, route, src), group=g, async_op=async_op),
+            lambda lay: _in_place(tensor, lambda flat: hier.layout_broadcast(lay, flat, src)))
 
     def _one_level(self, op: str, group: CommGroup, t: torch.Tensor | None, rop: ReduceOp | None = None
                    ) -> tuple[Any, CommGroup, Route]:
@@ -370,3 +361,10 @@ class HierBackend(CommBackend):
             for pos, w in zip(positions, got, strict=True):
                 works[pos] = w
         return works
+
+
+def _in_place(tensor: torch.Tensor, fn: Callable[[torch.Tensor], None]) -> None:
+    """``fn`` on a flat contiguous view of ``tensor`` (a copy when it is not contiguous), written back."""
+    flat = flat_view(tensor)
+    fn(flat)
+    copy_back(tensor, flat)

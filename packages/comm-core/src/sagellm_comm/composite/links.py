@@ -100,8 +100,8 @@ def _pair(a: int, b: int, link: Link, scope: str, bulk: int) -> dict[str, Any]:
             "samples_small": REPS, "samples_bulk": REPS, "scope": scope}
 
 
-def measure_links(channel: Any, world_rank: int, world_size: int, nodes: tuple[tuple[int, ...], ...],
-                  intra: Any, inter: Any, local_rank: int) -> LinkParams:
+def measure_links(channel: Any, world_rank: int, nodes: tuple[tuple[int, ...], ...], intra: Any, inter: Any,
+                  local_rank: int) -> LinkParams:
     """Collective over the world: see the module docstring. ``intra``/``inter``: the initialized transports (the
     intra one's ranks are the local ranks). The intra link is measured on the first node with two ranks."""
     pair_node = next((j for j, members in enumerate(nodes) if len(members) > 1), None)
