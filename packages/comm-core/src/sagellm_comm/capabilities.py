@@ -71,6 +71,10 @@ class Capabilities:
         dts = self.reduce_support.get(op)
         return dts is not None and dtype in dts
 
+    def declares(self, op: str, dtype: torch.dtype, reduce_op: ReduceOp | None = None) -> bool:
+        """Whether ``op`` on ``dtype`` (reducing with ``reduce_op``, if it reduces) is declared."""
+        return op in self.ops and dtype in self.dtypes and (reduce_op is None or self.supports_reduce(reduce_op, dtype))
+
     @staticmethod
     def reduce_table(
         float_dtypes: Iterable[torch.dtype],

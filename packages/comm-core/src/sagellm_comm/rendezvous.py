@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from sagellm_comm.errors import InvalidArgumentError, RankMismatchError
 
 __all__ = ["DEFAULT_MASTER_ADDR", "DEFAULT_MASTER_PORT", "DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "Rendezvous",
-           "check_timeout", "resolve_rendezvous"]
+           "check_timeout", "launcher_layout", "resolve_rendezvous"]
 
 DEFAULT_MASTER_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500  # torch.distributed's default
@@ -59,6 +59,17 @@ class Rendezvous:
     @property
     def url(self) -> str:
         return self.init_method or f"tcp://{self.master_addr}:{self.master_port}"
+
+
+def launcher_layout(env: Any = None) -> tuple[int, int] | None:
+    """(WORLD_SIZE, LOCAL_WORLD_SIZE) as the launcher set them (torchrun, the project's launcher), or None when it
+    did not set both as positive integers. Ranks span several hosts when the two differ. Cheap: for probes that
+    run before the ranks meet."""
+    env = os.environ if env is None else env
+    ws, local = env.get("WORLD_SIZE", ""), env.get("LOCAL_WORLD_SIZE", "")
+    if not (ws.isdigit() and local.isdigit() and int(ws) >= 1 and int(local) >= 1):
+        return None
+    return int(ws), int(local)
 
 
 def _env_int(name: str) -> int | None:

@@ -11,6 +11,7 @@ import os
 import platform
 
 from sagellm_comm.errors import BackendNotSupportedError
+from sagellm_comm.rendezvous import launcher_layout
 from sagellm_comm_cxl_ub import futex
 from sagellm_comm_cxl_ub.config import MemoryConfig
 from sagellm_comm_cxl_ub.layout import Layout
@@ -109,10 +110,10 @@ def _check(provider_fn, cfg: MemoryConfig) -> tuple[bool, str]:  # type: ignore[
 def one_host_job() -> tuple[bool, str]:
     """``auto_when`` of shm: not when the launcher says the ranks span several hosts (shm still serves groups of
     one host's ranks, e.g. inside the hierarchical composite)."""
-    ws, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
-    if ws and local and ws != local:
-        return False, (f"ranks span several hosts (WORLD_SIZE={ws}, LOCAL_WORLD_SIZE={local}); shm joins ranks of one "
-                       "host only")
+    layout = launcher_layout()
+    if layout is not None and layout[0] != layout[1]:
+        return False, (f"ranks span several hosts (WORLD_SIZE={layout[0]}, LOCAL_WORLD_SIZE={layout[1]}); shm joins "
+                       "ranks of one host only")
     return True, "ok"
 
 

@@ -31,6 +31,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from sagellm_comm.rendezvous import launcher_layout
+
 __all__ = ["DEFAULT_LINKS", "LINKS_ENV", "Link", "Network", "choose", "job_network", "links_from", "predict",
            "predict_op", "predictions"]
 
@@ -178,10 +180,10 @@ def job_network(world_size: int, env: Any = None) -> tuple[int | None, Network |
     ``DEFAULT_LINKS``. Only the environment is read, which the launcher gives every rank alike, so every rank gets
     the same network. (None, None) when the environment does not say."""
     env = os.environ if env is None else env
-    ws, local = env.get("WORLD_SIZE"), env.get("LOCAL_WORLD_SIZE")
-    if not (ws and local and ws.isdigit() and local.isdigit() and int(ws) == world_size and int(local) >= 1):
+    layout = launcher_layout(env)
+    if layout is None or layout[0] != world_size:
         return None, None
-    per_node = int(local)
+    per_node = layout[1]
     nodes = math.ceil(world_size / per_node)
     raw = env.get(LINKS_ENV)
     intra, inter, gamma = links_from(raw if raw else DEFAULT_LINKS, LINKS_ENV if raw else "defaults")

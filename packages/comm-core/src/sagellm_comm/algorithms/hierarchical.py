@@ -144,11 +144,6 @@ def node_layout(comm: Any) -> NodeLayout:
     return layout
 
 
-def _native(comm: Any, op: str, rop: ReduceOp | None, dtype: torch.dtype) -> bool:
-    caps = comm.capabilities
-    return op in caps.ops and dtype in caps.dtypes and (rop is None or caps.supports_reduce(rop, dtype))
-
-
 def _world_only(comm: Any, g: CommGroup, op: str) -> None:
     if g.world_size != comm.world_group.world_size:
         raise BackendNotSupportedError(f"algorithm 'hierarchical' runs {op} on the world group (its node groups are "
@@ -226,7 +221,7 @@ def _cross_all_reduce(layout: NodeLayout, data: torch.Tensor, rop: ReduceOp, *, 
     comm = layout.cross_comm
     if layout.cross.world_size == 1 or data.numel() == 0:
         return None
-    if _native(comm, "all_reduce", rop, data.dtype):
+    if comm.capabilities.declares("all_reduce", data.dtype, rop):
         return comm.all_reduce(data, op=rop, group=layout.cross, async_op=async_op and comm.capabilities.async_ops)
     ring.all_reduce(comm, data, rop, layout.cross)
     return None
@@ -249,7 +244,7 @@ def _two_level(layout: NodeLayout, flat: torch.Tensor, rop: ReduceOp) -> None:
     for seg in _segments(flat):
         chunks = list(torch.tensor_split(seg, size))
         even = seg.numel() % size == 0
-        if even and _native(comm, "reduce_scatter", rop, seg.dtype):
+        if even and comm.capabilities.declares("reduce_scatter", seg.dtype, rop):
             mine = torch.empty_like(chunks[k])
             comm.reduce_scatter(mine, seg, op=rop, group=intra)
             chunks[k].copy_(mine)
@@ -259,7 +254,7 @@ def _two_level(layout: NodeLayout, flat: torch.Tensor, rop: ReduceOp) -> None:
     for seg, chunks, even, work in pending:
         if work is not None:
             work.wait(layout.cross.timeout_s)
-        if even and _native(comm, "all_gather_into_tensor", None, seg.dtype):
+        if even and comm.capabilities.declares("all_gather_into_tensor", seg.dtype, None):
             comm.all_gather_into_tensor(seg, chunks[k].clone(), group=intra)
         else:
             ring.all_gather_phase(comm, intra, chunks)
@@ -268,14 +263,14 @@ def _two_level(layout: NodeLayout, flat: torch.Tensor, rop: ReduceOp) -> None:
 def _leaders(layout: NodeLayout, flat: torch.Tensor, rop: ReduceOp) -> None:
     comm, intra = layout.intra_comm, layout.intra
     if intra.world_size > 1:
-        if _native(comm, "reduce", rop, flat.dtype):
+        if comm.capabilities.declares("reduce", flat.dtype, rop):
             comm.reduce(flat, dst_rank=0, op=rop, group=intra)
         else:
             tree.reduce(comm, flat, 0, rop, intra)
     if layout.local_rank == 0:
         _cross_all_reduce(layout, flat, rop)
     if intra.world_size > 1:
-        if _native(comm, "broadcast", None, flat.dtype):
+        if comm.capabilities.declares("broadcast", flat.dtype, None):
             comm.broadcast(flat, src_rank=0, group=intra)
         else:
             tree.broadcast(comm, flat, 0, intra)
@@ -284,7 +279,7 @@ def _leaders(layout: NodeLayout, flat: torch.Tensor, rop: ReduceOp) -> None:
 def _gather_into(comm: Any, group: CommGroup, out: torch.Tensor, mine: torch.Tensor) -> None:
     if group.world_size == 1:
         out.copy_(mine)
-    elif _native(comm, "all_gather_into_tensor", None, mine.dtype):
+    elif comm.capabilities.declares("all_gather_into_tensor", mine.dtype, None):
         comm.all_gather_into_tensor(out, mine, group=group)
     else:
         ring.all_gather(comm, out, mine, group)
@@ -293,7 +288,7 @@ def _gather_into(comm: Any, group: CommGroup, out: torch.Tensor, mine: torch.Ten
 def _scatter_from(comm: Any, group: CommGroup, out: torch.Tensor, data: torch.Tensor, rop: ReduceOp) -> None:
     if group.world_size == 1:
         out.copy_(data)
-    elif _native(comm, "reduce_scatter", rop, data.dtype):
+    elif comm.capabilities.declares("reduce_scatter", data.dtype, rop):
         comm.reduce_scatter(out, data, op=rop, group=group)
     else:
         ring.reduce_scatter(comm, out, data, rop, group)
@@ -335,12 +330,12 @@ def layout_broadcast(layout: NodeLayout, flat: torch.Tensor, root: int) -> None:
     k = layout.nodes[root_node].index(root)
     if layout.local_rank == k and layout.cross.world_size > 1:
         src = layout.cross_members(k).index(root)
-        if _native(layout.cross_comm, "broadcast", None, flat.dtype):
+        if layout.cross_comm.capabilities.declares("broadcast", flat.dtype, None):
             layout.cross_comm.broadcast(flat, src_rank=src, group=layout.cross)
         else:
             tree.broadcast(layout.cross_comm, flat, src, layout.cross)
     if layout.intra.world_size > 1:
-        if _native(layout.intra_comm, "broadcast", None, flat.dtype):
+        if layout.intra_comm.capabilities.declares("broadcast", flat.dtype, None):
             layout.intra_comm.broadcast(flat, src_rank=k, group=layout.intra)
         else:
             tree.broadcast(layout.intra_comm, flat, k, layout.intra)

@@ -166,10 +166,6 @@ class HierBackend(CommBackend):
                            inter_group, None)
 
     # ------------------------------------------------------------------------------------------------ decisions
-    def _fits(self, comm: Any, op: str, dtype: torch.dtype, rop: ReduceOp | None) -> bool:
-        caps = comm.capabilities
-        return op in caps.ops and dtype in caps.dtypes and (rop is None or caps.supports_reduce(rop, dtype))
-
     def explain(self, op: str, nbytes: int, group: CommGroup | None = None, dtype: torch.dtype = torch.float32,
                 reduce_op: ReduceOp | str | None = "sum") -> Decision:
         """How ``op`` on a tensor of ``nbytes`` (all_gather/reduce_scatter: each rank's block) would run on
@@ -184,7 +180,7 @@ class HierBackend(CommBackend):
         assert self.intra is not None and self.inter is not None and self.transports is not None
         stage_rop = ReduceOp.SUM if rop is ReduceOp.AVG else rop
         if route.one_node:
-            if self._fits(self.intra, op, dtype, rop):
+            if self.intra.capabilities.declares(op, dtype, rop):
                 return Decision("intra", "one-node", f"intra: all {sum(map(len, route.nodes))} ranks on one node; "
                                 f"{self.transports.intra.name}")
             return Decision("flat", "intra-lacks-op", f"flat: {self.transports.intra.name} does not declare {op} "
@@ -201,8 +197,8 @@ class HierBackend(CommBackend):
         stages = {"all_reduce": ("reduce_scatter", "all_gather_into_tensor") if layout.uniform else
                   ("reduce", "broadcast"), "all_gather": ("all_gather_into_tensor",),
                   "reduce_scatter": ("reduce_scatter",), "broadcast": ("broadcast",)}[base]
-        if not all(self._fits(self.intra, s, dtype, stage_rop if s in ("reduce_scatter", "reduce") else None)
-                   for s in stages) or not self._fits(self.inter, base if base != "all_gather" else
+        if not all(self.intra.capabilities.declares(s, dtype, stage_rop if s in ("reduce_scatter", "reduce") else None)
+                   for s in stages) or not self.inter.capabilities.declares(base if base != "all_gather" else
                                                       "all_gather_into_tensor", dtype, stage_rop):
             return Decision("flat", "transport-lacks-op", f"flat: the transports do not declare the stages of "
                             f"two-level {base} for {dtype}")
@@ -287,7 +283,7 @@ class HierBackend(CommBackend):
         """The transport for ops without a two-level form: intra on one node when it declares the op, else inter."""
         route: Route = group.handle
         dtype = t.dtype if t is not None else torch.uint8
-        if route.one_node and self._fits(self.intra, op, dtype, rop):
+        if route.one_node and self.intra.capabilities.declares(op, dtype, rop):
             self.last_decision = Decision("intra", "one-node", f"intra: {op} on one node")
             return self.intra, route.intra, route
         self.last_decision = Decision("flat", "not-two-level", f"flat: {op} on {self.transports.inter.name}")
@@ -323,7 +319,7 @@ class HierBackend(CommBackend):
     # ------------------------------------------------------------------------------------------ point to point
     def _peer(self, op: str, group: CommGroup, peer: int, t: torch.Tensor) -> tuple[Any, CommGroup, int]:
         route: Route = group.handle
-        if peer in route.local and self._fits(self.intra, op, t.dtype, None):
+        if peer in route.local and self.intra.capabilities.declares(op, t.dtype, None):
             return self.intra, route.intra, route.local[peer]
         return self.inter, route.inter, peer
 

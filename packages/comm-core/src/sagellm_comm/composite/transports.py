@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from sagellm_comm.errors import BackendNotSupportedError
 from sagellm_comm.registry import BackendSpec, backend_registry
+from sagellm_comm.rendezvous import launcher_layout
 
 __all__ = ["Transports", "choose_transports", "spans_hosts", "transports_available"]
 
@@ -76,9 +76,10 @@ def transports_available() -> tuple[bool, str]:
 def spans_hosts() -> tuple[bool, str]:
     """``auto_when`` probe: the launcher says the ranks are on several hosts (torchrun and the project's launcher
     set WORLD_SIZE and LOCAL_WORLD_SIZE)."""
-    ws, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
-    if ws and local and ws != local:
+    layout = launcher_layout()
+    if layout is None:
+        return False, "the launcher did not say the ranks span hosts (WORLD_SIZE/LOCAL_WORLD_SIZE not both set)"
+    ws, local = layout
+    if ws != local:
         return True, f"the ranks span several hosts (WORLD_SIZE={ws}, LOCAL_WORLD_SIZE={local})"
-    if ws and local:
-        return False, f"all ranks on one host (WORLD_SIZE = LOCAL_WORLD_SIZE = {ws})"
-    return False, "the launcher did not say the ranks span hosts (WORLD_SIZE/LOCAL_WORLD_SIZE not both set)"
+    return False, f"all ranks on one host (WORLD_SIZE = LOCAL_WORLD_SIZE = {ws})"
