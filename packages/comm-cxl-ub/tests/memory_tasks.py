@@ -73,7 +73,7 @@ def job_traffic(job: int, iters: int) -> dict:
             g = torch.full((3,), float(job))
             comm.all_reduce(g, group=sub)
             bad += int((g != 2.0 * job).sum())
-        return {"rank": rank, "wrong": bad}
+        return {"rank": rank, "wrong": bad, "engines": [comm.engine_path()[0], comm.engine_path(sub)[0]]}
     finally:
         comm.destroy()
 

@@ -1,5 +1,7 @@
 """Multi-rank behaviour of the memory-semantic backends that the conformance suite does not cover: crashes leave
-nothing behind, independent jobs on one host never share a region, cxl over a device-like file, auto selection."""
+nothing behind, independent jobs on one host never share a region, cxl over a device-like file, auto selection.
+The tests whose outcome depends on the engine's waits and tags run on both engine paths (``engine``): the native
+one, the default where it was built, and the Python fallback."""
 
 from __future__ import annotations
 
@@ -25,7 +27,18 @@ def _needs_shm():
         pytest.skip("shm is not available here")
 
 
-def test_killing_a_rank_mid_collective_fails_the_others_fast_and_leaves_no_segment(tmp_path):
+@pytest.fixture(params=["native", "python"])
+def engine(request, monkeypatch):
+    """The engine path the ranks run (SAGELLM_COMM_SHM_ENGINE, inherited by the rank processes)."""
+    from sagellm_comm_cxl_ub import native
+
+    if request.param == "native" and not native.NATIVE_AVAILABLE:
+        pytest.skip(f"the native engine is not available here: {native.NATIVE_REASON}")
+    monkeypatch.setenv("SAGELLM_COMM_SHM_ENGINE", request.param)
+    return request.param
+
+
+def test_killing_a_rank_mid_collective_fails_the_others_fast_and_leaves_no_segment(tmp_path, engine):
     before = memory_tasks.shm_names()
     report = str(tmp_path / "report")
     with RankPool(2) as pool, pytest.raises(RankFailedError) as info:
@@ -55,7 +68,7 @@ def test_region_names_are_gone_once_every_rank_mapped_them(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_two_jobs_on_one_host_run_at_once_and_both_get_right_answers():
+def test_two_jobs_on_one_host_run_at_once_and_both_get_right_answers(engine):
     results: dict[int, list] = {}
     errors: list[BaseException] = []
 
@@ -73,6 +86,7 @@ def test_two_jobs_on_one_host_run_at_once_and_both_get_right_answers():
             t.join(240)
     assert not errors, errors
     assert [r["wrong"] for j in (1, 2) for r in results[j]] == [0, 0, 0, 0]
+    assert all(r["engines"] == [engine, engine] for j in (1, 2) for r in results[j]), results
 
 
 def test_cxl_over_a_device_like_file_windows_per_group(tmp_path):
@@ -116,7 +130,7 @@ def test_p2p_matches_tags_out_of_order_and_names_size_mismatches(comm_pools):
     assert r1["after"] == [9.0] * 4
 
 
-def test_destroy_abandons_a_pending_async_op_promptly_and_says_so():
+def test_destroy_abandons_a_pending_async_op_promptly_and_says_so(engine):
     before = memory_tasks.shm_names()
     with RankPool(2) as pool:
         r0, _ = pool.run(memory_tasks.destroy_with_an_async_op_pending, 3.0, timeout=60)
@@ -126,9 +140,10 @@ def test_destroy_abandons_a_pending_async_op_promptly_and_says_so():
     assert memory_tasks.shm_names() == before
 
 
-def test_mismatched_collectives_raise_on_every_rank_and_the_group_stays_usable(comm_pools):
+def test_mismatched_collectives_raise_on_every_rank_and_the_group_stays_usable(engine):
     """Different sizes, ops, dtypes, roots or reduce ops across ranks: COMM_RANK_MISMATCH naming the field on every
     rank (before the step tags the shared memory engine returned wrong data and no error)."""
-    results = comm_pools.get(2).run(memory_tasks.mismatched_collectives, "shm", timeout=120)
+    with RankPool(2) as pool:
+        results = pool.run(memory_tasks.mismatched_collectives, "shm", timeout=120)
     fields = ["numel", "op", "dtype", "root", "reduce op", "async numel"]
     assert results == [[f"{f}: mismatch" for f in fields]] * 2, results

@@ -13,7 +13,7 @@ import torch
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm import InvalidArgumentError, get_comm_backend, list_comm_backends
-from sagellm_comm_cxl_ub import probes
+from sagellm_comm_cxl_ub import ordering, probes
 from sagellm_comm_cxl_ub.config import MemoryConfig, parse_bytes
 from sagellm_comm_cxl_ub.layout import LINE, Layout
 from sagellm_comm_cxl_ub.reduce_kernels import reduce_rows
@@ -156,10 +156,16 @@ def test_world_of_one_runs_every_op_and_leaves_no_file(tmp_path):
     assert comm.memory_bytes() == 0
 
 
-def test_engine_refuses_architectures_it_cannot_order(monkeypatch):
-    monkeypatch.setattr(probes.platform, "machine", lambda: "aarch64")
+def test_off_x86_the_engine_needs_the_native_library_for_ordering(monkeypatch):
+    """aarch64 does not keep stores in order: the flags are ordered by the native library's atomics and fences;
+    without the library the engine refuses to run there, saying why."""
+    monkeypatch.setattr(ordering.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(ordering.native, "lib", None)
     ok, why = probes.ordering_supported()
-    assert not ok and "aarch64" in why
+    assert not ok and "aarch64" in why and "native library" in why
+    monkeypatch.setattr(ordering.native, "lib", object())
+    ok, why = probes.ordering_supported()
+    assert ok and "aarch64" in why
 
 
 def test_auto_passes_over_shm_when_ranks_span_hosts(monkeypatch):

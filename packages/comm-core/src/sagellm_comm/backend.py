@@ -576,7 +576,7 @@ class CommBackend(ABC):
         if t.dtype not in caps.dtypes:
             dts = ", ".join(sorted(str(d).removeprefix("torch.") for d in caps.dtypes))
             raise self._unsupported(op, f" for dtype {t.dtype} (supported dtypes: {dts})")
-        if t.device.type not in caps.devices:
+        if not (t.is_cpu and "cpu" in caps.devices) and t.device.type not in caps.devices:
             raise self._unsupported(op, f" on device {t.device} (supported devices: {sorted(caps.devices)})")
         if not caps.non_contiguous and not t.is_contiguous():
             raise InvalidArgumentError(
@@ -660,7 +660,11 @@ class CommBackend(ABC):
             raise self._unsupported(op, " with async_op=True")
         entry = None
         if self.recorder.enabled or self._debug:
-            group = next((a for a in args if isinstance(a, CommGroup)), None)
+            group = None
+            for a in args:
+                if isinstance(a, CommGroup):
+                    group = a
+                    break
             entry = self.recorder.start(group, op, args, async_op)
         p2p_check = None
         try:

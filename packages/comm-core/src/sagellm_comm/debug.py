@@ -21,12 +21,14 @@ submission waits for the other ranks to reach the same call. Use it to find a bu
 
 from __future__ import annotations
 
+import enum
 import os
 from typing import Any
 
 import torch
 
 from sagellm_comm.errors import CommTimeoutError, RankMismatchError
+from sagellm_comm.group import CommGroup
 
 __all__ = ["DEBUG_ENV", "check_call", "debug_detail", "describe", "fingerprint", "summarize"]
 
@@ -42,15 +44,37 @@ def summarize(args: tuple[Any, ...]) -> tuple[Any, ...]:
     op; async flags, timeouts and per-rank optional lists are left out."""
     out: list[Any] = []
     for a in args:
-        if isinstance(a, torch.Tensor):
+        kind = type(a)
+        how = _HOW.get(kind)
+        if how is None:  # classified once per type: isinstance on torch.Tensor alone costs more than the rest
+            how = _HOW[kind] = _classify(kind)
+        if how == _TENSOR:
             out.append((a.dtype, a.numel()))
-        elif isinstance(a, bool) or a is None or isinstance(a, (list, tuple, float)):
-            continue
-        elif isinstance(a, int):
+        elif how == _INT:
             out.append(a)
-        elif isinstance(getattr(a, "value", None), str):  # a ReduceOp
+        elif how == _STR_ENUM:  # a ReduceOp
+            out.append(a._value_)
+        elif how == _VALUE and isinstance(getattr(a, "value", None), str):
             out.append(a.value)
     return tuple(out)
+
+
+_SKIP, _TENSOR, _INT, _STR_ENUM, _VALUE = range(5)
+_HOW: dict[type, int] = {}
+
+
+def _classify(kind: type) -> int:
+    if issubclass(kind, torch.Tensor):
+        return _TENSOR
+    if issubclass(kind, (bool, type(None), list, tuple, float)):
+        return _SKIP
+    if issubclass(kind, int):
+        return _INT
+    if issubclass(kind, enum.Enum) and all(isinstance(m.value, str) for m in kind):
+        return _STR_ENUM
+    if issubclass(kind, CommGroup) and not hasattr(kind, "value"):
+        return _SKIP
+    return _VALUE
 
 
 def describe(op: str, summary: tuple[Any, ...]) -> str:

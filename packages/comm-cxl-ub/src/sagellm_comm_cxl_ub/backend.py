@@ -6,6 +6,10 @@ its handle through the group's side channel (the store the core hands every back
 header, record their pid; the last rank to map it removes its name, so from then on only the mappings keep it alive
 and a crash leaves nothing behind.
 
+Every group runs one engine path, the same on all its ranks: each rank records in the region the path it can run
+(``engine_path``: the native library where it loaded, else Python), and a group runs native only if all of them
+can; ``engine="native"`` makes a group that cannot an error instead.
+
 Each group's collectives go through an :class:`~sagellm_comm_cxl_ub.progress.OpQueue`: blocking calls run inline,
 ``async_op=True`` runs on the group's progress thread and returns at once (``concurrent_progress``); isend/irecv
 are driven by the P2P engine's own thread.
@@ -34,10 +38,12 @@ from sagellm_comm.group import CommGroup
 from sagellm_comm.rendezvous import Rendezvous
 from sagellm_comm.store import SideChannel
 from sagellm_comm.work import FutureWork
+from sagellm_comm_cxl_ub import native
 from sagellm_comm_cxl_ub.config import MemoryConfig
-from sagellm_comm_cxl_ub.engine import RegionEngine
-from sagellm_comm_cxl_ub.layout import MAGIC, VERSION, Layout
+from sagellm_comm_cxl_ub.engine import SPLIT_MIN_BYTES, RegionEngine
+from sagellm_comm_cxl_ub.layout import ENGINE_NATIVE, ENGINE_PYTHON, MAGIC, VERSION, Layout
 from sagellm_comm_cxl_ub.p2p import P2PEngine, P2PWork
+from sagellm_comm_cxl_ub.probes import engine_path
 from sagellm_comm_cxl_ub.progress import CLOSE_WAIT_S, OpQueue
 from sagellm_comm_cxl_ub.regions.base import Region, RegionProvider
 from sagellm_comm_cxl_ub.sync import StepCounters
@@ -62,6 +68,7 @@ class GroupState:
     p2p: P2PEngine
     counters: StepCounters
     queue: OpQueue
+    engine_reason: str = ""
 
     def close(self) -> None:
         self.counters.abort()  # an async op still waiting for a peer gives up, so its thread can be joined
@@ -76,6 +83,13 @@ class GroupState:
         self.counters.release()
         self.engine.close()
         self.region.close()
+
+
+def _tagged(st: GroupState, fn: Callable[[GroupState], None], op: str, dtype: torch.dtype | None, size: int, root: int,
+            reduce_op: ReduceOp | None) -> None:
+    """Run ``fn`` on the group's engine with its steps tagged by the call's signature."""
+    st.engine.expect(op, dtype, size, root, reduce_op)
+    fn(st)
 
 
 class MemoryBackend(CommBackend):
@@ -108,6 +122,10 @@ class MemoryBackend(CommBackend):
         ok, why = provider.available()
         if not ok:
             raise BackendNotSupportedError(f"{self.name}: {why}")
+        path, why = engine_path(self.config)
+        if path is None:
+            raise BackendNotSupportedError(f"{self.name}: {why}")
+        self._engine = (path, why)
         self._provider_obj = provider
         self._rank = rendezvous.rank
         self._timeout_s = rendezvous.timeout_s
@@ -151,9 +169,13 @@ class MemoryBackend(CommBackend):
             host_local = same_host
         # group rank 0 sizes the region; the others take its layout from what it publishes
         layout = Layout(n, self.config.slot_for(n if host_local else 1), self.config.chunk_bytes)
-        region, layout = self._make_region(provider, layout, channel, members, me, index)
+        mine = ENGINE_NATIVE + native.ABI_VERSION if self._engine[0] == "native" else ENGINE_PYTHON
+        region, layout = self._make_region(provider, layout, channel, members, me, index, mine)
         try:
             pids = self._read_pids(region, layout, n)
+            engines = [struct.unpack_from("<i", region.mapping, region.offset + layout.engine_word(r))[0]
+                       for r in range(n)]
+            use_native, reason = self._group_engine(engines, members, group_id)
             mm = region.mapping
             base = torch.frombuffer(mm, dtype=torch.uint8)[region.offset:region.offset + layout.size]
             spin, yld = self.config.wait_budget(n if host_local else 1)
@@ -162,14 +184,38 @@ class MemoryBackend(CommBackend):
             engine = RegionEngine(base, layout, me, counters)
             engine.algo = self.config.allreduce
             addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset
+            if use_native:
+                engine.bind_native(native.lib, native.make_group(
+                    addr, layout, me, pids, host_local, spin, yld, timeout_s, layout.slot_bytes, SPLIT_MIN_BYTES))
             p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s,
                             exited=counters.exited)
         except BaseException:
             region.close()
             raise
-        state = GroupState(region, layout, engine, p2p, counters, OpQueue(f"{self.name}-{group_id}"))
+        state = GroupState(region, layout, engine, p2p, counters, OpQueue(f"{self.name}-{group_id}"), reason)
         self._states.append(state)
         return state
+
+    def _group_engine(self, engines: list[int], members: tuple[int, ...], group_id: str) -> tuple[bool, str]:
+        """Whether the group runs native (every rank recorded the native code of this ABI), and why."""
+        assert self.config is not None
+        path, why = self._engine
+        want = ENGINE_NATIVE + native.ABI_VERSION
+        others = [members[r] for r, code in enumerate(engines) if code != want]
+        if path == "native" and not others:
+            return True, why
+        if path == "native":
+            text = (f"group {group_id}: rank(s) {others} cannot run the native engine (not built there, another ABI, "
+                    "or SAGELLM_COMM_SHM_ENGINE=python), so the whole group runs the Python engine")
+            if self.config.engine == "native":
+                raise BackendNotSupportedError(f"{self.name}: engine=native was asked for, but {text}")
+            return False, text
+        return False, why
+
+    def engine_path(self, group: CommGroup | None = None) -> tuple[str, str]:
+        """("native" or "python", why) of ``group`` (default: the world group)."""
+        st = self._state(group if group is not None else self.world_group)
+        return st.engine.path, st.engine_reason
 
     @staticmethod
     def _same_host(channel: SideChannel, members: tuple[int, ...], me: int) -> bool:
@@ -178,7 +224,7 @@ class MemoryBackend(CommBackend):
         return all(h.decode() == ident for h in hosts)
 
     def _make_region(self, provider: RegionProvider, layout: Layout, channel: SideChannel, members: tuple[int, ...],
-                     me: int, index: int) -> tuple[Region, Layout]:
+                     me: int, index: int, engine_code: int) -> tuple[Region, Layout]:
         n = len(members)
         if me == 0:
             key = uuid.uuid4().hex
@@ -201,6 +247,7 @@ class MemoryBackend(CommBackend):
             region = provider.attach(handle, layout.size, index)
             self._check_header(region, layout, n, key)
         struct.pack_into("<q", region.mapping, region.offset + layout.pids_off + 8 * me, os.getpid())
+        struct.pack_into("<i", region.mapping, region.offset + layout.engine_word(me), engine_code)
         if n == 1:
             provider.release_name(region)
             return region, layout
@@ -263,14 +310,12 @@ class MemoryBackend(CommBackend):
         st = self._state(group)
         size = numel if numel is not None else (tensor.numel() if tensor is not None else -1)
         dtype = tensor.dtype if tensor is not None else None
+        if not async_op:  # no closures on this path: a small all_reduce's whole budget is a few microseconds
+            st.queue.run(_tagged, st, fn, op, dtype, size, root, reduce_op)
+            return None
 
         def call(st: GroupState) -> None:
-            st.engine.expect(op, dtype, size, root, reduce_op)
-            fn(st)
-
-        if not async_op:
-            st.queue.run(lambda: call(st))
-            return None
+            _tagged(st, fn, op, dtype, size, root, reduce_op)
 
         def job() -> None:
             try:

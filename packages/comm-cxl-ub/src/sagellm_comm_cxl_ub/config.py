@@ -14,6 +14,7 @@ cxl_path                      CXL memory: a directory, DAX device/file   unset (
 cxl_offset                    start of this job's window in a device     0 (``SAGELLM_COMM_CXL_OFFSET``)
 ub_segment                    UB segment's mapped device node            unset (``SAGELLM_COMM_UB_SEGMENT``)
 allreduce                     all_reduce algorithm: auto, direct, split  auto (``SAGELLM_COMM_SHM_ALLREDUCE``)
+engine                        auto (native where built), native, python  auto (``SAGELLM_COMM_SHM_ENGINE``)
 ============================  =======================================  ==================================
 
 Sizes accept units (``4M``, ``256K``).
@@ -35,6 +36,7 @@ CROWDED_SLOT_BYTES = 2 << 20  # ranks sharing cores: every step costs context sw
 DEFAULT_CHUNK_BYTES = 256 << 10
 MAX_BYTES = 1 << 40  # a size option beyond this is a typo, not a region anyone can map
 ALLREDUCE_ALGOS = ("auto", "direct", "split")
+ENGINES = ("auto", "native", "python")
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
           "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
 
@@ -81,6 +83,13 @@ def _algo(value: Any) -> str:
     return algo
 
 
+def _engine(value: Any) -> str:
+    engine = str(value).strip().lower()
+    if engine not in ENGINES:
+        raise InvalidArgumentError(f"engine={value!r}: choose one of {', '.join(ENGINES)}")
+    return engine
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     slot_bytes: int | None  # None: chosen per group by ``slot_for``
@@ -92,6 +101,7 @@ class MemoryConfig:
     cxl_offset: int
     ub_segment: str | None
     allreduce: str = "auto"
+    engine: str = "auto"
 
     @classmethod
     def from_options(cls, options: dict[str, Any] | None = None) -> MemoryConfig:
@@ -113,6 +123,7 @@ class MemoryConfig:
             cxl_offset=0 if offset in (0, "0") else parse_bytes("cxl_offset", offset),
             ub_segment=_opt(o, "ub_segment", "SAGELLM_COMM_UB_SEGMENT", None),
             allreduce=_algo(_opt(o, "allreduce", "SAGELLM_COMM_SHM_ALLREDUCE", "auto")),
+            engine=_engine(_opt(o, "engine", "SAGELLM_COMM_SHM_ENGINE", "auto")),
         )
 
     @staticmethod

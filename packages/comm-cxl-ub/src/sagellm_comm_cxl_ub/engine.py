@@ -18,19 +18,28 @@ wait it compares every peer's tag with its own. Ranks that called different coll
 sizes, dtypes, roots or reduce ops, all see the difference at the same step -- the call's first -- and all raise
 ``COMM_RANK_MISMATCH`` naming what differed on which rank, before any data is read. The step counters stay aligned,
 so the group remains usable; without the tags the call would return wrong data and no error.
+
+The native engine (``bind_native``; csrc/) runs the same protocol compiled: all_reduce is one call into C (copy-in,
+tagged sync, reduction, every chunk), and every other op's synchronisation goes through its acquire/release
+signal and wait. Every rank of a group runs the same engine (the backend decides at group setup), because the
+native all_reduce sizes its steps differently.
 """
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from sagellm_protocol import ReduceOp
 
 from sagellm_comm.errors import RankMismatchError
 from sagellm_comm.ops import WIRE_DTYPES
+from sagellm_comm_cxl_ub import native
 from sagellm_comm_cxl_ub.layout import TAG_BYTES, Layout
+from sagellm_comm_cxl_ub.native import SG_MISMATCH, SG_OK, SG_UNSUPPORTED
 from sagellm_comm_cxl_ub.reduce_kernels import reduce_rows
 from sagellm_comm_cxl_ub.sync import StepCounters
 
@@ -47,6 +56,8 @@ _OP_NAMES = {v: k for k, v in reversed(OP_CODES.items())}
 _DTYPES = WIRE_DTYPES
 _DTYPE_CODES = {d: i + 1 for i, d in enumerate(_DTYPES)}  # 0: the call has no tensor
 _REDOPS = tuple(ReduceOp)
+_REDOP_CODES = {op: i for i, op in enumerate(_REDOPS)}
+_ALGO_CODES = {"auto": 0, "direct": 1, "split": 2}
 
 
 def _flat(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[], None] | None]:
@@ -93,9 +104,25 @@ class RegionEngine:
         self._tag_offs = [[layout.tag_off(r, p) for p in (0, 1)] for r in range(self.n)]
         self._tag = _TAG.pack(0, 0, -1, -1, -1)
         self._tags: dict[tuple, bytes] = {}  # packed tags of recent calls (a decode step repeats the same few)
+        self._lib: Any = None
+        self._native: Any = None  # the group's native ``Group`` once bound
+        self._nref: Any = None
+
+    @property
+    def path(self) -> str:
+        return "native" if self._nref is not None else "python"
+
+    def bind_native(self, lib: Any, group: Any) -> None:
+        """Run all_reduce and every step's synchronisation through the native library."""
+        group.tag_len = _TAG.size
+        self._lib, self._native, self._nref = lib, group, ctypes.pointer(group)
+        self._gaddr = ctypes.addressof(group)
+        self._call = native.all_reduce_call
+        self.counters.bind_native(lib, group)
 
     def close(self) -> None:
         """Drop every view of the region (the mapping cannot be closed while one exists)."""
+        self._nref = self._native = self._lib = None
         if self._mem is not None:
             self._mem.release()
         self._mem = None
@@ -120,6 +147,11 @@ class RegionEngine:
         return self.step, self._parity[self.step & 1]
 
     def _sync(self, step: int, timeout_s: float | None = None) -> None:
+        if self._nref is not None:
+            status = self._lib.sg_sync(self._nref, step, self._tag, timeout_s or 0.0)
+            if status != SG_OK:
+                self._failed(status, step, timeout_s)
+            return
         mem, parity, mine, size = self._mem, step & 1, self._tag, _TAG.size
         if mem is not None:
             off = self._tag_offs[self.rank][parity]
@@ -131,6 +163,11 @@ class RegionEngine:
                 off = offs[parity]
                 if mem[off:off + size] != mine and j != self.rank:
                     self._mismatch(step, parity)
+
+    def _failed(self, status: int, step: int, timeout_s: float | None = None) -> None:
+        if status == SG_MISMATCH:
+            self._mismatch(step, step & 1)
+        self.counters.check(status, step, timeout_s)
 
     def _mismatch(self, step: int, parity: int) -> None:
         assert self._mem is not None
@@ -157,7 +194,12 @@ class RegionEngine:
         self._sync(step, timeout_s)
 
     def all_reduce(self, tensor: torch.Tensor, op: ReduceOp) -> None:
+        if self._nref is not None and tensor.is_contiguous() and self._all_reduce_native(tensor, op):
+            return  # the common case: no view to make (a view costs more than the native call's own overhead)
         flat, back = _flat(tensor)
+        if self._nref is not None and back is not None and self._all_reduce_native(flat, op):
+            back()
+            return
         numel = flat.numel()
         per = self._elems_per_chunk(flat)
         esize = flat.element_size()
@@ -169,6 +211,20 @@ class RegionEngine:
             run(flat[a:min(numel, a + per)], op)
         if back:
             back()
+
+    def _all_reduce_native(self, flat: torch.Tensor, op: ReduceOp) -> bool:
+        """One call into C for the whole (contiguous) tensor; False (nothing done) for a dtype/op it was not built
+        for."""
+        g = self._native
+        g.step = self.step
+        status = self._call(self._gaddr, flat.data_ptr(), flat.numel(), _DTYPE_CODES[flat.dtype], _REDOP_CODES[op],
+                            self._tag, _ALGO_CODES[self.algo])
+        self.step = g.step
+        if status == SG_UNSUPPORTED:
+            return False
+        if status != SG_OK:
+            self._failed(status, g.err_step)
+        return True
 
     def _all_reduce_direct(self, chunk: torch.Tensor, op: ReduceOp) -> None:
         step, slots = self._next()

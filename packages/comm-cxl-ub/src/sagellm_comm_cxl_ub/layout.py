@@ -3,8 +3,9 @@
 ::
 
     0        header      magic, version, world size, slot and chunk sizes, the job token, each rank's pid
-    4096     flags       per rank: its step counter (a futex word) followed in the same line by the two step tags
-                         (parities 0 and 1: which call the step belongs to), and one line on, its P2P doorbell
+    4096     flags       per rank: its step counter (a futex word), the count of peers asleep on it (native engine),
+                         the two step tags (parities 0 and 1: which call the step belongs to) and the engine the rank
+                         runs, all in one line; one line on, its P2P doorbell
     ...      channels    per ordered pair (src, dst): ``sent`` (written by src) and ``acked`` (written by dst)
     ...      slots       two parities x n ranks x ``slot_bytes``: the collective data (double-buffered)
     ...      mailboxes   per ordered pair: two sub-buffers of ``chunk_bytes`` (+ a 64-byte header) for send/recv
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HEADER_BYTES", "LINE", "MAGIC", "TAG_BYTES", "VERSION", "Layout"]
+__all__ = ["ENGINE_NATIVE", "ENGINE_PYTHON", "HEADER_BYTES", "LINE", "MAGIC", "TAG_BYTES", "VERSION", "Layout"]
 
 MAGIC = 0x5347_4C4C_4D5F_524E  # "SGLLM_RN"
-VERSION = 2  # 2: step tags
+VERSION = 3  # 2: step tags; 3: sleepers count and engine word (native engine)
 TAG_BYTES = 32
+ENGINE_PYTHON = 1
+ENGINE_NATIVE = 0x100  # plus the native library's ABI version
 HEADER_BYTES = 4096
 LINE = 128
 PAGE = 4096
@@ -64,6 +67,13 @@ class Layout:
     def tag_off(self, rank: int, parity: int) -> int:
         """The tag of ``rank``'s steps of ``parity``: in its step counter's line, after the 4-byte counter."""
         return self.step_word(rank) + 8 + parity * TAG_BYTES
+
+    def sleepers_word(self, rank: int) -> int:
+        return self.step_word(rank) + 4
+
+    def engine_word(self, rank: int) -> int:
+        """Which engine ``rank`` runs (``ENGINE_PYTHON`` or ``ENGINE_NATIVE``): after its two tags."""
+        return self.step_word(rank) + 8 + 2 * TAG_BYTES
 
     def doorbell_word(self, rank: int) -> int:
         return self.flags_off + rank * 2 * LINE + LINE

@@ -30,6 +30,7 @@ from sagellm_comm.ops import WIRE_DTYPES
 from sagellm_comm.work import Work
 from sagellm_comm_cxl_ub import futex
 from sagellm_comm_cxl_ub.layout import Layout
+from sagellm_comm_cxl_ub.ordering import acquire_fence, release_fence
 from sagellm_comm_cxl_ub.sync import LIVENESS_EVERY_S, SLEEP_SLICE_S, _as_int32, reached
 
 __all__ = ["P2PEngine", "P2PWork"]
@@ -186,6 +187,7 @@ class P2PEngine:
         peer, k = op.peer, self.n_sent[op.peer]
         if k >= 2 and not reached(int(self.acked[(self.rank, peer)][0]), k - 1):
             return False
+        acquire_fence()  # the peer's reads of this box happened before its ack
         hdr, box = self.box[(self.rank, peer, k & 1)]
         a = op.done_bytes
         c = min(self.chunk, op.data.numel() - a)
@@ -193,6 +195,7 @@ class P2PEngine:
             box[:c].copy_(op.data[a:a + c])
         hdr[:] = (op.data.numel(), c, a, op.tag, op.dtype)
         self.n_sent[peer] = k + 1
+        release_fence()  # box and header before the count
         self.sent[(self.rank, peer)][0] = _as_int32(k + 1)
         self._ring(peer)
         op.done_bytes = a + c
@@ -201,6 +204,7 @@ class P2PEngine:
     def _receive_from(self, peer: int) -> bool:
         moved = self._match_unexpected(peer)
         while reached(int(self.sent[(peer, self.rank)][0]), self.n_recv[peer] + 1):
+            acquire_fence()  # the count before the box and header it announces
             k = self.n_recv[peer]
             hdr, box = self.box[(peer, self.rank, k & 1)]
             total, c, a, tag, dtype = hdr.tolist()
@@ -210,6 +214,7 @@ class P2PEngine:
             if c:
                 inbound.target[a:a + c].copy_(box[:c])  # before the ack: the ack lets the sender reuse the box
             self.n_recv[peer] = k + 1
+            release_fence()  # done reading the box before the ack lets the sender reuse it
             self.acked[(peer, self.rank)][0] = _as_int32(k + 1)
             self._ring(peer)
             moved = True

@@ -8,11 +8,10 @@ with its reason.
 from __future__ import annotations
 
 import os
-import platform
 
 from sagellm_comm.errors import BackendNotSupportedError
 from sagellm_comm.rendezvous import launcher_layout
-from sagellm_comm_cxl_ub import futex
+from sagellm_comm_cxl_ub import futex, native, ordering
 from sagellm_comm_cxl_ub.config import MemoryConfig
 from sagellm_comm_cxl_ub.layout import Layout
 from sagellm_comm_cxl_ub.regions import DeviceRegionProvider, DirectoryRegionProvider, RegionProvider
@@ -20,6 +19,7 @@ from sagellm_comm_cxl_ub.regions import DeviceRegionProvider, DirectoryRegionPro
 __all__ = [
     "cxl_available",
     "cxl_provider",
+    "engine_path",
     "one_host_job",
     "ordering_supported",
     "shm_available",
@@ -32,12 +32,9 @@ UB_SYSFS = ("/sys/class/ubcore", "/sys/bus/ub/devices")
 
 
 def ordering_supported() -> tuple[bool, str]:
-    """The engine's flag protocol stores data before a counter and loads it after, relying on x86-64 TSO."""
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64"):
-        return True, "x86-64 total store order"
-    return False, (f"the engine's flag protocol relies on x86-64 store ordering; on {machine} it needs memory "
-                   "fences this pure-Python engine does not issue yet")
+    """The engine's flag protocol stores data before a counter and loads it after: ordered by x86-64's TSO or by
+    the native library's atomics and fences (:mod:`~sagellm_comm_cxl_ub.ordering`)."""
+    return ordering.supported()
 
 
 def _mib(n: int) -> str:
@@ -95,16 +92,31 @@ def ub_provider(cfg: MemoryConfig) -> RegionProvider:
     return DeviceRegionProvider(cfg.ub_segment, cfg.cxl_offset, kind="ub", host_local=False)
 
 
+def engine_path(cfg: MemoryConfig) -> tuple[str | None, str]:
+    """Which engine path groups will run here ("native" or "python"; None: the one asked for cannot run) and why.
+    A group runs the native path only if every one of its ranks can (decided at group setup)."""
+    if cfg.engine == "python":
+        return "python", "python engine (engine=python / SAGELLM_COMM_SHM_ENGINE=python)"
+    if native.lib is not None:
+        return "native", f"{native.NATIVE_REASON}; all_reduce is called through {native.ALL_REDUCE_ENTRY}"
+    if cfg.engine == "native":
+        return None, f"engine=native was asked for, but {native.NATIVE_REASON}"
+    return "python", f"python engine: {native.NATIVE_REASON}"
+
+
 def _check(provider_fn, cfg: MemoryConfig) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
     ok, why = _engine_ok()
     if not ok:
         return False, why
+    path, engine_why = engine_path(cfg)
+    if path is None:
+        return False, engine_why
     try:
         provider = provider_fn(cfg)
     except BackendNotSupportedError as exc:
         return False, exc.message
     ok, why = provider.available()
-    return ok, (f"{why}; {_memory_note(cfg)}" if ok else why)
+    return ok, (f"{why}; {engine_why}; {_memory_note(cfg)}" if ok else why)
 
 
 def one_host_job() -> tuple[bool, str]:

@@ -41,14 +41,13 @@ class OpQueue:
                 self._pending -= 1
             raise
 
-    def run(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` now: inline when the queue is idle, else after the queued ops (on the progress thread)."""
-        with self._count_lock:
-            idle = self._pending == 0
-        if idle:
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` now: inline when the queue is idle, else after the queued ops (on the progress
+        thread)."""
+        if self._pending == 0:  # one read (atomic in CPython); the lock would not make check-then-run atomic
             with self._run_lock:
-                return fn()
-        return self.submit(fn).result()
+                return fn(*args)
+        return self.submit(lambda: fn(*args)).result()
 
     def _run_queued(self, fn: Callable[[], Any]) -> Any:
         try:

@@ -6,8 +6,10 @@ while (the peer is usually microseconds away) and then sleeps on the peer's fute
 cores a waiting rank gives its core to the rank it waits for. Every sleep is bounded, the deadline is checked
 after each, and a peer whose process is gone is reported at once (same-host groups) instead of at the deadline.
 
-Ordering: data is stored before the counter and read after it; x86-64 keeps stores in order and loads in order
-(TSO), which is what this relies on (see ``probes.ordering_supported``).
+Ordering: data is stored before the counter and read after it. On x86-64 (TSO) plain stores and loads keep that
+order; elsewhere the fences of :mod:`~sagellm_comm_cxl_ub.ordering` do. With the native engine bound
+(``bind_native``) signalling and waiting run in C, with acquire/release atomics, and a signal makes the futex
+wake-up syscall only when a peer sleeps on the counter (a sleepers count beside it).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import ctypes
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from sagellm_comm.errors import CollectiveFailedError, CommTimeoutError
 from sagellm_comm_cxl_ub import futex
+from sagellm_comm_cxl_ub.native import SG_ABORTED, SG_EXITED, SG_OK, SG_TIMEOUT
+from sagellm_comm_cxl_ub.ordering import acquire_fence, release_fence
 
 __all__ = ["StepCounters", "reached"]
 
@@ -60,24 +65,57 @@ class StepCounters:
                       for off in offsets]
         self.peers = [j for j in range(self.n) if j != rank]
         self.aborted = False
+        self.native: Any = None  # the group's native ``Group`` (native.py) once bound
+        self._lib: Any = None
+        self._ref: Any = None
+
+    def bind_native(self, lib: Any, group: Any) -> None:
+        """Signal and wait through the native library from now on (every rank of the group does the same)."""
+        self._lib, self.native, self._ref = lib, group, ctypes.pointer(group)
 
     def abort(self) -> None:
         """Make a wait in progress (on a progress thread) give up within one sleep slice: the group is going away."""
         self.aborted = True
+        if self.native is not None:
+            self.native.abort = 1
 
     def release(self) -> None:
+        self._ref = self.native = self._lib = None
         self.words = []
         self._anchor = None  # type: ignore[assignment]
 
     def signal(self, step: int) -> None:
+        if self._ref is not None:
+            self._lib.sg_signal(self._ref, step)
+            return
+        release_fence()
         self.words[self.rank][0] = _as_int32(step)
         futex.wake(self.addrs[self.rank])
 
     def wait_all(self, step: int, timeout_s: float | None = None, only: Sequence[int] | None = None) -> None:
+        if self._ref is not None:
+            for j in (-1,) if only is None else only:
+                if j != self.rank:
+                    self.check(self._lib.sg_wait(self._ref, step, timeout_s or 0.0, j), step, timeout_s)
+            return
         target = step & _MASK
         for j in self.peers if only is None else only:
             if j != self.rank and not reached(int(self.words[j][0]), target):
                 self._wait_one(j, target, step, timeout_s)
+        acquire_fence()
+
+    def check(self, status: int, step: int, timeout_s: float | None = None) -> None:
+        """Raise what a native wait's ``status`` means (the same errors as the Python waits)."""
+        if status == SG_OK:
+            return
+        if status == SG_TIMEOUT:
+            self._timeout(step, timeout_s or self.timeout_s)
+        if status == SG_EXITED:
+            raise self._exited_error(self.native.err_peer, step)
+        if status == SG_ABORTED:
+            raise self._aborted_error(step)
+        raise CollectiveFailedError(f"group {self.group_id}: native engine status {status} at step {step}",
+                                    retryable=False)
 
     def _wait_one(self, j: int, target: int, step: int, timeout_s: float | None) -> None:
         word = self.words[j]
@@ -102,9 +140,7 @@ class StepCounters:
                 return
             futex.wait(addr, v, SLEEP_SLICE_S)
             if self.aborted:
-                raise CollectiveFailedError(
-                    f"group {self.group_id}: destroyed while rank {self.global_ranks[self.rank]} waited at step {step} "
-                    "for a peer; the op was abandoned", retryable=False)
+                raise self._aborted_error(step)
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + LIVENESS_EVERY_S
@@ -132,10 +168,18 @@ class StepCounters:
 
     def _check_alive(self, j: int, step: int) -> None:
         if self.exited(j):
-            raise CollectiveFailedError(
-                f"group {self.group_id}: rank {self.global_ranks[j]} (pid {self.pids[j]}) exited while rank "
-                f"{self.global_ranks[self.rank]} waited for it at step {step}; the group cannot continue: destroy() "
-                "the backend and start the job again", retryable=False)
+            raise self._exited_error(j, step)
+
+    def _exited_error(self, j: int, step: int) -> CollectiveFailedError:
+        return CollectiveFailedError(
+            f"group {self.group_id}: rank {self.global_ranks[j]} (pid {self.pids[j]}) exited while rank "
+            f"{self.global_ranks[self.rank]} waited for it at step {step}; the group cannot continue: destroy() "
+            "the backend and start the job again", retryable=False)
+
+    def _aborted_error(self, step: int) -> CollectiveFailedError:
+        return CollectiveFailedError(
+            f"group {self.group_id}: destroyed while rank {self.global_ranks[self.rank]} waited at step {step} "
+            "for a peer; the op was abandoned", retryable=False)
 
     def _timeout(self, step: int, limit: float) -> None:
         target = step & _MASK

@@ -1,0 +1,45 @@
+"""Rank tasks of test_native.py (importable by name in the rank processes)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from sagellm_comm import get_comm_backend
+from sagellm_comm.errors import CommError
+
+
+def engines_of_a_mixed_group(engine_of_rank_1: str, engine_of_rank_0: str = "auto") -> dict:
+    """Rank 1 runs ``engine_of_rank_1``; what every rank's world group runs, and whether an all_reduce is right."""
+    rank_engine = engine_of_rank_1 if int(os.environ["RANK"]) == 1 else engine_of_rank_0
+    comm = get_comm_backend("shm", engine=rank_engine)
+    try:
+        comm.init_process_group(timeout=30)
+    except CommError as exc:
+        return {"error": exc.code.value, "message": exc.message}
+    try:
+        path, why = comm.engine_path()
+        out: dict = {"path": path, "why": why}
+        if engine_of_rank_0 != "native":  # rank 0 raised at init then: no collective to run with it
+            t = torch.arange(100_000, dtype=torch.float32) + comm.get_rank()
+            comm.all_reduce(t)
+            out["wrong"] = int((t != 2 * torch.arange(100_000, dtype=torch.float32) + 1).sum())
+        return out
+    finally:
+        comm.destroy()
+
+
+def half_sums(numel: int) -> dict:
+    """fp16/bf16 all_reduce of values whose pairwise-rounded sum differs from the fp32-accumulated one; the result on
+    every rank (they must agree bit for bit)."""
+    from sagellm_comm.testing.tasks import backend_for
+
+    comm = backend_for("shm")
+    out = {}
+    for dtype, big in ((torch.float16, 2048.0), (torch.bfloat16, 256.0)):  # where the spacing is 2
+        t = torch.full((numel,), big if comm.get_rank() == 0 else 1.0, dtype=dtype)
+        comm.all_reduce(t)
+        out[str(dtype)] = t.float().unique().tolist()
+    out["path"] = comm.engine_path()[0]
+    return out
