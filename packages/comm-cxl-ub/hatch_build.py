@@ -80,7 +80,10 @@ class NativeBuildHook(BuildHookInterface):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         cmd = [*shlex.split(cc), *FLAGS, *extra, "-o", str(tmp), *map(str, sources)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as exc:  # CC names no program
+            return f"cannot run {cmd[0]!r}: {exc}"
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
             return f"{' '.join(cmd)} failed:\n{proc.stderr.strip()}"

@@ -144,3 +144,28 @@ def test_16_bit_floats_accumulate_in_fp32_and_round_once_identically_on_every_ra
     for r in results:
         assert r["path"] == "native"
         assert r["torch.float16"] == [2050.0] and r["torch.bfloat16"] == [258.0], r
+
+
+@pytest.mark.parametrize("require", ["", "1"])
+def test_a_build_without_a_compiler_falls_back_to_a_pure_wheel_or_fails_when_required(tmp_path, require):
+    """No C compiler at install time: the wheel is built without the native engine (pure, with a note saying why)
+    -- unless SAGELLM_COMM_BUILD_NATIVE=1 asked for it, which makes the build fail."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    package = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "SAGELLM_COMM_BUILD_NATIVE": require}
+    proc = subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(package)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    if require:
+        assert proc.returncode != 0 and "native engine" in proc.stderr and "no-such-cc" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert "the Python path will be used" in proc.stderr and "no-such-cc" in proc.stderr
+    wheels = [p.name for p in (tmp_path / "dist").glob("*.whl")]
+    assert len(wheels) == 1 and wheels[0].endswith("-py3-none-any.whl"), wheels
