@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#define SG_ABI_VERSION 1
+#define SG_ABI_VERSION 2
 
 /* status codes returned by every blocking call */
 enum {
@@ -17,7 +17,8 @@ enum {
     SG_EXITED = 2,      /* peer err_peer's process is gone (err_step) */
     SG_ABORTED = 3,     /* abort was set while waiting (the group is being destroyed) */
     SG_MISMATCH = 4,    /* a peer's step tag differs (err_step): the ranks run different collectives */
-    SG_UNSUPPORTED = 5  /* dtype/op combination not compiled here; nothing was done, use the Python path */
+    SG_UNSUPPORTED = 5, /* dtype/op combination not compiled here; nothing was done, use the Python path */
+    SG_INTERRUPTED = 6  /* interrupted() said stop (a Python signal handler raised, e.g. Ctrl-C) */
 };
 
 /* dtype codes: position in sagellm_comm.ops.WIRE_DTYPES plus one */
@@ -47,6 +48,7 @@ typedef struct sg_group {
     int64_t err_step;       /* out: the step an error happened at */
     int32_t err_peer;       /* out: the peer an error is about */
     int32_t tag_len;        /* bytes of a step tag */
+    int (*interrupted)(void); /* optional: polled while sleeping (and on EINTR); non-zero aborts the wait */
 } sg_group;
 
 /* sync.c */

@@ -83,7 +83,9 @@ static int wait_one(sg_group *g, int j, uint32_t target, int64_t step, double li
     for (;;) {
         __atomic_fetch_add(sleepers(g, j), 1, __ATOMIC_SEQ_CST);
         int32_t v = __atomic_load_n(c, __ATOMIC_SEQ_CST);
-        if (!reached((uint32_t)v, target)) syscall(SYS_futex, c, FUTEX_WAIT, v, &slice, NULL, 0);
+        long rc = 0;
+        if (!reached((uint32_t)v, target)) rc = syscall(SYS_futex, c, FUTEX_WAIT, v, &slice, NULL, 0);
+        int eintr = rc == -1 && errno == EINTR;
         __atomic_fetch_sub(sleepers(g, j), 1, __ATOMIC_SEQ_CST);
         if (reached((uint32_t)__atomic_load_n(c, __ATOMIC_ACQUIRE), target)) return SG_OK;
         if (__atomic_load_n(&g->abort, __ATOMIC_RELAXED)) {
@@ -91,6 +93,12 @@ static int wait_one(sg_group *g, int j, uint32_t target, int64_t step, double li
             return SG_ABORTED;
         }
         double t = now_s();
+        if (eintr || t >= next_check) {
+            if (g->interrupted != NULL && g->interrupted()) {
+                g->err_step = step;
+                return SG_INTERRUPTED;
+            }
+        }
         if (t >= next_check) {
             next_check = t + LIVENESS_EVERY_S;
             /* every peer short of the step, not only the one waited for: that one may wait for a dead rank */

@@ -43,3 +43,28 @@ def half_sums(numel: int) -> dict:
         out[str(dtype)] = t.float().unique().tolist()
     out["path"] = comm.engine_path()[0]
     return out
+
+
+def interrupted_wait(hold_s: float) -> dict:
+    """Rank 0 enters an all_reduce rank 1 never joins and gets SIGINT half a second later: with the _sgshm
+    extension the wait runs the handler, so KeyboardInterrupt arrives at once, not at the 60 s group timeout."""
+    import signal
+    import threading
+    import time
+
+    comm = get_comm_backend("shm")
+    comm.init_process_group(timeout=60)
+    try:
+        if comm.get_rank() != 0:
+            time.sleep(hold_s)
+            return {"rank": 1}
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        start = time.monotonic()
+        try:
+            comm.all_reduce(torch.ones(1024))
+        except KeyboardInterrupt:
+            return {"rank": 0, "interrupted_after_s": time.monotonic() - start}
+        return {"rank": 0, "interrupted_after_s": None}
+    finally:
+        comm.destroy()

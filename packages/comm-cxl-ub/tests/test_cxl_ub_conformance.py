@@ -24,7 +24,8 @@ class TestShmPythonEngineConformance(BackendConformance):
     world_sizes = (1, 2, 3, 4)
 
     @pytest.fixture(scope="class")
-    def comm_rank_pools(self) -> Any:
+    @classmethod
+    def comm_rank_pools(cls) -> Any:
         cache = PoolCache(env={"SAGELLM_COMM_SHM_ENGINE": "python"})  # its own ranks: the engine is chosen at init
         yield cache
         cache.close()

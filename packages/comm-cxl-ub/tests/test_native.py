@@ -169,3 +169,11 @@ def test_a_build_without_a_compiler_falls_back_to_a_pure_wheel_or_fails_when_req
     assert "the Python path will be used" in proc.stderr and "no-such-cc" in proc.stderr
     wheels = [p.name for p in (tmp_path / "dist").glob("*.whl")]
     assert len(wheels) == 1 and wheels[0].endswith("-py3-none-any.whl"), wheels
+
+
+@pytest.mark.skipif(native.SIGNAL_CHECK is None, reason=f"the all_reduce entry is {native.ALL_REDUCE_ENTRY}")
+@pytest.mark.multirank
+def test_ctrl_c_stops_a_native_wait_at_once():
+    with RankPool(2) as pool:
+        r0, _ = pool.run(native_tasks.interrupted_wait, 3.0, timeout=120)
+    assert r0["interrupted_after_s"] is not None and r0["interrupted_after_s"] < 2.0, r0

@@ -106,23 +106,22 @@ class RegionEngine:
         self._tags: dict[tuple, bytes] = {}  # packed tags of recent calls (a decode step repeats the same few)
         self._lib: Any = None
         self._native: Any = None  # the group's native ``Group`` once bound
-        self._nref: Any = None
+        self._gaddr: int | None = None  # its address: set when the native engine is bound
 
     @property
     def path(self) -> str:
-        return "native" if self._nref is not None else "python"
+        return "native" if self._gaddr is not None else "python"
 
     def bind_native(self, lib: Any, group: Any) -> None:
         """Run all_reduce and every step's synchronisation through the native library."""
         group.tag_len = _TAG.size
-        self._lib, self._native, self._nref = lib, group, ctypes.pointer(group)
-        self._gaddr = ctypes.addressof(group)
-        self._call = native.all_reduce_call
+        self._lib, self._native, self._gaddr = lib, group, ctypes.addressof(group)
+        self._call, self._sync_call = native.calls["all_reduce"], native.calls["sync"]
         self.counters.bind_native(lib, group)
 
     def close(self) -> None:
         """Drop every view of the region (the mapping cannot be closed while one exists)."""
-        self._nref = self._native = self._lib = None
+        self._gaddr = self._native = self._lib = None
         if self._mem is not None:
             self._mem.release()
         self._mem = None
@@ -147,8 +146,8 @@ class RegionEngine:
         return self.step, self._parity[self.step & 1]
 
     def _sync(self, step: int, timeout_s: float | None = None) -> None:
-        if self._nref is not None:
-            status = self._lib.sg_sync(self._nref, step, self._tag, timeout_s or 0.0)
+        if self._gaddr is not None:
+            status = self._sync_call(self._gaddr, step, self._tag, timeout_s or 0.0)
             if status != SG_OK:
                 self._failed(status, step, timeout_s)
             return
@@ -194,10 +193,10 @@ class RegionEngine:
         self._sync(step, timeout_s)
 
     def all_reduce(self, tensor: torch.Tensor, op: ReduceOp) -> None:
-        if self._nref is not None and tensor.is_contiguous() and self._all_reduce_native(tensor, op):
+        if self._gaddr is not None and tensor.is_contiguous() and self._all_reduce_native(tensor, op):
             return  # the common case: no view to make (a view costs more than the native call's own overhead)
         flat, back = _flat(tensor)
-        if self._nref is not None and back is not None and self._all_reduce_native(flat, op):
+        if self._gaddr is not None and back is not None and self._all_reduce_native(flat, op):
             back()
             return
         numel = flat.numel()

@@ -24,19 +24,20 @@ __all__ = [
     "NATIVE_REASON",
     "SG_ABORTED",
     "SG_EXITED",
+    "SG_INTERRUPTED",
     "SG_MISMATCH",
     "SG_OK",
     "SG_TIMEOUT",
     "SG_UNSUPPORTED",
     "Group",
-    "all_reduce_call",
+    "calls",
     "lib",
     "make_group",
 ]
 
-ABI_VERSION = 1  # csrc/sgshm.h SG_ABI_VERSION
+ABI_VERSION = 2  # csrc/sgshm.h SG_ABI_VERSION
 LIBRARY = Path(__file__).with_name("_native") / "libsgshm.so"
-SG_OK, SG_TIMEOUT, SG_EXITED, SG_ABORTED, SG_MISMATCH, SG_UNSUPPORTED = range(6)
+SG_OK, SG_TIMEOUT, SG_EXITED, SG_ABORTED, SG_MISMATCH, SG_UNSUPPORTED, SG_INTERRUPTED = range(7)
 REBUILD_HINT = "uv sync --reinstall-package isagellm-comm-cxl-ub (needs a C compiler: cc, gcc or clang)"
 
 
@@ -62,6 +63,7 @@ class Group(ctypes.Structure):
         ("err_step", ctypes.c_int64),
         ("err_peer", ctypes.c_int32),
         ("tag_len", ctypes.c_int32),
+        ("interrupted", ctypes.c_void_p),
     ]
 
 
@@ -77,8 +79,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     if so.sg_abi_version() != ABI_VERSION:
         return None, (f"{LIBRARY.name} is a stale build (ABI {so.sg_abi_version()}, this package needs "
                       f"{ABI_VERSION}); rebuild with {REBUILD_HINT}")
-    g = ctypes.POINTER(Group)
     i64, i32, vp, dbl = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p, ctypes.c_double
+    g = vp  # every call takes the group's address
     for name, args, res in (
         ("sg_signal", (g, i64), None),
         ("sg_wait", (g, i64, dbl, i32), ctypes.c_int),
@@ -96,22 +98,27 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     return so, f"native engine ({LIBRARY.name}: compiled hot loop, acquire/release atomics)"
 
 
-def _all_reduce_entry(so: ctypes.CDLL | None) -> tuple[Callable[..., int] | None, str]:
-    """``all_reduce(group_address, data_address, numel, dtype, op, tag, algo) -> status``: the extension's, else
-    the library's through ctypes."""
+def _entries(so: ctypes.CDLL | None) -> tuple[dict[str, Callable[..., int]], int | None, str]:
+    """The blocking calls -- ``all_reduce(group, data, numel, dtype, op, tag, algo)``, ``sync(group, step, tag,
+    timeout_s)``, ``wait(group, step, timeout_s, only)``, groups by address, each returning a status -- from the
+    ``_sgshm`` extension where it was built (faster to call, and its waits run Python's signal handlers: Ctrl-C
+    stops a stuck collective), else from the library through ctypes; the signal check's address (or None); how."""
     if so is None:
-        return None, "no native library"
+        return {}, None, "no native library"
+    plain = {"all_reduce": so.sg_all_reduce, "sync": so.sg_sync, "wait": so.sg_wait}
     try:
         from sagellm_comm_cxl_ub._native import _sgshm  # type: ignore[attr-defined]
     except ImportError as exc:
-        return so.sg_all_reduce, f"ctypes (the _sgshm extension was not built: {exc})"
+        return plain, None, (f"ctypes (the _sgshm extension was not built: {exc}; Ctrl-C reaches a rank stuck in "
+                             "a collective only at the group timeout)")
     if _sgshm.ABI_VERSION != ABI_VERSION:
-        return so.sg_all_reduce, f"ctypes (_sgshm is a stale build, ABI {_sgshm.ABI_VERSION})"
-    return _sgshm.all_reduce, "the _sgshm extension"
+        return plain, None, f"ctypes (_sgshm is a stale build, ABI {_sgshm.ABI_VERSION}; rebuild with {REBUILD_HINT})"
+    calls = {"all_reduce": _sgshm.all_reduce, "sync": _sgshm.sync, "wait": _sgshm.wait}
+    return calls, _sgshm.signal_check(), "the _sgshm extension"
 
 
 lib, NATIVE_REASON = _load()
-all_reduce_call, ALL_REDUCE_ENTRY = _all_reduce_entry(lib)
+calls, SIGNAL_CHECK, ALL_REDUCE_ENTRY = _entries(lib)
 NATIVE_AVAILABLE = lib is not None
 
 
@@ -122,7 +129,8 @@ def make_group(addr: int, layout: Layout, rank: int, pids: list[int], host_local
     pid_array = (ctypes.c_int64 * n)(*pids)
     g = Group(base=addr, pids=ctypes.addressof(pid_array), slot=layout.slot_bytes, flags_off=layout.flags_off,
               step=0, chunk=min(chunk, layout.slot_bytes) if chunk > 0 else layout.slot_bytes, split_min=split_min,
-              spin_s=spin_s, yield_s=yield_s, timeout_s=timeout_s, n=n, rank=rank, host_local=int(host_local))
+              spin_s=spin_s, yield_s=yield_s, timeout_s=timeout_s, n=n, rank=rank, host_local=int(host_local),
+              interrupted=SIGNAL_CHECK)
     g.parity_off[0], g.parity_off[1] = layout.parity_off(0), layout.parity_off(1)
     g._keep = pid_array  # type: ignore[attr-defined]
     return g

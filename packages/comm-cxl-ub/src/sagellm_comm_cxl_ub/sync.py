@@ -67,11 +67,14 @@ class StepCounters:
         self.aborted = False
         self.native: Any = None  # the group's native ``Group`` (native.py) once bound
         self._lib: Any = None
-        self._ref: Any = None
+        self._ref: Any = None  # the native group's address
+        self._wait: Any = None
 
     def bind_native(self, lib: Any, group: Any) -> None:
         """Signal and wait through the native library from now on (every rank of the group does the same)."""
-        self._lib, self.native, self._ref = lib, group, ctypes.pointer(group)
+        from sagellm_comm_cxl_ub.native import calls
+
+        self._lib, self.native, self._ref, self._wait = lib, group, ctypes.addressof(group), calls["wait"]
 
     def abort(self) -> None:
         """Make a wait in progress (on a progress thread) give up within one sleep slice: the group is going away."""
@@ -96,7 +99,7 @@ class StepCounters:
         if self._ref is not None:
             for j in (-1,) if only is None else only:
                 if j != self.rank:
-                    self.check(self._lib.sg_wait(self._ref, step, timeout_s or 0.0, j), step, timeout_s)
+                    self.check(self._wait(self._ref, step, timeout_s or 0.0, j), step, timeout_s)
             return
         target = step & _MASK
         for j in self.peers if only is None else only:
