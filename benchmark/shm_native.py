@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from typing import Any
 
 SIZES = ["4K", "16K", "64K", "256K", "1M", "4M", "16M"]
@@ -196,14 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=9, help="timed blocks per contender above 256 KiB (default 9)")
     p.add_argument("--small-blocks", type=int, default=21, help="timed blocks up to 256 KiB (default 21)")
     p.add_argument("--small-calls", type=int, default=50, help="calls per block up to 256 KiB (default 50)")
+    p.add_argument("--copy-mib", type=int, default=64, help="MiB each process copies for floor (b) (default 64)")
+    p.add_argument("--ping-rounds", type=int, default=20000, help="round trips per block for floor (a)")
     p.add_argument("--output-dir", default=".benchmarks/shm_native")
     args = p.parse_args(argv)
+    from sagellm_comm_cxl_ub import native
+
+    if not native.NATIVE_AVAILABLE:
+        print(f"{p.prog}: the native engine is not available here: {native.NATIVE_REASON}", file=sys.stderr)
+        return 2
     from benchmark import shm_native as me  # the ranks unpickle the task by module name
     from benchmark.lab_report import write_report
     from sagellm_comm.launch import RankPool
 
-    ping = ping_pong_floor()
-    copy = {n: copy_floor(n) for n in args.ranks}
+    ping = ping_pong_floor(args.ping_rounds)
+    copy = {n: copy_floor(n, args.copy_mib << 20) for n in args.ranks}
     results = {}
     for n in args.ranks:
         with RankPool(n, env={"OMP_NUM_THREADS": "1"}) as pool:
@@ -212,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"## shm all_reduce float32: native vs Python path vs raw torch.distributed Gloo ({os.cpu_count()} "
             f"cores); contenders interleaved block by block on the same ranks, median over blocks of the slowest "
             f"rank's time per call\n\nfloor (a), plain-Python shared-memory ping-pong round trip: "
-            f"{ping * 1e6:.2f} us; floor (b), p-process aggregate copy bandwidth (64 MiB each, read + write): "
+            f"{ping * 1e6:.2f} us; floor (b), p-process aggregate copy bandwidth ({args.copy_mib} MiB each, read + "
+            "write): "
             + ", ".join(f"p={n}: {bps / 1e9:.1f} GB/s" for n, bps in copy.items()) + "\n\n"
             + table(results, ping, copy))
     print(text)
