@@ -329,6 +329,10 @@ class MemoryBackend(CommBackend):
 
     # ------------------------------------------------------------------------------------------ collectives
     def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> Any:
+        if not async_op:  # the hot op of tensor-parallel decoding: straight to the engine (what _submit does)
+            st = self._state(group)
+            st.queue.run(st.engine.tagged_all_reduce, tensor, op)
+            return None
         return self._submit("all_reduce", group, async_op, lambda st: st.engine.all_reduce(tensor, op), tensor,
                             reduce_op=op)
 

@@ -211,6 +211,11 @@ class RegionEngine:
         if back:
             back()
 
+    def tagged_all_reduce(self, tensor: torch.Tensor, op: ReduceOp) -> None:
+        """``expect`` the call's signature, then ``all_reduce``."""
+        self.expect("all_reduce", tensor.dtype, tensor.numel(), -1, op)
+        self.all_reduce(tensor, op)
+
     def _all_reduce_native(self, flat: torch.Tensor, op: ReduceOp) -> bool:
         """One call into C for the whole (contiguous) tensor; False (nothing done) for a dtype/op it was not built
         for."""
