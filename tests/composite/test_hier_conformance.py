@@ -21,7 +21,8 @@ class TestHierConformance(BackendConformance):
     world_sizes = (2, 3, 4)
 
     @pytest.fixture(scope="class")
-    def comm_rank_pools(self, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    @classmethod
+    def comm_rank_pools(cls, tmp_path_factory: pytest.TempPathFactory) -> Any:
         # its own pools: the ranks need the simulated layout in their environment (and a link cache of their own)
         cache = PoolCache(env={**ENV, "SAGELLM_COMM_TOPOLOGY_CACHE": str(tmp_path_factory.mktemp("links"))})
         yield cache

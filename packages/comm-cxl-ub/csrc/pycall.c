@@ -26,13 +26,16 @@ static PyObject *finish(int st) {
     return PyLong_FromLong(st);
 }
 
+static int arity(Py_ssize_t nargs, Py_ssize_t want, const char *name) {
+    if (nargs == want) return 1;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments (%zd given)", name, want, nargs);
+    return 0;
+}
+
 /* all_reduce(group_address, data_address, numel, dtype, op, tag: bytes, algo) -> status */
 static PyObject *py_all_reduce(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "all_reduce takes 7 arguments");
-        return NULL;
-    }
+    if (!arity(nargs, 7, "all_reduce")) return NULL;
     void *g = PyLong_AsVoidPtr(args[0]);
     void *data = PyLong_AsVoidPtr(args[1]);
     long long numel = PyLong_AsLongLong(args[2]);
@@ -50,10 +53,7 @@ static PyObject *py_all_reduce(PyObject *self, PyObject *const *args, Py_ssize_t
 /* sync(group_address, step, tag: bytes, timeout_s) -> status */
 static PyObject *py_sync(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "sync takes 4 arguments");
-        return NULL;
-    }
+    if (!arity(nargs, 4, "sync")) return NULL;
     void *g = PyLong_AsVoidPtr(args[0]);
     long long step = PyLong_AsLongLong(args[1]);
     double timeout = PyFloat_AsDouble(args[3]);
@@ -70,10 +70,7 @@ static PyObject *py_sync(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 /* wait(group_address, step, timeout_s, only) -> status */
 static PyObject *py_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "wait takes 4 arguments");
-        return NULL;
-    }
+    if (!arity(nargs, 4, "wait")) return NULL;
     void *g = PyLong_AsVoidPtr(args[0]);
     long long step = PyLong_AsLongLong(args[1]);
     double timeout = PyFloat_AsDouble(args[2]);

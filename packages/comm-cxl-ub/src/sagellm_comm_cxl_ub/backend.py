@@ -185,7 +185,7 @@ class MemoryBackend(CommBackend):
             engine.algo = self.config.allreduce
             addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset
             if use_native:
-                engine.bind_native(native.lib, native.make_group(
+                engine.bind_native(native.make_group(
                     addr, layout, me, pids, host_local, spin, yld, timeout_s, layout.slot_bytes, SPLIT_MIN_BYTES))
             p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s,
                             exited=counters.exited)

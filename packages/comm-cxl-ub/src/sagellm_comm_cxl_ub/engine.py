@@ -104,7 +104,6 @@ class RegionEngine:
         self._tag_offs = [[layout.tag_off(r, p) for p in (0, 1)] for r in range(self.n)]
         self._tag = _TAG.pack(0, 0, -1, -1, -1)
         self._tags: dict[tuple, bytes] = {}  # packed tags of recent calls (a decode step repeats the same few)
-        self._lib: Any = None
         self._native: Any = None  # the group's native ``Group`` once bound
         self._gaddr: int | None = None  # its address: set when the native engine is bound
 
@@ -112,16 +111,16 @@ class RegionEngine:
     def path(self) -> str:
         return "native" if self._gaddr is not None else "python"
 
-    def bind_native(self, lib: Any, group: Any) -> None:
+    def bind_native(self, group: Any) -> None:
         """Run all_reduce and every step's synchronisation through the native library."""
         group.tag_len = _TAG.size
-        self._lib, self._native, self._gaddr = lib, group, ctypes.addressof(group)
+        self._native, self._gaddr = group, ctypes.addressof(group)
         self._call, self._sync_call = native.calls["all_reduce"], native.calls["sync"]
-        self.counters.bind_native(lib, group)
+        self.counters.bind_native(group)
 
     def close(self) -> None:
         """Drop every view of the region (the mapping cannot be closed while one exists)."""
-        self._gaddr = self._native = self._lib = None
+        self._gaddr = self._native = None
         if self._mem is not None:
             self._mem.release()
         self._mem = None

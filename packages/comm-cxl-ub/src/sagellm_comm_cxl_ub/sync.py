@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sagellm_comm.errors import CollectiveFailedError, CommTimeoutError
-from sagellm_comm_cxl_ub import futex
+from sagellm_comm_cxl_ub import futex, native
 from sagellm_comm_cxl_ub.native import SG_ABORTED, SG_EXITED, SG_OK, SG_TIMEOUT
 from sagellm_comm_cxl_ub.ordering import acquire_fence, release_fence
 
@@ -66,15 +66,14 @@ class StepCounters:
         self.peers = [j for j in range(self.n) if j != rank]
         self.aborted = False
         self.native: Any = None  # the group's native ``Group`` (native.py) once bound
-        self._lib: Any = None
-        self._ref: Any = None  # the native group's address
+        self._ref: int | None = None  # the native group's address, once bound
+        self._signal: Any = None
         self._wait: Any = None
 
-    def bind_native(self, lib: Any, group: Any) -> None:
+    def bind_native(self, group: Any) -> None:
         """Signal and wait through the native library from now on (every rank of the group does the same)."""
-        from sagellm_comm_cxl_ub.native import calls
-
-        self._lib, self.native, self._ref, self._wait = lib, group, ctypes.addressof(group), calls["wait"]
+        self.native, self._ref = group, ctypes.addressof(group)
+        self._signal, self._wait = native.lib.sg_signal, native.calls["wait"]
 
     def abort(self) -> None:
         """Make a wait in progress (on a progress thread) give up within one sleep slice: the group is going away."""
@@ -83,13 +82,13 @@ class StepCounters:
             self.native.abort = 1
 
     def release(self) -> None:
-        self._ref = self.native = self._lib = None
+        self._ref = self.native = None
         self.words = []
         self._anchor = None  # type: ignore[assignment]
 
     def signal(self, step: int) -> None:
         if self._ref is not None:
-            self._lib.sg_signal(self._ref, step)
+            self._signal(self._ref, step)
             return
         release_fence()
         self.words[self.rank][0] = _as_int32(step)
