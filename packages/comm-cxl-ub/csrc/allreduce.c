@@ -54,8 +54,12 @@ int sg_all_reduce(sg_group *g, void *data, int64_t numel, int dtype, int op, con
     if (!sg_reduce_supported(dtype, op) || g->n > MAX_ROWS || numel < 0 || g->chunk > g->slot) return SG_UNSUPPORTED;
     int64_t per = g->chunk / esize;
     if (per < 1) per = 1;
-    if (algo == SG_AUTO)
-        algo = g->n > 2 && (numel < per ? numel : per) * esize >= g->split_min ? SG_SPLIT : SG_DIRECT;
+    if (algo == SG_AUTO) {
+        /* direct reads n chunks per rank, split about two plus one more sync: split once the (n - 2) extra chunks
+         * direct would read reach split_min bytes */
+        int64_t chunk_bytes = (numel < per ? numel : per) * esize;
+        algo = g->n > 2 && (int64_t)(g->n - 2) * chunk_bytes >= g->split_min ? SG_SPLIT : SG_DIRECT;
+    }
     int (*run)(sg_group *, uint8_t *, int64_t, int, int, int, const uint8_t *) =
         algo == SG_SPLIT && g->n > 1 ? split : direct;
     uint8_t *p = (uint8_t *)data;

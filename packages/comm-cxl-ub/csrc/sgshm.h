@@ -37,7 +37,7 @@ typedef struct sg_group {
     int64_t flags_off;      /* rank r's step word at flags_off + r * 2 * 128 */
     int64_t step;           /* the last step this rank used */
     int64_t chunk;          /* all_reduce bytes per step (<= slot) */
-    int64_t split_min;      /* all_reduce chunks at least this big use split when n > 2 */
+    int64_t split_min;      /* all_reduce uses split when n > 2 and (n - 2) x chunk bytes reach this */
     double spin_s;          /* spin this long before yielding */
     double yield_s;         /* then poll with sched_yield this long before sleeping on the futex */
     double timeout_s;       /* default wait limit (the group timeout) */

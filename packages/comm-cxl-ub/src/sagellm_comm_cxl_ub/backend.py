@@ -40,7 +40,7 @@ from sagellm_comm.store import SideChannel
 from sagellm_comm.work import FutureWork
 from sagellm_comm_cxl_ub import native
 from sagellm_comm_cxl_ub.config import MemoryConfig
-from sagellm_comm_cxl_ub.engine import SPLIT_MIN_BYTES, RegionEngine
+from sagellm_comm_cxl_ub.engine import NATIVE_SPLIT_MIN_BYTES, RegionEngine
 from sagellm_comm_cxl_ub.layout import ENGINE_NATIVE, ENGINE_PYTHON, MAGIC, VERSION, Layout
 from sagellm_comm_cxl_ub.p2p import P2PEngine, P2PWork
 from sagellm_comm_cxl_ub.probes import engine_path
@@ -185,8 +185,8 @@ class MemoryBackend(CommBackend):
             engine.algo = self.config.allreduce
             addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset
             if use_native:
-                engine.bind_native(native.make_group(
-                    addr, layout, me, pids, host_local, spin, yld, timeout_s, layout.slot_bytes, SPLIT_MIN_BYTES))
+                engine.bind_native(native.make_group(addr, layout, me, pids, host_local, spin, yld, timeout_s,
+                                                     layout.slot_bytes, NATIVE_SPLIT_MIN_BYTES))
             p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s,
                             exited=counters.exited)
         except BaseException:

@@ -43,9 +43,12 @@ from sagellm_comm_cxl_ub.native import SG_MISMATCH, SG_OK, SG_UNSUPPORTED
 from sagellm_comm_cxl_ub.reduce_kernels import reduce_rows
 from sagellm_comm_cxl_ub.sync import StepCounters
 
-__all__ = ["SPLIT_MIN_BYTES", "RegionEngine"]
+__all__ = ["NATIVE_SPLIT_MIN_BYTES", "SPLIT_MIN_BYTES", "RegionEngine"]
 
 SPLIT_MIN_BYTES = 256 << 10  # all_reduce chunks at least this big use ``split`` when n > 2
+# the native engine splits once the (n - 2) extra chunks ``direct`` would read reach this (csrc/allreduce.c):
+# measured here (3 and 4 ranks on 2 cores) split wins from 64 KiB at 3 ranks and 32 KiB at 4, direct below
+NATIVE_SPLIT_MIN_BYTES = 64 << 10
 
 _TAG = struct.Struct("<iiqii")  # op, dtype, numel, root, reduce op (the step counters already align the steps)
 assert _TAG.size <= TAG_BYTES
