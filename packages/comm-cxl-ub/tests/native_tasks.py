@@ -68,3 +68,34 @@ def interrupted_wait(hold_s: float) -> dict:
         return {"rank": 0, "interrupted_after_s": None}
     finally:
         comm.destroy()
+
+
+def through_ctypes() -> dict:
+    """The native engine with its blocking calls through ctypes, as where the _sgshm extension was not built:
+    all_reduce (direct, split, several dtypes), broadcast, all_gather and barrier, every result checked."""
+    from sagellm_comm_cxl_ub import native
+
+    lib = native.lib
+    native.calls = {"all_reduce": lib.sg_all_reduce, "sync": lib.sg_sync, "wait": lib.sg_wait}
+    native.SIGNAL_CHECK = None
+    comm = get_comm_backend("shm")
+    comm.init_process_group(timeout=60)
+    try:
+        rank, n = comm.get_rank(), comm.get_world_size()
+        st = comm._state(comm.world_group)
+        wrong = 0
+        for dtype in (torch.float32, torch.bfloat16, torch.int64):
+            for numel in (5, 100_000, 400_000):  # one step, and chunked direct/split
+                t = (torch.arange(numel) % 7 + rank).to(dtype)
+                comm.all_reduce(t)
+                wrong += int((t != ((torch.arange(numel) % 7) * n + n * (n - 1) // 2).to(dtype)).sum())
+        b = torch.full((1000,), float(rank))
+        comm.broadcast(b, n - 1)
+        wrong += int((b != n - 1).sum())
+        got = comm.all_gather(torch.full((3,), float(rank)))
+        wrong += sum(int((g != r).sum()) for r, g in enumerate(got))
+        comm.barrier()
+        return {"wrong": wrong, "path": comm.engine_path()[0], "call": st.engine._call.__name__,
+                "interrupt_hook": st.engine._native.interrupted}
+    finally:
+        comm.destroy()

@@ -177,3 +177,12 @@ def test_ctrl_c_stops_a_native_wait_at_once():
     with RankPool(2) as pool:
         r0, _ = pool.run(native_tasks.interrupted_wait, 3.0, timeout=120)
     assert r0["interrupted_after_s"] is not None and r0["interrupted_after_s"] < 2.0, r0
+
+
+@needs_native
+@pytest.mark.multirank
+def test_the_native_engine_runs_through_ctypes_where_the_extension_is_missing():
+    with RankPool(3) as pool:
+        results = pool.run(native_tasks.through_ctypes, timeout=120)
+    for r in results:
+        assert r == {"wrong": 0, "path": "native", "call": "sg_all_reduce", "interrupt_hook": None}, r
