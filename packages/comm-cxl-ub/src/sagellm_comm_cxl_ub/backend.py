@@ -186,7 +186,7 @@ class MemoryBackend(CommBackend):
             addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset
             if use_native:
                 engine.bind_native(native.make_group(addr, layout, me, pids, host_local, spin, yld, timeout_s,
-                                                     layout.slot_bytes, NATIVE_SPLIT_MIN_BYTES))
+                                                     NATIVE_SPLIT_MIN_BYTES))
             p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s,
                             exited=counters.exited)
         except BaseException:

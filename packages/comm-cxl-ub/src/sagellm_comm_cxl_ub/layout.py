@@ -68,9 +68,6 @@ class Layout:
         """The tag of ``rank``'s steps of ``parity``: in its step counter's line, after the 4-byte counter."""
         return self.step_word(rank) + 8 + parity * TAG_BYTES
 
-    def sleepers_word(self, rank: int) -> int:
-        return self.step_word(rank) + 4
-
     def engine_word(self, rank: int) -> int:
         """Which engine ``rank`` runs (``ENGINE_PYTHON`` or ``ENGINE_NATIVE``): after its two tags."""
         return self.step_word(rank) + 8 + 2 * TAG_BYTES

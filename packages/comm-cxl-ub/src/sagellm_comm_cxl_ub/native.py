@@ -123,12 +123,13 @@ NATIVE_AVAILABLE = lib is not None
 
 
 def make_group(addr: int, layout: Layout, rank: int, pids: list[int], host_local: bool, spin_s: float,
-               yield_s: float, timeout_s: float, chunk: int, split_min: int) -> Group:
-    """The ``sg_group`` of one group's region mapped at ``addr`` (its pid array kept alive with it)."""
+               yield_s: float, timeout_s: float, split_min: int) -> Group:
+    """The ``sg_group`` of one group's region mapped at ``addr`` (its pid array kept alive with it); all_reduce
+    moves a slot per step."""
     n = layout.world_size
     pid_array = (ctypes.c_int64 * n)(*pids)
     g = Group(base=addr, pids=ctypes.addressof(pid_array), slot=layout.slot_bytes, flags_off=layout.flags_off,
-              step=0, chunk=min(chunk, layout.slot_bytes) if chunk > 0 else layout.slot_bytes, split_min=split_min,
+              step=0, chunk=layout.slot_bytes, split_min=split_min,
               spin_s=spin_s, yield_s=yield_s, timeout_s=timeout_s, n=n, rank=rank, host_local=int(host_local),
               interrupted=SIGNAL_CHECK)
     g.parity_off[0], g.parity_off[1] = layout.parity_off(0), layout.parity_off(1)

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 from sagellm_comm_cxl_ub import native
 
-__all__ = ["TSO", "acquire_fence", "release_fence", "supported"]
+__all__ = ["TSO", "TSO_MACHINES", "acquire_fence", "release_fence", "supported"]
 
-TSO = platform.machine().lower() in ("x86_64", "amd64")
+TSO_MACHINES = ("x86_64", "amd64")
+TSO = platform.machine().lower() in TSO_MACHINES
 
 
 def _nothing() -> None:
@@ -37,7 +38,7 @@ def supported() -> tuple[bool, str]:
     machine = platform.machine().lower()
     if native.lib is not None:
         return True, f"acquire/release atomics of the native library ({machine})"
-    if machine in ("x86_64", "amd64"):
+    if machine in TSO_MACHINES:
         return True, "x86-64 total store order"
     return False, (f"on {machine} the engine's flags need memory fences, which come from the native library, and "
                    f"it is not available: {native.NATIVE_REASON}")
