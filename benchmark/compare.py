@@ -50,8 +50,18 @@ DEFAULT_SIZES = ("4K", "16K", "64K", "256K", "1M", "4M", "16M", "64M")
 DEFAULT_WORLD_SIZES = (2, 4)
 DEFAULT_OUTPUT_DIR = ".benchmarks/compare"
 RAW = "gloo"  # the reference engine: plain torch.distributed on a Gloo group
-COLUMNS = ("op", "backend", "ranks", "size", "ours (us)", "raw gloo (us)", "ratio (gloo/ours)", "our busbw (GB/s)",
-           "copy bound (GB/s)", "busbw % of copy bound")
+COLUMNS = (
+    "op",
+    "backend",
+    "ranks",
+    "size",
+    "ours (us)",
+    "raw gloo (us)",
+    "ratio (gloo/ours)",
+    "our busbw (GB/s)",
+    "copy bound (GB/s)",
+    "busbw % of copy bound",
+)
 
 
 @dataclass(frozen=True)
@@ -86,10 +96,24 @@ def scaled(plan: Plan, iters: int | None, warmup: int | None) -> Plan:
     return replace(plan, units=units)
 
 
-def plan_for(world_size: int, backends: Sequence[str], ops: Sequence[str], sizes: Sequence[Any], algo: str,
-             iters: int | None, warmup: int | None) -> Plan:
-    cfg = BenchConfig(ops=tuple(ops), backends=tuple(backends), algos=(algo,), sizes=tuple(sizes), compare="torch",
-                      raw_backend=RAW, output_dir=None)
+def plan_for(
+    world_size: int,
+    backends: Sequence[str],
+    ops: Sequence[str],
+    sizes: Sequence[Any],
+    algo: str,
+    iters: int | None,
+    warmup: int | None,
+) -> Plan:
+    cfg = BenchConfig(
+        ops=tuple(ops),
+        backends=tuple(backends),
+        algos=(algo,),
+        sizes=tuple(sizes),
+        compare="torch",
+        raw_backend=RAW,
+        output_dir=None,
+    )
     return scaled(plan_sweep(cfg, world_size), iters, warmup)
 
 
@@ -97,13 +121,21 @@ def table_rows(records: Sequence[BenchRecord], bound: CopyBound) -> list[dict[st
     rows = []
     for r in records:
         pct = 100.0 * r.bus_bandwidth_gbps / bound.gbps if bound.gbps > 0 else None
-        rows.append({
-            "op": r.op_type, "backend": f"{r.backend_kind}/{r.algo_id}" if r.algo_id != "native" else r.backend_kind,
-            "ranks": r.world_size, "size": format_size(r.bytes), "bytes": r.bytes,
-            "ours_us": r.latency_ms * 1e3, "raw_gloo_us": None if r.raw_latency_ms is None else r.raw_latency_ms * 1e3,
-            "ratio": r.speedup_vs_raw, "busbw_gbps": r.bus_bandwidth_gbps, "copy_bound_gbps": bound.gbps,
-            "busbw_pct_of_copy": pct,
-        })
+        rows.append(
+            {
+                "op": r.op_type,
+                "backend": f"{r.backend_kind}/{r.algo_id}" if r.algo_id != "native" else r.backend_kind,
+                "ranks": r.world_size,
+                "size": format_size(r.bytes),
+                "bytes": r.bytes,
+                "ours_us": r.latency_ms * 1e3,
+                "raw_gloo_us": None if r.raw_latency_ms is None else r.raw_latency_ms * 1e3,
+                "ratio": r.speedup_vs_raw,
+                "busbw_gbps": r.bus_bandwidth_gbps,
+                "copy_bound_gbps": bound.gbps,
+                "busbw_pct_of_copy": pct,
+            }
+        )
     return rows
 
 
@@ -130,9 +162,18 @@ def markdown(rows: Sequence[dict[str, Any]], bound: CopyBound, header: dict[str,
         "|" + "|".join(["---"] * 3 + ["---:"] * (len(COLUMNS) - 3)) + "|",
     ]
     for r in rows:
-        cells = [r["op"], r["backend"], str(r["ranks"]), r["size"], _cell(r["ours_us"], ".1f"),
-                 _cell(r["raw_gloo_us"], ".1f"), _cell(r["ratio"], ".2f"), _cell(r["busbw_gbps"], ".3f"),
-                 _cell(r["copy_bound_gbps"], ".2f"), _cell(r["busbw_pct_of_copy"], ".1f")]
+        cells = [
+            r["op"],
+            r["backend"],
+            str(r["ranks"]),
+            r["size"],
+            _cell(r["ours_us"], ".1f"),
+            _cell(r["raw_gloo_us"], ".1f"),
+            _cell(r["ratio"], ".2f"),
+            _cell(r["busbw_gbps"], ".3f"),
+            _cell(r["copy_bound_gbps"], ".2f"),
+            _cell(r["busbw_pct_of_copy"], ".1f"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -141,21 +182,41 @@ def _parser() -> argparse.ArgumentParser:
     from sagellm_comm.cli.main import _Parser
 
     p = _Parser(prog="python -m benchmark.compare", description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--backends", nargs="+", metavar="NAME",
-                   help="backends to compare with raw Gloo (default: every installed, available CPU backend)")
-    p.add_argument("--ops", nargs="+", default=["all_reduce"], metavar="OP",
-                   help="collectives (default all_reduce): all_reduce, all_gather, reduce_scatter, broadcast, reduce, "
-                        "all_to_all, sendrecv")
-    p.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), metavar="SIZE",
-                   help="message sizes S (default 4K 16K 64K 256K 1M 4M 16M 64M); a bare number is a float32 element "
-                        "count")
-    p.add_argument("--world-sizes", nargs="+", type=int, default=list(DEFAULT_WORLD_SIZES), metavar="N",
-                   help="local rank counts (default 2 4)")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        metavar="NAME",
+        help="backends to compare with raw Gloo (default: every installed, available CPU backend)",
+    )
+    p.add_argument(
+        "--ops",
+        nargs="+",
+        default=["all_reduce"],
+        metavar="OP",
+        help="collectives (default all_reduce): all_reduce, all_gather, reduce_scatter, broadcast, reduce, "
+        "all_to_all, sendrecv",
+    )
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        default=list(DEFAULT_SIZES),
+        metavar="SIZE",
+        help="message sizes S (default 4K 16K 64K 256K 1M 4M 16M 64M); a bare number is a float32 element count",
+    )
+    p.add_argument(
+        "--world-sizes",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_WORLD_SIZES),
+        metavar="N",
+        help="local rank counts (default 2 4)",
+    )
     p.add_argument("--algo", default="native", help="algorithm for ours (default native: the backend's own)")
     p.add_argument("--iters", type=int, help="timed blocks per size (default: 15 up to 1 MiB, 9 up to 16 MiB, 5 above)")
     p.add_argument("--warmup", type=int, help="untimed calls per engine and size (default: 2 blocks' worth)")
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
-                   help=f"where the table goes (default {DEFAULT_OUTPUT_DIR})")
+    p.add_argument(
+        "--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"where the table goes (default {DEFAULT_OUTPUT_DIR})"
+    )
     return p
 
 
@@ -181,10 +242,14 @@ def _validate(args: argparse.Namespace, p: argparse.ArgumentParser) -> tuple[lis
             from sagellm_comm.registry import get_comm_backend
 
             get_comm_backend(not_cpu[0])  # unknown or unavailable: its own error
-            raise InvalidArgumentError(f"backend {not_cpu[0]!r} does not run on CPU tensors; this suite compares CPU "
-                                       f"backends with raw Gloo (available CPU backends: {', '.join(installed)})")
-        plans = [plan_for(ws, backends, args.ops, sizes, args.algo, args.iters, args.warmup)
-                 for ws in dict.fromkeys(args.world_sizes)]
+            raise InvalidArgumentError(
+                f"backend {not_cpu[0]!r} does not run on CPU tensors; this suite compares CPU "
+                f"backends with raw Gloo (available CPU backends: {', '.join(installed)})"
+            )
+        plans = [
+            plan_for(ws, backends, args.ops, sizes, args.algo, args.iters, args.warmup)
+            for ws in dict.fromkeys(args.world_sizes)
+        ]
         check_output_dir(args.output_dir)
     except CommError as exc:
         p.error(str(exc))
@@ -211,9 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{p.prog}: error: benchmark failed: {exc.message.splitlines()[0]}", file=sys.stderr)
         return 1
     rows = table_rows(records, bound)
-    header = {"started": started.astimezone().isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
-              "versions": versions(), "backends": backends, "world_sizes": [plan.world_size for plan in plans],
-              "ops": list(plans[0].config.ops), "copy_bound": bound.__dict__}
+    header = {
+        "started": started.astimezone().isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "versions": versions(),
+        "backends": backends,
+        "world_sizes": [plan.world_size for plan in plans],
+        "ops": list(plans[0].config.ops),
+        "copy_bound": bound.__dict__,
+    }
     text = markdown(rows, bound, header)
     stem = f"compare_{started.strftime('%Y%m%d_%H%M%S')}"
     folder = Path(args.output_dir)

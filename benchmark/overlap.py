@@ -32,16 +32,23 @@ def _median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1e3
 
 
-def seed_rank(comm_bytes: list[int], compute_ms: list[float], warmup: int, iters: int, output_dir: str
-              ) -> list[dict[str, Any]]:
+def seed_rank(
+    comm_bytes: list[int], compute_ms: list[float], warmup: int, iters: int, output_dir: str
+) -> list[dict[str, Any]]:
     """One lab rank of the seed's benchmark (the lab sets the torchrun environment)."""
     import torch
 
     from sagellm_comm.benchmark import run_overlap_benchmark
 
     torch.set_num_threads(1)
-    records = run_overlap_benchmark(comm_bytes=comm_bytes, compute_durations_ms=compute_ms, output_dir=output_dir,
-                                    warmup_iters=warmup, benchmark_iters=iters, backend="gloo")
+    records = run_overlap_benchmark(
+        comm_bytes=comm_bytes,
+        compute_durations_ms=compute_ms,
+        output_dir=output_dir,
+        warmup_iters=warmup,
+        benchmark_iters=iters,
+        backend="gloo",
+    )
     return [r.to_row() for r in records]
 
 
@@ -93,8 +100,10 @@ def tp_rank(iters: int, chunk_counts: list[int]) -> dict[str, Any]:
             def comm_only() -> None:
                 comm.all_reduce(y)
 
-            probe_x, probe_w = torch.randn(tokens, PROBE_K, generator=gen), torch.randn(out_features, PROBE_K,
-                                                                                        generator=gen)
+            probe_x, probe_w = (
+                torch.randn(tokens, PROBE_K, generator=gen),
+                torch.randn(out_features, PROBE_K, generator=gen),
+            )
             probe = _timer(comm, {"mm": lambda: torch.mm(probe_x, probe_w.t()), "comm": comm_only}, 5)
             k = _agree(comm, max(16, round(PROBE_K * probe["comm"] / probe["mm"] / 16) * 16))
             x, w = torch.randn(tokens, k, generator=gen), torch.randn(out_features, k, generator=gen)
@@ -119,16 +128,25 @@ def tp_rank(iters: int, chunk_counts: list[int]) -> dict[str, Any]:
             for c in chunk_counts:
                 fns[f"chunks={c} (ours)"] = lambda c=c: row_parallel_linear(x, w, comm, chunks=c, stream=stream)
                 fns[f"chunks={c} (raw torch async)"] = lambda c=c: raw_chunked(c)
-            out["row"] = {"shape": f"x [{tokens}, {k}] @ W [{out_features}, {k}]^T, all_reduce "
-                                   f"{tokens * out_features * 4 / 2**20:.0f} MiB", "ms": _timer(comm, fns, iters)}
+            out["row"] = {
+                "shape": f"x [{tokens}, {k}] @ W [{out_features}, {k}]^T, all_reduce "
+                f"{tokens * out_features * 4 / 2**20:.0f} MiB",
+                "ms": _timer(comm, fns, iters),
+            }
 
             # ---- all_gather + column-parallel linear: x's rows cross the wire
             rows_local, in_features = 512, 2048
             xl = torch.randn(rows_local, in_features, generator=gen)
             gathered = torch.empty(world * rows_local, in_features)
             probe_w = torch.randn(PROBE_K, in_features, generator=gen)
-            probe = _timer(comm, {"mm": lambda: torch.mm(gathered, probe_w.t()),
-                                  "comm": lambda: comm.all_gather_into_tensor(gathered, xl)}, 5)
+            probe = _timer(
+                comm,
+                {
+                    "mm": lambda: torch.mm(gathered, probe_w.t()),
+                    "comm": lambda: comm.all_gather_into_tensor(gathered, xl),
+                },
+                5,
+            )
             n_out = _agree(comm, max(16, round(PROBE_K * probe["comm"] / probe["mm"] / 16) * 16))
             wc = torch.randn(n_out, in_features, generator=gen)
 
@@ -144,11 +162,15 @@ def tp_rank(iters: int, chunk_counts: list[int]) -> dict[str, Any]:
                 "plain (raw torch)": raw_gather_plain,
             }
             for c in chunk_counts:
-                fns[f"chunks={c} (ours)"] = lambda c=c: all_gather_column_parallel_linear(xl, wc, comm, chunks=c,
-                                                                                          stream=stream)
-            out["column"] = {"shape": f"all_gather x [{rows_local}, {in_features}] per rank "
-                                      f"({rows_local * in_features * 4 / 2**20:.0f} MiB), then @ W [{n_out}, "
-                                      f"{in_features}]^T", "ms": _timer(comm, fns, iters)}
+                fns[f"chunks={c} (ours)"] = lambda c=c: all_gather_column_parallel_linear(
+                    xl, wc, comm, chunks=c, stream=stream
+                )
+            out["column"] = {
+                "shape": f"all_gather x [{rows_local}, {in_features}] per rank "
+                f"({rows_local * in_features * 4 / 2**20:.0f} MiB), then @ W [{n_out}, "
+                f"{in_features}]^T",
+                "ms": _timer(comm, fns, iters),
+            }
         return out
     finally:
         dist.destroy_process_group(raw)
@@ -156,17 +178,21 @@ def tp_rank(iters: int, chunk_counts: list[int]) -> dict[str, Any]:
 
 
 def _seed_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| comm bytes | compute asked (ms) | comm alone (ms) | compute alone (ms) | sequential (ms) | ideal (ms) "
-             "| total (ms) | compute during overlap (ms) | overlap_efficiency | overlap_ratio | within 2x |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    lines = [
+        "| comm bytes | compute asked (ms) | comm alone (ms) | compute alone (ms) | sequential (ms) | ideal (ms) "
+        "| total (ms) | compute during overlap (ms) | overlap_efficiency | overlap_ratio | within 2x |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
     for r in rows:
         a, b = r["comm_alone_ms"], r["compute_alone_ms"]
         within = "yes" if max(a, b) <= 2 * min(a, b) else ""
         eff = "-" if r["overlap_efficiency"] is None else f"{r['overlap_efficiency']:.2f}"
         ratio = "-" if r["overlap_ratio"] is None else f"{r['overlap_ratio']:.2f}"
-        lines.append(f"| {r['comm_bytes'] / 2**20:g} MiB | {r['compute_duration_ms']:g} | {a:.1f} | {b:.1f} | "
-                     f"{r['theoretical_sequential_ms']:.1f} | {r['theoretical_overlap_ms']:.1f} | {r['total_ms']:.1f} "
-                     f"| {r['compute_ms']:.1f} | {eff} | {ratio} | {within} |")
+        lines.append(
+            f"| {r['comm_bytes'] / 2**20:g} MiB | {r['compute_duration_ms']:g} | {a:.1f} | {b:.1f} | "
+            f"{r['theoretical_sequential_ms']:.1f} | {r['theoretical_overlap_ms']:.1f} | {r['total_ms']:.1f} "
+            f"| {r['compute_ms']:.1f} | {eff} | {ratio} | {within} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -174,10 +200,15 @@ def _tp_markdown(title: str, part: dict[str, Any]) -> str:
     ms = part["ms"]
     comp, wire = ms["compute alone"], ms["comm alone"]
     plain = ms["plain (ours)"]
-    lines = [f"### {title}: {part['shape']}", "",
-             f"compute alone {comp:.1f} ms, communication alone {wire:.1f} ms: sequential {comp + wire:.1f} ms, "
-             f"ideal max {max(comp, wire):.1f} ms", "",
-             "| variant | time (ms) | speedup vs plain (ours) | efficiency |", "|---|---:|---:|---:|"]
+    lines = [
+        f"### {title}: {part['shape']}",
+        "",
+        f"compute alone {comp:.1f} ms, communication alone {wire:.1f} ms: sequential {comp + wire:.1f} ms, "
+        f"ideal max {max(comp, wire):.1f} ms",
+        "",
+        "| variant | time (ms) | speedup vs plain (ours) | efficiency |",
+        "|---|---:|---:|---:|",
+    ]
     for name, t in ms.items():
         if name in ("compute alone", "comm alone"):
             continue
@@ -188,8 +219,9 @@ def _tp_markdown(title: str, part: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.overlap", description=__doc__.split("\n\n")[0])
-    p.add_argument("--rate", default=DEFAULT_RATE,
-                   help=f"tbf rate of each simulated host's link (default {DEFAULT_RATE})")
+    p.add_argument(
+        "--rate", default=DEFAULT_RATE, help=f"tbf rate of each simulated host's link (default {DEFAULT_RATE})"
+    )
     p.add_argument("--comm-bytes", nargs="+", type=int, default=[1 << 20, 4 << 20, 8 << 20])
     p.add_argument("--compute-ms", nargs="+", type=float, default=[10.0, 40.0, 150.0])
     p.add_argument("--warmup", type=int, default=3)
@@ -214,23 +246,41 @@ def main(argv: list[str] | None = None) -> int:
     tp: dict[str, Any] = {}
     with netns.NetnsLab(2, rate=args.rate, burst=args.burst, mtu=args.mtu) as lab:
         if "seed" in args.parts:
-            seed = lab.run_ranks(me.seed_rank, [0, 1], args.comm_bytes, args.compute_ms, args.warmup, args.iters,
-                                 str(out.resolve()), timeout=1800, env=env)[0]
+            seed = lab.run_ranks(
+                me.seed_rank,
+                [0, 1],
+                args.comm_bytes,
+                args.compute_ms,
+                args.warmup,
+                args.iters,
+                str(out.resolve()),
+                timeout=1800,
+                env=env,
+            )[0]
         if "tp" in args.parts:
-            tp = lab.run_ranks(me.tp_rank, [0, 1], args.iters, args.chunks, timeout=1800, env=env,
-                               master_port=29600)[0]
-    report = [f"## Overlap on two simulated hosts (netns lab, 1 rank each, veth shaped to {args.rate} with tbf "
-              f"(burst {args.burst}), MTU {args.mtu}, gloo, 1 compute thread per rank)\n"]
+            tp = lab.run_ranks(me.tp_rank, [0, 1], args.iters, args.chunks, timeout=1800, env=env, master_port=29600)[0]
+    report = [
+        f"## Overlap on two simulated hosts (netns lab, 1 rank each, veth shaped to {args.rate} with tbf "
+        f"(burst {args.burst}), MTU {args.mtu}, gloo, 1 compute thread per rank)\n"
+    ]
     if seed:
-        report += ["### The seed's overlap benchmark (`run_overlap_benchmark`, all_reduce float32)\n",
-                   _seed_markdown(seed)]
+        report += [
+            "### The seed's overlap benchmark (`run_overlap_benchmark`, all_reduce float32)\n",
+            _seed_markdown(seed),
+        ]
     if tp:
-        report += [_tp_markdown("Row-parallel linear + all_reduce", tp["row"]),
-                   _tp_markdown("all_gather + column-parallel linear", tp["column"])]
+        report += [
+            _tp_markdown("Row-parallel linear + all_reduce", tp["row"]),
+            _tp_markdown("all_gather + column-parallel linear", tp["column"]),
+        ]
     text = "\n".join(report)
     print(text)
-    write_report(args.output_dir, "overlap_netns", text,
-                 {"rate": args.rate, "burst": args.burst, "mtu": args.mtu, "seed": seed, "tp": tp})
+    write_report(
+        args.output_dir,
+        "overlap_netns",
+        text,
+        {"rate": args.rate, "burst": args.burst, "mtu": args.mtu, "seed": seed, "tp": tp},
+    )
     return 0
 
 

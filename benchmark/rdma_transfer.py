@@ -82,6 +82,7 @@ def bench_rank(blocks: int = 7, with_tcp_floor: bool = False, port_offset: int =
             assert state == "DONE", state
             with eng.agent._lock:
                 nixl.release_xfer_handle(h)
+
         return go
 
     def rdma_sendrecv(n: int, size: int) -> Callable[[], None]:
@@ -92,18 +93,22 @@ def bench_rank(blocks: int = 7, with_tcp_floor: bool = False, port_offset: int =
     def gloo_sendrecv(n: int, size: int) -> Callable[[], None]:
         def go() -> None:
             if rank == 0:
-                works = [dist.isend(src[i * size:(i + 1) * size], 1) for i in range(n)]
+                works = [dist.isend(src[i * size : (i + 1) * size], 1) for i in range(n)]
             else:
-                works = [dist.irecv(dst[i * size:(i + 1) * size], 0) for i in range(n)]
+                works = [dist.irecv(dst[i * size : (i + 1) * size], 0) for i in range(n)]
             for w in works:
                 w.wait()
+
         return go
 
     for label, n, size in WORKLOADS:
         calls = _calls(n * size)
-        fns = {"rdma write": rdma_write(n, size) if rank == 0 else (lambda: None),
-               "raw NIXL write": raw_write(n, size) if rank == 0 else (lambda: None),
-               "rdma send/recv": rdma_sendrecv(n, size), "gloo send/recv": gloo_sendrecv(n, size)}
+        fns = {
+            "rdma write": rdma_write(n, size) if rank == 0 else (lambda: None),
+            "raw NIXL write": raw_write(n, size) if rank == 0 else (lambda: None),
+            "rdma send/recv": rdma_sendrecv(n, size),
+            "gloo send/recv": gloo_sendrecv(n, size),
+        }
         per: dict[str, list[float]] = {e: [] for e in ENGINES}
         for fn in fns.values():  # warm up every path once (connections, first registrations, page faults)
             fn()
@@ -200,8 +205,12 @@ def _markdown(where: str, table: dict[str, dict[str, float]], transport: str, bo
             line += f" {2 * n * size / row['rdma write'] / 1e9 / bound_gbps * 100:.0f}% |"
         lines.append(line)
     per_block = table["64 x 4 KiB"]
-    lines += ["", f"64 x 4 KiB per block: rdma write {per_block['rdma write'] / 64 * 1e6:.1f} us, gloo "
-              f"{per_block['gloo send/recv'] / 64 * 1e6:.1f} us (64 separate sends)", ""]
+    lines += [
+        "",
+        f"64 x 4 KiB per block: rdma write {per_block['rdma write'] / 64 * 1e6:.1f} us, gloo "
+        f"{per_block['gloo send/recv'] / 64 * 1e6:.1f} us (64 separate sends)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -236,10 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = lab.run_ranks(task, [0, 1], args.blocks, True, timeout=900)
             record["netns"] = res
             tcp = statistics.median(res[0]["tcp_gbps"])
-            report.append(_markdown("two simulated hosts (netns lab, isolated, unshaped veth)", _table(res),
-                                    res[0]["transport"], None))
-            report.append(f"floor in the same run: one plain TCP stream over the veth, 64 MiB: {tcp:.2f} GB/s "
-                          "(median)\n")
+            report.append(
+                _markdown(
+                    "two simulated hosts (netns lab, isolated, unshaped veth)", _table(res), res[0]["transport"], None
+                )
+            )
+            report.append(
+                f"floor in the same run: one plain TCP stream over the veth, 64 MiB: {tcp:.2f} GB/s (median)\n"
+            )
     text = "\n".join(report)
     print(text)
     out = Path(args.output_dir)

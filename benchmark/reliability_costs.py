@@ -55,8 +55,9 @@ def _rank(blocks: int = 7) -> dict:
     shm.init_process_group(timeout=60)
     for nbytes in (4, 64 << 10):
         t = torch.ones(nbytes // 4)
-        out[f"shm all_reduce {nbytes} B"] = _median_us(lambda k, t=t: [shm.all_reduce(t) for _ in range(k)], 3000,
-                                                       blocks, shm.barrier)
+        out[f"shm all_reduce {nbytes} B"] = _median_us(
+            lambda k, t=t: [shm.all_reduce(t) for _ in range(k)], 3000, blocks, shm.barrier
+        )
     shm.destroy()
     gloo = get_comm_backend("gloo")
     gloo.init_process_group(timeout=60)

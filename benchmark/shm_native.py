@@ -114,8 +114,9 @@ def copy_floor(p: int, nbytes: int = 64 << 20, repeats: int = 5) -> float:
 
 
 # -------------------------------------------------------------------------------------------------- the ranks
-def bench_rank(sizes: list[str], blocks: int, small_calls: int, small_blocks: int, warmup: int,
-               algos: list[str] | None = None) -> list[dict]:
+def bench_rank(
+    sizes: list[str], blocks: int, small_calls: int, small_blocks: int, warmup: int, algos: list[str] | None = None
+) -> list[dict]:
     import torch
     import torch.distributed as dist
 
@@ -138,10 +139,18 @@ def bench_rank(sizes: list[str], blocks: int, small_calls: int, small_blocks: in
         if paths != ("native", "python"):
             raise RuntimeError(f"engine paths are {paths}, not ('native', 'python'): {native.engine_path()[1]}")
         rank, n = native.get_rank(), native.get_world_size()
-        fns = {"python": python.all_reduce, "native": native.all_reduce, "raw gloo": dist.all_reduce,
-               **{k: c.all_reduce for k, c in pinned.items()}}
-        barriers = {"python": python.barrier, "native": native.barrier, "raw gloo": dist.barrier,
-                    **{k: c.barrier for k, c in pinned.items()}}
+        fns = {
+            "python": python.all_reduce,
+            "native": native.all_reduce,
+            "raw gloo": dist.all_reduce,
+            **{k: c.all_reduce for k, c in pinned.items()},
+        }
+        barriers = {
+            "python": python.barrier,
+            "native": native.barrier,
+            "raw gloo": dist.barrier,
+            **{k: c.barrier for k, c in pinned.items()},
+        }
         rows = []
         for size in sizes:
             nbytes = parse_size(size)
@@ -155,15 +164,27 @@ def bench_rank(sizes: list[str], blocks: int, small_calls: int, small_blocks: in
             bufs = {k: torch.zeros(numel) for k in fns}
             small = nbytes <= (256 << 10)
             calls, nblocks = (small_calls, small_blocks) if small else (max(1, (4 << 20) // nbytes), blocks)
-            times = interleaved({k: (lambda f, b: lambda: f(b))(fn, bufs[k]) for k, fn in fns.items()},
-                                blocks=nblocks, calls=calls, warmup=warmup, barriers=barriers)
-            flat = torch.tensor([x for k in fns for x in times[k]] + [float(v) for v in wrong.values()],
-                                dtype=torch.float64)
+            times = interleaved(
+                {k: (lambda f, b: lambda: f(b))(fn, bufs[k]) for k, fn in fns.items()},
+                blocks=nblocks,
+                calls=calls,
+                warmup=warmup,
+                barriers=barriers,
+            )
+            flat = torch.tensor(
+                [x for k in fns for x in times[k]] + [float(v) for v in wrong.values()], dtype=torch.float64
+            )
             dist.all_reduce(flat, op=dist.ReduceOp.MAX)  # per block: the slowest rank; wrong: any rank's count
             per = flat[: len(fns) * nblocks].view(len(fns), nblocks)
-            rows.append({"bytes": nbytes, "calls": calls, "blocks": nblocks,
-                         "us": {k: statistics.median(per[i].tolist()) * 1e6 for i, k in enumerate(fns)},
-                         "wrong": {k: int(flat[len(fns) * nblocks + i]) for i, k in enumerate(fns)}})
+            rows.append(
+                {
+                    "bytes": nbytes,
+                    "calls": calls,
+                    "blocks": nblocks,
+                    "us": {k: statistics.median(per[i].tolist()) * 1e6 for i, k in enumerate(fns)},
+                    "wrong": {k: int(flat[len(fns) * nblocks + i]) for i, k in enumerate(fns)},
+                }
+            )
         return rows
     finally:
         for comm in (native, python, gloo, *pinned.values()):
@@ -177,10 +198,12 @@ def _size(n: int) -> str:
 
 def table(results: dict[int, list[dict]], ping_s: float, copy_bps: dict[int, float]) -> str:
     pinned = [k for k in next(iter(results.values()))[0]["us"] if k.startswith("native ")]
-    lines = ["| ranks | size | python path (us) | native path (us) | raw gloo (us) | native vs python | gloo / native "
-             "| native / floor (a) | floor 2·n·p/(b) (us) | % of floor (b) | wrong |"
-             + "".join(f" {k} (us) |" for k in pinned),
-             "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(pinned)]
+    lines = [
+        "| ranks | size | python path (us) | native path (us) | raw gloo (us) | native vs python | gloo / native "
+        "| native / floor (a) | floor 2·n·p/(b) (us) | % of floor (b) | wrong |"
+        + "".join(f" {k} (us) |" for k in pinned),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(pinned),
+    ]
     for p, rows in results.items():
         for r in rows:
             us, n = r["us"], r["bytes"]
@@ -190,7 +213,8 @@ def table(results: dict[int, list[dict]], ping_s: float, copy_bps: dict[int, flo
                 f"| {p} | {_size(n)} | {us['python']:.1f} | {us['native']:.1f} | {us['raw gloo']:.1f} | "
                 f"{us['python'] / us['native']:.2f}x | {us['raw gloo'] / us['native']:.1f}x | "
                 f"{us['native'] / (ping_s * 1e6):.1f}x | {floor_b:.1f} | {100 * floor_b / us['native']:.0f}% | "
-                f"{wrong or 'none'} |" + "".join(f" {us[k]:.1f} |" for k in pinned))
+                f"{wrong or 'none'} |" + "".join(f" {us[k]:.1f} |" for k in pinned)
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -204,8 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=9, help="timed blocks per contender above 256 KiB (default 9)")
     p.add_argument("--small-blocks", type=int, default=21, help="timed blocks up to 256 KiB (default 21)")
     p.add_argument("--small-calls", type=int, default=50, help="calls per block up to 256 KiB (default 50)")
-    p.add_argument("--algos", nargs="*", choices=["direct", "split"], default=[],
-                   help="also the native engine pinned to these all_reduce algorithms")
+    p.add_argument(
+        "--algos",
+        nargs="*",
+        choices=["direct", "split"],
+        default=[],
+        help="also the native engine pinned to these all_reduce algorithms",
+    )
     p.add_argument("--copy-mib", type=int, default=64, help="MiB each process copies for floor (b) (default 64)")
     p.add_argument("--ping-rounds", type=int, default=20000, help="round trips per block for floor (a)")
     p.add_argument("--output-dir", default=".benchmarks/shm_native")
@@ -224,18 +253,33 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for n in args.ranks:
         with RankPool(n, env={"OMP_NUM_THREADS": "1"}) as pool:
-            results[n] = pool.run(me.bench_rank, args.sizes, args.blocks, args.small_calls, args.small_blocks,
-                                  args.warmup, args.algos, timeout=3600)[0]
-    text = (f"## shm all_reduce float32: native vs Python path vs raw torch.distributed Gloo ({os.cpu_count()} "
-            f"cores); contenders interleaved block by block on the same ranks, median over blocks of the slowest "
-            f"rank's time per call\n\nfloor (a), plain-Python shared-memory ping-pong round trip: "
-            f"{ping * 1e6:.2f} us; floor (b), p-process aggregate copy bandwidth ({args.copy_mib} MiB each, read + "
-            "write): "
-            + ", ".join(f"p={n}: {bps / 1e9:.1f} GB/s" for n, bps in copy.items()) + "\n\n"
-            + table(results, ping, copy))
+            results[n] = pool.run(
+                me.bench_rank,
+                args.sizes,
+                args.blocks,
+                args.small_calls,
+                args.small_blocks,
+                args.warmup,
+                args.algos,
+                timeout=3600,
+            )[0]
+    text = (
+        f"## shm all_reduce float32: native vs Python path vs raw torch.distributed Gloo ({os.cpu_count()} "
+        f"cores); contenders interleaved block by block on the same ranks, median over blocks of the slowest "
+        f"rank's time per call\n\nfloor (a), plain-Python shared-memory ping-pong round trip: "
+        f"{ping * 1e6:.2f} us; floor (b), p-process aggregate copy bandwidth ({args.copy_mib} MiB each, read + "
+        "write): "
+        + ", ".join(f"p={n}: {bps / 1e9:.1f} GB/s" for n, bps in copy.items())
+        + "\n\n"
+        + table(results, ping, copy)
+    )
     print(text)
-    write_report(args.output_dir, "shm_native", text, {"ping_pong_s": ping, "copy_bps": copy,
-                                                       "results": {str(k): v for k, v in results.items()}})
+    write_report(
+        args.output_dir,
+        "shm_native",
+        text,
+        {"ping_pong_s": ping, "copy_bps": copy, "results": {str(k): v for k, v in results.items()}},
+    )
     return 0
 
 

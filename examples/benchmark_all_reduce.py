@@ -25,9 +25,11 @@ def main() -> None:
         )
         if backend.get_rank() == 0:
             for r in results:
-                print(f"{r.op_type} {r.backend_kind}/{r.algo_id} ws={r.world_size} {r.bytes:>8} B: "
-                      f"{r.latency_ms * 1e3:8.1f} us  algbw {r.bandwidth_gbps:.3f} GB/s  "
-                      f"busbw {r.bus_bandwidth_gbps:.3f} GB/s")
+                print(
+                    f"{r.op_type} {r.backend_kind}/{r.algo_id} ws={r.world_size} {r.bytes:>8} B: "
+                    f"{r.latency_ms * 1e3:8.1f} us  algbw {r.bandwidth_gbps:.3f} GB/s  "
+                    f"busbw {r.bus_bandwidth_gbps:.3f} GB/s"
+                )
     finally:
         backend.destroy()
 

@@ -49,7 +49,7 @@ def run() -> str:
             want = kv_pool(0)
             for src, dst in MOVES:
                 assert torch.equal(pool[dst], want[src]), f"slot {dst} does not hold block {src}"
-            assert not pool[len(MOVES):].any(), "bytes landed outside the slots"
+            assert not pool[len(MOVES) :].any(), "bytes landed outside the slots"
             eng.notify(0, b"checked")
             result = f"rank 1: slots 0-2 hold blocks 3, 7, 12 ({len(MOVES) * block_bytes} bytes checked)"
         eng.deregister(region)

@@ -76,8 +76,12 @@ def seed_create_init_broadcast_all_gather(name: str = "gloo") -> dict:
     backend = CommBackend.create(name)
     try:
         group = backend.init(rank=R, world_size=2, master_addr="127.0.0.1", master_port=port)
-        out = {"rank": backend.get_rank(), "world_size": backend.get_world_size(),
-               "group_size": group.world_size, "port": backend.rendezvous.master_port}
+        out = {
+            "rank": backend.get_rank(),
+            "world_size": backend.get_world_size(),
+            "group_size": group.world_size,
+            "port": backend.rendezvous.master_port,
+        }
         t = torch.arange(4, dtype=torch.float32) + 100.0 * R
         backend.broadcast(t, 1)  # rank 1 is the source
         out["broadcast_from_1"] = t.tolist()
@@ -214,8 +218,12 @@ def seed_comm_group_collective_ops() -> dict:
     R, _ = _rank_and_world()
     group = CommGroup.create(world_size=2, rank=R)
     try:
-        out = {"rank": group.rank, "world_size": group.world_size, "group_id": group.group_id,
-               "backend": group.backend.name}
+        out = {
+            "rank": group.rank,
+            "world_size": group.world_size,
+            "group_id": group.group_id,
+            "backend": group.backend.name,
+        }
         # asking again returns the same world group (no second init)
         out["same_group_again"] = CommGroup.create(world_size=2, rank=R) is group
         t = torch.tensor([1.0, 2.0]) * (R + 1)
@@ -248,9 +256,17 @@ def torchrun_env_init(name: str = "gloo") -> dict:
         t = torch.ones(1)
         comm.all_reduce(t, op="sum")
         env = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-        return {"env": env, "rank": rdzv.rank, "world_size": rdzv.world_size, "local_rank": rdzv.local_rank,
-                "master_addr": rdzv.master_addr, "master_port": rdzv.master_port, "sum": t.item(),
-                "get_rank": comm.get_rank(), "get_world_size": comm.get_world_size()}
+        return {
+            "env": env,
+            "rank": rdzv.rank,
+            "world_size": rdzv.world_size,
+            "local_rank": rdzv.local_rank,
+            "master_addr": rdzv.master_addr,
+            "master_port": rdzv.master_port,
+            "sum": t.item(),
+            "get_rank": comm.get_rank(),
+            "get_world_size": comm.get_world_size(),
+        }
     finally:
         comm.destroy()
 
@@ -262,6 +278,12 @@ def topology_view() -> dict:
 
     topo = Topology.discover()
     desc = topo.to_descriptor()
-    return {"is_descriptor": isinstance(desc, CommTopologyDescriptor), "hostname": topo.hostname,
-            "node_id": topo.node_id, "num_nodes": desc.num_nodes, "backend": desc.backend.value,
-            "cpu_count": topo.cpu_count, "meta_hostname": desc.metadata.get("hostname")}
+    return {
+        "is_descriptor": isinstance(desc, CommTopologyDescriptor),
+        "hostname": topo.hostname,
+        "node_id": topo.node_id,
+        "num_nodes": desc.num_nodes,
+        "backend": desc.backend.value,
+        "cpu_count": topo.cpu_count,
+        "meta_hostname": desc.metadata.get("hostname"),
+    }

@@ -79,8 +79,11 @@ def p2p_cases(name: str, cases: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
                     else:
                         comm.recv(buf, 0, tag=c["tag"])
                     sent = make_tensor(*c["send"], salt=c["salt"])
-                    same = sent.dtype == buf.dtype and sent.numel() == buf.numel() and torch.equal(
-                        sent.reshape(-1), buf.reshape(-1))
+                    same = (
+                        sent.dtype == buf.dtype
+                        and sent.numel() == buf.numel()
+                        and torch.equal(sent.reshape(-1), buf.reshape(-1))
+                    )
                     out.append(("ok", same))
                 except Exception as exc:  # CommError, or a bug the test reports
                     out.append(_err(exc))

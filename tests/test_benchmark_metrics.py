@@ -64,9 +64,7 @@ def test_bus_factor(op: str, n: int, factor: float) -> None:
     assert bus_factor(op, n) == pytest.approx(factor)
 
 
-@pytest.mark.parametrize(
-    ("op", "n"), [("frobnicate", 2), ("all_reduce", 0), ("all_reduce", True), ("all_reduce", 2.0)]
-)
+@pytest.mark.parametrize(("op", "n"), [("frobnicate", 2), ("all_reduce", 0), ("all_reduce", True), ("all_reduce", 2.0)])
 def test_bus_factor_rejects_bad_input(op: str, n: object) -> None:
     with pytest.raises(ValueError):
         bus_factor(op, n)  # type: ignore[arg-type]
@@ -154,9 +152,7 @@ def test_parse_size(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize(
-    "text", ["", "K", "4X", "-4K", "0", "0K", "1.3", "4K4", "four", "1e3", "4 K B x", True]
-)
+@pytest.mark.parametrize("text", ["", "K", "4X", "-4K", "0", "0K", "1.3", "4K4", "four", "1e3", "4 K B x", True])
 def test_parse_size_rejects_bad_input(text: object) -> None:
     with pytest.raises(ValueError, match="invalid size"):
         parse_size(text)  # type: ignore[arg-type]
@@ -168,8 +164,7 @@ def test_default_sizes() -> None:
 
 @pytest.mark.parametrize(
     ("n", "text"),
-    [(100, "100 B"), (4096, "4 KiB"), (1536, "1.5 KiB"), (1 << 20, "1 MiB"), (16 << 20, "16 MiB"),
-     (1 << 30, "1 GiB")],
+    [(100, "100 B"), (4096, "4 KiB"), (1536, "1.5 KiB"), (1 << 20, "1 MiB"), (16 << 20, "16 MiB"), (1 << 30, "1 GiB")],
 )
 def test_format_size(n: int, text: str) -> None:
     assert format_size(n) == text
@@ -226,8 +221,7 @@ def test_message_size_bytes() -> None:
         ("sendrecv", 4000, 3, 4000, 1000, 1000, False),
     ],
 )
-def test_plan_size(op: str, requested: int, n: int, nbytes: int, in_numel: int, out_numel: int,
-                   rounded: bool) -> None:
+def test_plan_size(op: str, requested: int, n: int, nbytes: int, in_numel: int, out_numel: int, rounded: bool) -> None:
     plan = plan_size(op, requested, n, 4, "float32")
     assert (plan.nbytes, plan.in_numel, plan.out_numel) == (nbytes, in_numel, out_numel)
     assert (plan.note is not None) == rounded
@@ -239,8 +233,14 @@ def test_plan_size(op: str, requested: int, n: int, nbytes: int, in_numel: int, 
 # records
 # ----------------------------------------------------------------------------------------------------------
 
-RUN = RunInfo(backend="gloo", backend_type="gloo", world_size=2, dtype="float32",
-              timestamp="2026-01-01T00:00:00+00:00", topology_source="discover:core")
+RUN = RunInfo(
+    backend="gloo",
+    backend_type="gloo",
+    world_size=2,
+    dtype="float32",
+    timestamp="2026-01-01T00:00:00+00:00",
+    topology_source="discover:core",
+)
 
 
 def test_merge_takes_max_over_ranks_per_iteration_and_sums_wrong() -> None:
@@ -252,16 +252,31 @@ def test_merge_takes_max_over_ranks_per_iteration_and_sums_wrong() -> None:
     assert merged["ours"] == [150e-6, 300e-6, 200e-6]
     assert merged["raw"] == [95e-6, 100e-6, 85e-6]
     assert merged["wrong"] == 3
-    assert merge_rank_results([{"ours": [1.0], "raw": None, "wrong": None}]) == {"ours": [1.0], "raw": None,
-                                                                                 "wrong": None, "decided": None}
+    assert merge_rank_results([{"ours": [1.0], "raw": None, "wrong": None}]) == {
+        "ours": [1.0],
+        "raw": None,
+        "wrong": None,
+        "decided": None,
+    }
     decided = ["hierarchical", "cost-model", "why"]  # a backend that decides per call: rank 0's decision
     assert merge_rank_results([{**per_rank[0], "decided": decided}, per_rank[1]])["decided"] == decided
 
 
 def test_summarize_record_fields() -> None:
     merged = {"ours": [150e-6, 300e-6, 200e-6], "raw": [95e-6, 100e-6, 85e-6], "wrong": 0}
-    rec = summarize(merged, op="all_reduce", algo="ring", run=RUN, nbytes=1 << 20, requested_bytes=1 << 20,
-                    count=(1 << 20) // 4, warmup=2, calls=1, selection_rule_id="explicit", selection_reason="asked")
+    rec = summarize(
+        merged,
+        op="all_reduce",
+        algo="ring",
+        run=RUN,
+        nbytes=1 << 20,
+        requested_bytes=1 << 20,
+        count=(1 << 20) // 4,
+        warmup=2,
+        calls=1,
+        selection_rule_id="explicit",
+        selection_reason="asked",
+    )
     assert rec.latency_ms == pytest.approx(0.2)  # median of the per-iteration max
     assert rec.p99_latency_ms == pytest.approx(float(np.percentile([150, 300, 200], 99)) / 1e3)
     assert rec.raw_latency_ms == pytest.approx(0.095)
@@ -280,16 +295,38 @@ def test_summarize_record_fields() -> None:
 
 def test_a_backend_that_decides_per_call_names_its_path_rule_and_reason() -> None:
     merged = {"ours": [1e-3], "decided": ["hierarchical", "cost-model", "hierarchical: predicted 1 ms vs flat 2 ms"]}
-    rec = summarize(merged, op="all_reduce", algo="native", run=RUN, nbytes=4096, requested_bytes=4096, count=1024,
-                    warmup=0, calls=1, selection_rule_id="backend-decides", selection_reason="it chooses per call")
+    rec = summarize(
+        merged,
+        op="all_reduce",
+        algo="native",
+        run=RUN,
+        nbytes=4096,
+        requested_bytes=4096,
+        count=1024,
+        warmup=0,
+        calls=1,
+        selection_rule_id="backend-decides",
+        selection_reason="it chooses per call",
+    )
     row = rec.to_row()
     assert row["algo_id"] == "native/hierarchical" and row["selection_rule_id"] == "gloo:cost-model"
     assert row["selection_reason"] == "hierarchical: predicted 1 ms vs flat 2 ms"
 
 
 def test_summarize_sendrecv_uses_the_protocol_send_op() -> None:
-    rec = summarize({"ours": [1e-3]}, op="sendrecv", algo="native", run=RUN, nbytes=4096, requested_bytes=4096,
-                    count=1024, warmup=0, calls=1, selection_rule_id="default", selection_reason="")
+    rec = summarize(
+        {"ours": [1e-3]},
+        op="sendrecv",
+        algo="native",
+        run=RUN,
+        nbytes=4096,
+        requested_bytes=4096,
+        count=1024,
+        warmup=0,
+        calls=1,
+        selection_rule_id="default",
+        selection_reason="",
+    )
     assert rec.metrics.op is CollectiveOp.SEND and rec.op_type == "sendrecv"
     assert rec.bus_bandwidth_gbps == pytest.approx(rec.bandwidth_gbps)  # factor 1
     assert rec.raw_latency_ms is None and rec.speedup_vs_raw is None and rec.wrong is None
@@ -327,13 +364,24 @@ def test_plan_unknown_backend() -> None:
 
 
 def test_plan_resolves_units_and_dedupes_sizes() -> None:
-    plan = plan_sweep(BenchConfig(backends=("gloo",), ops=("all_reduce", "all_gather"), algos=("native", "ring"),
-                                  sizes=(256, "1K", "1001")), 3)
+    plan = plan_sweep(
+        BenchConfig(
+            backends=("gloo",), ops=("all_reduce", "all_gather"), algos=("native", "ring"), sizes=(256, "1K", "1001")
+        ),
+        3,
+    )
     keys = [(u.spec.op, u.spec.algo, u.spec.plan.nbytes) for u in plan.units]
     # 256 elements and 1K are one message; 1001 elements = 4004 B, rounded to 3996 B for all_gather on 3 ranks
-    assert keys == [("all_reduce", "native", 1024), ("all_reduce", "ring", 1024), ("all_reduce", "native", 4004),
-                    ("all_reduce", "ring", 4004), ("all_gather", "native", 1020), ("all_gather", "ring", 1020),
-                    ("all_gather", "native", 3996), ("all_gather", "ring", 3996)]
+    assert keys == [
+        ("all_reduce", "native", 1024),
+        ("all_reduce", "ring", 1024),
+        ("all_reduce", "native", 4004),
+        ("all_reduce", "ring", 4004),
+        ("all_gather", "native", 1020),
+        ("all_gather", "ring", 1020),
+        ("all_gather", "native", 3996),
+        ("all_gather", "ring", 3996),
+    ]
     assert all(u.selection.rule_id == "explicit" for u in plan.units)
     assert len(plan.notes) == 2 and all(n.startswith("all_gather:") for n in plan.notes)
 
@@ -348,9 +396,19 @@ def test_result_files_are_complete_or_absent(tmp_path) -> None:
 
     from sagellm_comm.benchmark.export import check_output_dir, write_results
 
-    rec = summarize({"ours": [1e-3], "raw": [2e-3]}, op="all_reduce", algo="native", run=RUN, nbytes=4096,
-                    requested_bytes=4096, count=1024, warmup=0, calls=1, selection_rule_id="default",
-                    selection_reason="x")
+    rec = summarize(
+        {"ours": [1e-3], "raw": [2e-3]},
+        op="all_reduce",
+        algo="native",
+        run=RUN,
+        nbytes=4096,
+        requested_bytes=4096,
+        count=1024,
+        warmup=0,
+        calls=1,
+        selection_rule_id="default",
+        selection_reason="x",
+    )
     stamp = datetime(2026, 1, 2, 3, 4, 5)
     j1, c1 = write_results(tmp_path, "all_reduce", 2, [rec.to_row()], {"k": 1}, stamp)
     j2, _ = write_results(tmp_path, "all_reduce", 2, [rec.to_row()], {"k": 1}, stamp)
@@ -368,12 +426,25 @@ def test_chart_series_labels() -> None:
     from sagellm_comm.benchmark.plot import series
 
     def row(backend: str, algo: str, nbytes: int, source: str, raw: float | None = None) -> dict:
-        return {"op_type": "all_reduce", "backend_kind": backend, "algo_id": algo, "world_size": 2, "bytes": nbytes,
-                "latency_ms": 1.0, "bus_bandwidth_gbps": 2.0, "raw_latency_ms": raw,
-                "raw_engine": "torch.distributed/gloo", "_source": source}
+        return {
+            "op_type": "all_reduce",
+            "backend_kind": backend,
+            "algo_id": algo,
+            "world_size": 2,
+            "bytes": nbytes,
+            "latency_ms": 1.0,
+            "bus_bandwidth_gbps": 2.0,
+            "raw_latency_ms": raw,
+            "raw_engine": "torch.distributed/gloo",
+            "_source": source,
+        }
 
-    rows = [row("gloo", "native", 8, "a", raw=2.0), row("gloo", "native", 4, "a", raw=2.0),
-            row("shm", "native", 4, "a"), row("gloo", "ring", 4, "a", raw=4.0)]
+    rows = [
+        row("gloo", "native", 8, "a", raw=2.0),
+        row("gloo", "native", 4, "a", raw=2.0),
+        row("shm", "native", 4, "a"),
+        row("gloo", "ring", 4, "a", raw=4.0),
+    ]
     lines = series(rows)["all_reduce"]
     assert set(lines) == {"gloo/native", "shm/native", "gloo/ring", "raw torch.distributed/gloo (vs gloo)"}
     assert [p[0] for p in lines["gloo/native"]] == [4, 8]  # sorted by size

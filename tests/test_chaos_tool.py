@@ -38,9 +38,26 @@ def test_one_gloo_trial_kills_a_rank_and_every_survivor_fails_cleanly_then_regro
     # departure), and dies before call #16, amid plain all_reduces: the trial takes about T. Not amid async ops or
     # the isend/irecv ring (the full run covers those).
     report = tmp_path / "chaos.json"
-    proc = subprocess.run([sys.executable, str(TOOL), "--backends", "gloo", "--trials", "1", "--timeout", "3",
-                           "--seed", "71", "--json", str(report)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(TOOL),
+            "--backends",
+            "gloo",
+            "--trials",
+            "1",
+            "--timeout",
+            "3",
+            "--seed",
+            "71",
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "1/1 trials passed" in proc.stdout
     (trial,) = json.loads(report.read_text())["trials"]
@@ -55,12 +72,15 @@ def test_one_gloo_trial_kills_a_rank_and_every_survivor_fails_cleanly_then_regro
     assert trial["leaked_processes"] == [] and trial["leaked_segments"] == [] and trial["stuck"] == {}
 
 
-@pytest.mark.parametrize("argv, why", [
-    (["--world-size", "1"], "--world-size must be at least 2"),
-    (["--trials", "0"], "--trials must be at least 1"),
-    (["--timeout", "0"], "--timeout must be > 0"),
-    (["--backends", ","], "names no backend"),
-])
+@pytest.mark.parametrize(
+    "argv, why",
+    [
+        (["--world-size", "1"], "--world-size must be at least 2"),
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--timeout", "0"], "--timeout must be > 0"),
+        (["--backends", ","], "names no backend"),
+    ],
+)
 def test_bad_numbers_exit_2_before_any_process_starts(argv: list[str], why: str, capsys) -> None:
     assert _tool().main(argv) == 2
     assert why in capsys.readouterr().err
@@ -72,21 +92,45 @@ DEATH = 100.0
 
 
 def _survivor(rank: int, after: float = 0.06, **error) -> dict:
-    err = {"type": "CollectiveFailedError", "comm_error": True, "code": "comm_collective_failed",
-           "message": f"group world: rank 1 exited while rank {rank} waited for it", "retryable": False, **error}
-    return {"rank": rank, "stream": {"outcome": "error", "ops_done": 3, "at_op": "#3 all_reduce float32 x17 sum",
-                                     "at": DEATH + after, "error": err},
-            "destroy": {"ok": True, "returned": True, "s": 0.01, "error": None},
-            "regroup": {"ok": True, "rank": 0, "world_size": 3, "with": "same"}}
+    err = {
+        "type": "CollectiveFailedError",
+        "comm_error": True,
+        "code": "comm_collective_failed",
+        "message": f"group world: rank 1 exited while rank {rank} waited for it",
+        "retryable": False,
+        **error,
+    }
+    return {
+        "rank": rank,
+        "stream": {
+            "outcome": "error",
+            "ops_done": 3,
+            "at_op": "#3 all_reduce float32 x17 sum",
+            "at": DEATH + after,
+            "error": err,
+        },
+        "destroy": {"ok": True, "returned": True, "s": 0.01, "error": None},
+        "regroup": {"ok": True, "rank": 0, "world_size": 3, "with": "same"},
+    }
 
 
 GOOD = {
-    "backend": "shm", "trial": 0, "seed": 0, "world_size": 4, "timeout_s": T, "victim": 1, "stream_cap_s": 21.5,
+    "backend": "shm",
+    "trial": 0,
+    "seed": 0,
+    "world_size": 4,
+    "timeout_s": T,
+    "victim": 1,
+    "stream_cap_s": 21.5,
     "kill": {"mode": "timer", "delay_s": 0.5},
     "death": {"t": DEATH, "how": "timer", "op": "#3 all_reduce float32 x17 sum", "op_index": 3, "inside": True},
     "reports": {str(r): _survivor(r) for r in (0, 2, 3)},
-    "exitcodes": {"0": 0, "1": -9, "2": 0, "3": 0}, "gone": [], "stuck": {}, "leaked_processes": [],
-    "leaked_segments": [], "wall_s": 3.0,
+    "exitcodes": {"0": 0, "1": -9, "2": 0, "3": 0},
+    "gone": [],
+    "stuck": {},
+    "leaked_processes": [],
+    "leaked_segments": [],
+    "wall_s": 3.0,
 }
 
 
@@ -98,49 +142,82 @@ def _with(change) -> dict:
 
 def test_a_clean_trial_passes_even_when_a_survivor_needs_the_whole_timeout() -> None:
     assert judge(GOOD) == []
-    rec = _with(lambda r: r["reports"].update({"2": _survivor(2, after=T + 0.99, type="CommTimeoutError",
-                                                               code="comm_timeout")}))
+    rec = _with(
+        lambda r: r["reports"].update({"2": _survivor(2, after=T + 0.99, type="CommTimeoutError", code="comm_timeout")})
+    )
     assert judge(rec) == []
 
 
-@pytest.mark.parametrize("change, expected", [
-    (lambda r: r["reports"].update({"2": _survivor(2, after=T + 1.5, code="comm_timeout")}),
-     "rank 2: raised 6.50s after the victim died, past timeout + 1s = 6.0s"),
-    (lambda r: r["reports"].update({"3": _survivor(3, after=-0.5)}), "rank 3: raised 0.50s BEFORE the victim died"),
-    (lambda r: r["reports"].update({"0": _survivor(0, type="RuntimeError", comm_error=False, code=None)}),
-     "rank 0: raised RuntimeError (not a CommError)"),
-    (lambda r: r["reports"].update({"0": _survivor(0, code="comm_rank_mismatch")}),
-     "rank 0: raised CommError code comm_rank_mismatch"),
-    (lambda r: r["reports"]["2"].update({"stream": {"outcome": "wrong_data", "at_op": "#3", "detail": "3 of 17 "
-                                                                                                      "wrong"}}),
-     "rank 2: WRONG DATA without an error: 3 of 17 wrong"),
-    (lambda r: r["reports"]["2"].update({"stream": {"outcome": "no_error", "ops_done": 900}}),
-     "the victim's death went unnoticed"),
-    (lambda r: r["leaked_segments"].append("sagellm-comm-abc123"), "LEAK: region files left behind: "
-                                                                   "sagellm-comm-abc123"),
-    (lambda r: r["leaked_processes"].append({"rank": 3, "pid": 4242, "phase": "regroup"}),
-     "LEAK: rank 3 (pid 4242) still alive after the trial"),
-    (lambda r: (r["reports"].pop("2"), r["stuck"].update({"2": {"phase": "destroy", "for_s": 41.0}})),
-     "HANG: rank 2 still in phase 'destroy'"),
-    (lambda r: (r["reports"].pop("3"), r["exitcodes"].update({"3": -11})), "rank 3: died without a report (exit "
-                                                                           "code -11)"),
-    (lambda r: r["reports"]["0"].update({"destroy": {"ok": False, "returned": False, "s": 8.0}}),
-     "rank 0: destroy() after the error did not return within its bound"),
-    (lambda r: r["reports"]["3"].update({"regroup": {"ok": False, "error": {"type": "CommTimeoutError",
-                                                                             "code": "comm_timeout",
-                                                                             "message": "rank 1 never came"}}}),
-     "rank 3: the fresh group of survivors failed: CommTimeoutError [comm_timeout]"),
-    (lambda r: r.update({"death": None}), "victim rank 1 left no death record"),
-    (lambda r: r["exitcodes"].update({"1": 0}), "victim rank 1 exited with 0, not by SIGKILL"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            lambda r: r["reports"].update({"2": _survivor(2, after=T + 1.5, code="comm_timeout")}),
+            "rank 2: raised 6.50s after the victim died, past timeout + 1s = 6.0s",
+        ),
+        (lambda r: r["reports"].update({"3": _survivor(3, after=-0.5)}), "rank 3: raised 0.50s BEFORE the victim died"),
+        (
+            lambda r: r["reports"].update({"0": _survivor(0, type="RuntimeError", comm_error=False, code=None)}),
+            "rank 0: raised RuntimeError (not a CommError)",
+        ),
+        (
+            lambda r: r["reports"].update({"0": _survivor(0, code="comm_rank_mismatch")}),
+            "rank 0: raised CommError code comm_rank_mismatch",
+        ),
+        (
+            lambda r: r["reports"]["2"].update(
+                {"stream": {"outcome": "wrong_data", "at_op": "#3", "detail": "3 of 17 wrong"}}
+            ),
+            "rank 2: WRONG DATA without an error: 3 of 17 wrong",
+        ),
+        (
+            lambda r: r["reports"]["2"].update({"stream": {"outcome": "no_error", "ops_done": 900}}),
+            "the victim's death went unnoticed",
+        ),
+        (
+            lambda r: r["leaked_segments"].append("sagellm-comm-abc123"),
+            "LEAK: region files left behind: sagellm-comm-abc123",
+        ),
+        (
+            lambda r: r["leaked_processes"].append({"rank": 3, "pid": 4242, "phase": "regroup"}),
+            "LEAK: rank 3 (pid 4242) still alive after the trial",
+        ),
+        (
+            lambda r: (r["reports"].pop("2"), r["stuck"].update({"2": {"phase": "destroy", "for_s": 41.0}})),
+            "HANG: rank 2 still in phase 'destroy'",
+        ),
+        (
+            lambda r: (r["reports"].pop("3"), r["exitcodes"].update({"3": -11})),
+            "rank 3: died without a report (exit code -11)",
+        ),
+        (
+            lambda r: r["reports"]["0"].update({"destroy": {"ok": False, "returned": False, "s": 8.0}}),
+            "rank 0: destroy() after the error did not return within its bound",
+        ),
+        (
+            lambda r: r["reports"]["3"].update(
+                {
+                    "regroup": {
+                        "ok": False,
+                        "error": {"type": "CommTimeoutError", "code": "comm_timeout", "message": "rank 1 never came"},
+                    }
+                }
+            ),
+            "rank 3: the fresh group of survivors failed: CommTimeoutError [comm_timeout]",
+        ),
+        (lambda r: r.update({"death": None}), "victim rank 1 left no death record"),
+        (lambda r: r["exitcodes"].update({"1": 0}), "victim rank 1 exited with 0, not by SIGKILL"),
+    ],
+)
 def test_the_verdict_names_each_kind_of_failure(change, expected: str) -> None:
     failures = judge(_with(change))
     assert any(expected in f for f in failures), failures
 
 
 def test_the_summary_counts_passes_times_and_leaks() -> None:
-    late = _with(lambda r: r["reports"].update({"2": _survivor(2, after=7.0, type="CommTimeoutError",
-                                                               code="comm_timeout")}))
+    late = _with(
+        lambda r: r["reports"].update({"2": _survivor(2, after=7.0, type="CommTimeoutError", code="comm_timeout")})
+    )
     leaky = _with(lambda r: r["leaked_segments"].append("sagellm-comm-x"))
     records = [copy.deepcopy(GOOD), late, leaky]
     for rec in records:
@@ -157,8 +234,9 @@ def test_the_summary_counts_passes_times_and_leaks() -> None:
 class _OneRank:
     """A world of one: every collective is the identity (a point-to-point ring sends to itself)."""
 
-    capabilities = type("Caps", (), {"ops": frozenset({"all_reduce", "broadcast", "all_gather", "reduce_scatter",
-                                                        "barrier", "send"})})()
+    capabilities = type(
+        "Caps", (), {"ops": frozenset({"all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier", "send"})}
+    )()
 
     class _Done:
         def wait(self, timeout=None):

@@ -60,7 +60,8 @@ def broken_plugin(tmp_path: Path) -> Path:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-sagellm-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        "[sagellm_comm.plugins]\nbroken = sagellm_no_such_module_for_cli_test:plugin\n")
+        "[sagellm_comm.plugins]\nbroken = sagellm_no_such_module_for_cli_test:plugin\n"
+    )
     return tmp_path
 
 
@@ -101,11 +102,28 @@ def test_info_json(broken_plugin: Path) -> None:
 def test_bench_table_without_compare_or_check() -> None:
     from rich.console import Console
 
-    run = RunInfo(backend="gloo", backend_type="gloo", world_size=2, dtype="float32",
-                  timestamp="t", topology_source="discover:core")
+    run = RunInfo(
+        backend="gloo",
+        backend_type="gloo",
+        world_size=2,
+        dtype="float32",
+        timestamp="t",
+        topology_source="discover:core",
+    )
     merged = merge_rank_results([{"ours": [1e-4]}, {"ours": [2e-4]}])
-    rec = summarize(merged, op="all_reduce", algo="native", run=run, nbytes=4096, requested_bytes=4096, count=1024,
-                    warmup=0, calls=1, selection_rule_id="default", selection_reason="")
+    rec = summarize(
+        merged,
+        op="all_reduce",
+        algo="native",
+        run=run,
+        nbytes=4096,
+        requested_bytes=4096,
+        count=1024,
+        warmup=0,
+        calls=1,
+        selection_rule_id="default",
+        selection_reason="",
+    )
     console = Console(width=200, record=True)
     console.print(summary_table([rec]))
     out = console.export_text()

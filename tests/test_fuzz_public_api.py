@@ -58,9 +58,15 @@ def fuzz(examples: int, deadline_ms: int = 5000, *, shrink: bool = True) -> Any:
     ``shrink=False`` for the ``test_bug_*`` tests: while the bug is there they report the first failing example
     at once instead of spending seconds minimizing it."""
     phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
-    return settings(max_examples=examples, derandomize=True, database=None, phases=phases,
-                    deadline=datetime.timedelta(milliseconds=deadline_ms),
-                    suppress_health_check=list(HealthCheck), print_blob=False)
+    return settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        phases=phases,
+        deadline=datetime.timedelta(milliseconds=deadline_ms),
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
 
 
 def _check_error(exc: CommError) -> None:
@@ -92,30 +98,92 @@ class Junk:
 
 
 JUNK = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.complex_numbers(max_magnitude=4),
-    st.text(max_size=6), st.binary(max_size=4), st.lists(st.integers(-2, 2), max_size=3),
-    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1), st.builds(Junk), st.just(Ellipsis),
-    st.just(np.int64(0)), st.just(np.float32(1.0)),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.complex_numbers(max_magnitude=4),
+    st.text(max_size=6),
+    st.binary(max_size=4),
+    st.lists(st.integers(-2, 2), max_size=3),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+    st.builds(Junk),
+    st.just(Ellipsis),
+    st.just(np.int64(0)),
+    st.just(np.float32(1.0)),
 )
 SCALAR_JUNK = st.one_of(JUNK, st.just(torch.tensor(0)))  # where a tensor is as wrong as anything else
 ENV_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6)
 ENV_VALUE = st.one_of(
-    st.none(), ENV_TEXT, st.integers(-3, 70000).map(str),
-    st.sampled_from(["", " ", "0", "1", "2", "1.5", "nan", "-1", "inf", "1e400", "0x10", "\u0663", " 2 ", "+1",
-                     "1_000", "65536", "29500"]),
+    st.none(),
+    ENV_TEXT,
+    st.integers(-3, 70000).map(str),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "0",
+            "1",
+            "2",
+            "1.5",
+            "nan",
+            "-1",
+            "inf",
+            "1e400",
+            "0x10",
+            "\u0663",
+            " 2 ",
+            "+1",
+            "1_000",
+            "65536",
+            "29500",
+        ]
+    ),
 )
 
-ALL_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
-              torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
-              torch.float8_e4m3fn)
+ALL_DTYPES = (
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint16,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.complex64,
+    torch.complex128,
+    torch.float8_e4m3fn,
+)
 PLAIN_KINDS = ("contiguous", "permuted", "strided", "offset", "huge_stride")
 ODD_KINDS = ("overlapping", "requires_grad", "sparse")  # neither clearly valid nor clearly invalid
 SHAPES = st.lists(st.integers(0, 4), max_size=3).map(tuple)
 
-TORCH_OPS = [dist.ReduceOp.SUM, dist.ReduceOp.PRODUCT, dist.ReduceOp.MIN, dist.ReduceOp.MAX, dist.ReduceOp.BAND,
-             dist.ReduceOp.BOR, dist.ReduceOp.BXOR, dist.ReduceOp.AVG, dist.ReduceOp.PREMUL_SUM]
-OP_SPELLINGS = [*ReduceOp, *(o.value for o in ReduceOp), *(o.name for o in ReduceOp), "product", "mean", "average",
-                "Sum", "mAx", "PROD", *TORCH_OPS]
+TORCH_OPS = [
+    dist.ReduceOp.SUM,
+    dist.ReduceOp.PRODUCT,
+    dist.ReduceOp.MIN,
+    dist.ReduceOp.MAX,
+    dist.ReduceOp.BAND,
+    dist.ReduceOp.BOR,
+    dist.ReduceOp.BXOR,
+    dist.ReduceOp.AVG,
+    dist.ReduceOp.PREMUL_SUM,
+]
+OP_SPELLINGS = [
+    *ReduceOp,
+    *(o.value for o in ReduceOp),
+    *(o.name for o in ReduceOp),
+    "product",
+    "mean",
+    "average",
+    "Sum",
+    "mAx",
+    "PROD",
+    *TORCH_OPS,
+]
 GROUP_MARKERS = ("<world>", "<other backend's world>", "<destroyed group>")
 
 
@@ -123,8 +191,9 @@ def _numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def build_tensor(dtype: torch.dtype, shape: tuple[int, ...], kind: str, salt: int = 0,
-                 big_stride: int = 1000) -> torch.Tensor:
+def build_tensor(
+    dtype: torch.dtype, shape: tuple[int, ...], kind: str, salt: int = 0, big_stride: int = 1000
+) -> torch.Tensor:
     """A tensor of ``dtype`` with deterministic values, laid out as ``kind`` says."""
     n = _numel(shape)
     values = fuzz_tasks.make_tensor(str(dtype).removeprefix("torch."), shape, salt)
@@ -172,8 +241,14 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
 def odd_unit_stride(t: Any) -> bool:
     """At most one element, with a stride other than 1 (``x[:, :1]`` of a wide tensor, a strided slice of length 0
     or 1): torch calls it contiguous, yet ``t.reshape(-1)`` keeps the stride; shm cannot take it (BUG-21)."""
-    return isinstance(t, torch.Tensor) and t.layout == torch.strided and t.numel() <= 1 and t.is_contiguous() and \
-        t.dim() > 0 and t.reshape(-1).stride(0) != 1
+    return (
+        isinstance(t, torch.Tensor)
+        and t.layout == torch.strided
+        and t.numel() <= 1
+        and t.is_contiguous()
+        and t.dim() > 0
+        and t.reshape(-1).stride(0) != 1
+    )
 
 
 class Arg:
@@ -203,8 +278,9 @@ class Draw:
     def supported_dtype(self) -> torch.dtype:
         return self.draw(st.sampled_from(sorted(self.caps.dtypes, key=str)))
 
-    def tensor(self, mode: str | None = None, *, dtype: torch.dtype | None = None,
-               shape: tuple[int, ...] | None = None) -> Arg:
+    def tensor(
+        self, mode: str | None = None, *, dtype: torch.dtype | None = None, shape: tuple[int, ...] | None = None
+    ) -> Arg:
         mode = mode or self.mode()
         shape = self.draw(SHAPES) if shape is None else shape
         salt = self.draw(st.integers(0, 10))
@@ -241,8 +317,13 @@ class Draw:
             shape = tuple(ref.shape)
             if reshape_ok and self.draw(st.booleans()):
                 shape = (ref.numel(),) if ref.dim() != 1 else (1, ref.numel())
-            return self._quirk(Arg(build_tensor(ref.dtype, shape, self.draw(st.sampled_from(PLAIN_KINDS)),
-                                                self.draw(st.integers(0, 10)))))
+            return self._quirk(
+                Arg(
+                    build_tensor(
+                        ref.dtype, shape, self.draw(st.sampled_from(PLAIN_KINDS)), self.draw(st.integers(0, 10))
+                    )
+                )
+            )
         if mode == "bad":
             which = self.draw(st.sampled_from(("numel", "dtype")))
             if which == "numel":
@@ -277,8 +358,11 @@ class Draw:
         if mode == "valid":
             value = self.draw(st.sampled_from(OP_SPELLINGS))
         elif mode == "bad":
-            value = self.draw(st.one_of(JUNK, st.sampled_from(["", "summ", "premul_sum", "SUM ", "add", "+"]))
-                              .filter(lambda v: _norm(v) is None))
+            value = self.draw(
+                st.one_of(JUNK, st.sampled_from(["", "summ", "premul_sum", "SUM ", "add", "+"])).filter(
+                    lambda v: _norm(v) is None
+                )
+            )
         else:
             value = self.draw(st.one_of(st.sampled_from(OP_SPELLINGS), SCALAR_JUNK))
         rop = _norm(value)
@@ -315,9 +399,15 @@ class Draw:
         if mode == "valid":
             return Arg(self.draw(st.sampled_from((None, "world", world))))
         value = self.draw(st.one_of(st.sampled_from((*GROUP_MARKERS, "world")), st.text(max_size=6), SCALAR_JUNK))
-        value = {"<world>": world, "<other backend's world>": self.others["other world"],
-                 "<destroyed group>": self.others["destroyed group"]}.get(value, value) \
-            if isinstance(value, str) else value
+        value = (
+            {
+                "<world>": world,
+                "<other backend's world>": self.others["other world"],
+                "<destroyed group>": self.others["destroyed group"],
+            }.get(value, value)
+            if isinstance(value, str)
+            else value
+        )
         if value is None or value is world or value == "world":
             if mode == "bad":
                 return Arg(f"no-such-group-{self.draw(st.integers(0, 9))}", NO_GROUP)
@@ -330,8 +420,14 @@ class Draw:
         return Arg(value) if isinstance(value, bool) else Arg(value, "any")
 
     def timeout(self) -> Arg:
-        value = self.draw(st.one_of(st.none(), st.floats(1e-3, 1e6), st.integers(1, 10**6),
-                                    st.sampled_from([0, 0.0, -1, -1e-9, float("nan"), -float("inf")])))
+        value = self.draw(
+            st.one_of(
+                st.none(),
+                st.floats(1e-3, 1e6),
+                st.integers(1, 10**6),
+                st.sampled_from([0, 0.0, -1, -1e-9, float("nan"), -float("inf")]),
+            )
+        )
         if value is None or value > 0:
             return Arg(value)
         return Arg(value, INVALID)
@@ -397,11 +493,15 @@ def _is_int(v: Any) -> bool:
 
 
 @fuzz(200)
-@given(ws=st.one_of(st.none(), st.integers(-2, 5), JUNK), rank=st.one_of(st.none(), st.integers(-2, 5), JUNK),
-       addr=st.one_of(st.none(), st.text(max_size=10)), port=st.one_of(st.none(), st.integers(-2, 70000), JUNK),
-       timeout=st.one_of(st.none(), st.integers(-3, 10**6), st.floats(max_value=1e6, allow_infinity=False)),
-       init_method=st.one_of(st.none(), st.text(max_size=10)),
-       env=st.fixed_dictionaries({name: ENV_VALUE for name in RDZV_ENV}))
+@given(
+    ws=st.one_of(st.none(), st.integers(-2, 5), JUNK),
+    rank=st.one_of(st.none(), st.integers(-2, 5), JUNK),
+    addr=st.one_of(st.none(), st.text(max_size=10)),
+    port=st.one_of(st.none(), st.integers(-2, 70000), JUNK),
+    timeout=st.one_of(st.none(), st.integers(-3, 10**6), st.floats(max_value=1e6, allow_infinity=False)),
+    init_method=st.one_of(st.none(), st.text(max_size=10)),
+    env=st.fixed_dictionaries({name: ENV_VALUE for name in RDZV_ENV}),
+)
 def test_resolve_rendezvous(ws, rank, addr, port, timeout, init_method, env):
     with pytest.MonkeyPatch.context() as mp:
         _set_env(mp, env)
@@ -439,16 +539,23 @@ def test_resolve_rendezvous_valid_input_is_returned_unchanged(ws, data):
         _set_env(mp, {})
         from_args = resolve_rendezvous(ws, rank, addr, port, timeout)
     for r in (from_env, from_args):
-        assert (r.world_size, r.rank, r.master_port, r.master_addr, r.timeout_s) == (ws, rank, port, addr,
-                                                                                     float(timeout))
+        assert (r.world_size, r.rank, r.master_port, r.master_addr, r.timeout_s) == (
+            ws,
+            rank,
+            port,
+            addr,
+            float(timeout),
+        )
         assert r.local_rank == rank and r.url.startswith("tcp://")
 
 
 @fuzz(120, shrink=False)
-@given(timeout=st.one_of(JUNK, st.sampled_from([float("inf"), 1e300, 9e13, 2**80, True])),
-       addr=st.one_of(st.none(), st.text(max_size=4), JUNK),
-       init_method=st.one_of(st.none(), st.text(max_size=4), JUNK),
-       env_timeout=st.one_of(st.none(), st.sampled_from(["inf", "1e400", "1e300", "-inf", "Infinity"])))
+@given(
+    timeout=st.one_of(JUNK, st.sampled_from([float("inf"), 1e300, 9e13, 2**80, True])),
+    addr=st.one_of(st.none(), st.text(max_size=4), JUNK),
+    init_method=st.one_of(st.none(), st.text(max_size=4), JUNK),
+    env_timeout=st.one_of(st.none(), st.sampled_from(["inf", "1e400", "1e300", "-inf", "Infinity"])),
+)
 def test_bug_resolve_rendezvous_timeout_and_address_types(timeout, addr, init_method, env_timeout):
     """BUG-1/BUG-2: ``timeout`` of a non-number type raises a raw TypeError (``not timeout > 0``); an infinite or
     huge timeout (argument or SAGELLM_COMM_TIMEOUT_S=inf/1e400) and a non-string master_addr / init_method are
@@ -470,14 +577,26 @@ def test_bug_resolve_rendezvous_timeout_and_address_types(timeout, addr, init_me
 # ------------------------------------------------------------------------------------------------------------
 KNOWN_NAMES = ("gloo", "shm", "cxl", "ub", "nccl", "rccl", "hccl", "auto", "")
 NAMES = st.one_of(
-    st.sampled_from(KNOWN_NAMES), st.sampled_from(KNOWN_NAMES).map(str.upper),
-    st.sampled_from(KNOWN_NAMES).map(lambda n: f"  {n}\t"), st.text(max_size=8), JUNK,
+    st.sampled_from(KNOWN_NAMES),
+    st.sampled_from(KNOWN_NAMES).map(str.upper),
+    st.sampled_from(KNOWN_NAMES).map(lambda n: f"  {n}\t"),
+    st.text(max_size=8),
+    JUNK,
 )
-OPTIONS = st.dictionaries(st.one_of(st.text(max_size=6), st.sampled_from(["slot_bytes", "chunk_bytes", "spin_us",
-                                                                          "allreduce", "shm_dir", "device"])),
-                          st.one_of(JUNK, st.text(max_size=6)), max_size=3)
-DEVICES = st.one_of(st.none(), st.sampled_from(["cpu", "CPU", "cuda", "cuda:0", "npu:1", "meta", "xpu", ":"]),
-                    st.sampled_from([torch.device("cpu"), torch.device("meta")]), st.just(torch.zeros(1)), JUNK)
+OPTIONS = st.dictionaries(
+    st.one_of(
+        st.text(max_size=6), st.sampled_from(["slot_bytes", "chunk_bytes", "spin_us", "allreduce", "shm_dir", "device"])
+    ),
+    st.one_of(JUNK, st.text(max_size=6)),
+    max_size=3,
+)
+DEVICES = st.one_of(
+    st.none(),
+    st.sampled_from(["cpu", "CPU", "cuda", "cuda:0", "npu:1", "meta", "xpu", ":"]),
+    st.sampled_from([torch.device("cpu"), torch.device("meta")]),
+    st.just(torch.zeros(1)),
+    JUNK,
+)
 
 
 @fuzz(150)
@@ -515,9 +634,14 @@ def test_is_comm_backend_available(name):
 
 
 @fuzz(30, shrink=False)
-@given(name=st.one_of(st.lists(st.text(max_size=3), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(),
-                                                                                  max_size=1), st.just(bytearray(b"x")),
-                      st.just(torch.zeros(2))))
+@given(
+    name=st.one_of(
+        st.lists(st.text(max_size=3), max_size=2),
+        st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+        st.just(bytearray(b"x")),
+        st.just(torch.zeros(2)),
+    )
+)
 def test_bug_is_comm_backend_available_unhashable(name):
     """BUG-4: ``is_comm_backend_available(["gloo"])`` raises a raw ``TypeError: unhashable type`` (registry.py);
     wanted: False, or INVALID_ARGUMENT as ``get_comm_backend`` does for a non-string name. And it does not read
@@ -530,8 +654,10 @@ def test_bug_is_comm_backend_available_unhashable(name):
 
 
 @fuzz(40, shrink=False)
-@given(entries=st.one_of(ENV_TEXT, st.sampled_from(["abc", "1.5", "1e3", "-", " ", "0x10", "inf"])),
-       name=st.sampled_from(BACKENDS))
+@given(
+    entries=st.one_of(ENV_TEXT, st.sampled_from(["abc", "1.5", "1e3", "-", " ", "0x10", "inf"])),
+    name=st.sampled_from(BACKENDS),
+)
 def test_bug_trace_entries_env_garbage(entries, name):
     """BUG-5: SAGELLM_COMM_TRACE_ENTRIES=abc (or 1.5, 0x10) makes ``get_comm_backend("gloo")`` raise a raw
     ValueError from ``int()`` in ``FlightRecorder.__init__`` (trace.py); wanted: INVALID_ARGUMENT naming the
@@ -546,20 +672,29 @@ def test_bug_trace_entries_env_garbage(entries, name):
 # init_process_group / create_group on fresh backends of a world of one
 # ------------------------------------------------------------------------------------------------------------
 SHM_SIZES = st.one_of(st.integers(-2, 8 << 20), st.sampled_from(["256K", "1M", "4k", "0", "-1", "12x", "", "nan"]))
-SHM_OPTIONS = st.fixed_dictionaries({}, optional={
-    "slot_bytes": SHM_SIZES, "chunk_bytes": SHM_SIZES, "allreduce": st.one_of(st.sampled_from(["auto", "direct",
-                                                                                              "split", "fast"]),
-                                                                               st.integers(0, 3)),
-    "spin_us": st.one_of(st.floats(-5, 1e3), st.sampled_from(["5", "x"])), "yield_us": st.floats(0, 1e3),
-    "bogus_option": JUNK})
+SHM_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "slot_bytes": SHM_SIZES,
+        "chunk_bytes": SHM_SIZES,
+        "allreduce": st.one_of(st.sampled_from(["auto", "direct", "split", "fast"]), st.integers(0, 3)),
+        "spin_us": st.one_of(st.floats(-5, 1e3), st.sampled_from(["5", "x"])),
+        "yield_us": st.floats(0, 1e3),
+        "bogus_option": JUNK,
+    },
+)
 
 
 @pytest.mark.timeout(120)
 @fuzz(20, deadline_ms=20000)
-@given(name=st.sampled_from(BACKENDS), timeout=st.one_of(st.none(), st.floats(1e-3, 1e6), st.integers(-2, 10**6),
-                                                          st.just(float("nan"))),
-       addr=st.one_of(st.none(), st.text(max_size=6)), port=st.one_of(st.none(), st.integers(-2, 70000)),
-       options=SHM_OPTIONS, debug=st.sampled_from([None, "detail", "off", "garbage"]))
+@given(
+    name=st.sampled_from(BACKENDS),
+    timeout=st.one_of(st.none(), st.floats(1e-3, 1e6), st.integers(-2, 10**6), st.just(float("nan"))),
+    addr=st.one_of(st.none(), st.text(max_size=6)),
+    port=st.one_of(st.none(), st.integers(-2, 70000)),
+    options=SHM_OPTIONS,
+    debug=st.sampled_from([None, "detail", "off", "garbage"]),
+)
 def test_init_process_group_world_of_one(name, timeout, addr, port, options, debug):
     comm = get_comm_backend(name)
     try:
@@ -567,12 +702,18 @@ def test_init_process_group_world_of_one(name, timeout, addr, port, options, deb
             _set_env(mp, {})
             if debug is not None:
                 mp.setenv("SAGELLM_COMM_DEBUG", debug)
-            ok, world = outcome(lambda: comm.init_process_group(world_size=1, rank=0, master_addr=addr,
-                                                                 master_port=port, timeout=timeout, **options))
+            ok, world = outcome(
+                lambda: comm.init_process_group(
+                    world_size=1, rank=0, master_addr=addr, master_port=port, timeout=timeout, **options
+                )
+            )
             if not ok:
                 assert not comm.is_initialized
-                valid = (timeout is None or timeout >= 1) and (port is None or 0 < port < 65536) and (
-                    name == "gloo" or not options)
+                valid = (
+                    (timeout is None or timeout >= 1)
+                    and (port is None or 0 < port < 65536)
+                    and (name == "gloo" or not options)
+                )
                 assert not valid, world
                 return
             assert isinstance(world, CommGroup) and world.world_size == 1 and world.rank == 0
@@ -586,10 +727,14 @@ def test_init_process_group_world_of_one(name, timeout, addr, port, options, deb
 
 @pytest.mark.timeout(120)
 @fuzz(12, deadline_ms=20000, shrink=False)
-@given(name=st.sampled_from(BACKENDS),
-       timeout=st.sampled_from([float("inf"), 1e300, 9e13, 2**80]),
-       options=st.fixed_dictionaries({}, optional={"slot_bytes": st.sampled_from(["inf", "1e400", 2**62]),
-                                                    "spin_us": st.sampled_from([[1], {}, "inf"])}))
+@given(
+    name=st.sampled_from(BACKENDS),
+    timeout=st.sampled_from([float("inf"), 1e300, 9e13, 2**80]),
+    options=st.fixed_dictionaries(
+        {},
+        optional={"slot_bytes": st.sampled_from(["inf", "1e400", 2**62]), "spin_us": st.sampled_from([[1], {}, "inf"])},
+    ),
+)
 def test_bug_init_rejects_unusable_timeouts_and_sizes(name, timeout, options):
     """BUG-2/BUG-14: ``init_process_group(timeout=inf)`` (or 1e300, 9e13) and shm's ``slot_bytes="inf"``,
     ``slot_bytes=2**62``, ``spin_us=[1]`` fail with COMM_COLLECTIVE_FAILED "... OverflowError ... Check that every
@@ -621,8 +766,10 @@ def worlds():
             for name in BACKENDS:
                 comms[name] = get_comm_backend(name)
                 comms[name].init_process_group(world_size=1, rank=0, timeout=WAIT_S)
-            yield {name: (comm, {"other world": comms[BACKENDS[1 - i]].world_group, "destroyed group": dead_world})
-                   for i, (name, comm) in enumerate(comms.items())}
+            yield {
+                name: (comm, {"other world": comms[BACKENDS[1 - i]].world_group, "destroyed group": dead_world})
+                for i, (name, comm) in enumerate(comms.items())
+            }
         finally:
             for comm in comms.values():
                 comm.destroy()
@@ -650,8 +797,9 @@ def group_makers():
 def test_create_group(group_makers, name, data):
     comm = group_makers[name]
     for _ in range(data.draw(st.integers(1, 3))):
-        ranks = data.draw(st.one_of(st.just([0]), st.just((0,)), st.just(range(1)),
-                                    st.lists(st.integers(-2, 2), max_size=3), JUNK))
+        ranks = data.draw(
+            st.one_of(st.just([0]), st.just((0,)), st.just(range(1)), st.lists(st.integers(-2, 2), max_size=3), JUNK)
+        )
         gid = data.draw(st.one_of(st.none(), st.text(max_size=6), st.sampled_from(["world", "g"])))
         timeout = data.draw(st.one_of(st.none(), st.floats(1.0, 1e6)))
         try:
@@ -676,8 +824,10 @@ def test_create_group(group_makers, name, data):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(25, deadline_ms=20000, shrink=False)
-@given(gid=st.one_of(st.integers(), st.lists(st.integers(), max_size=1), st.builds(Junk), st.binary(max_size=2)),
-       timeout=st.one_of(st.none(), st.sampled_from(["x", [1], -1, 0, float("nan"), float("inf"), 1e300])))
+@given(
+    gid=st.one_of(st.integers(), st.lists(st.integers(), max_size=1), st.builds(Junk), st.binary(max_size=2)),
+    timeout=st.one_of(st.none(), st.sampled_from(["x", [1], -1, 0, float("nan"), float("inf"), 1e300])),
+)
 def test_bug_create_group_id_and_timeout(group_makers, name, gid, timeout):
     """BUG-7: ``create_group([0], group_id=5)`` is accepted and poisons the group table: afterwards every lookup of
     an unknown group raises a raw ``TypeError: '<' not supported between 'int' and 'str'`` (``sorted(self._groups)``
@@ -714,21 +864,33 @@ def _unchanged(t: torch.Tensor, before: torch.Tensor | None) -> Callable[[Any], 
 def case_all_reduce(d: Draw) -> tuple[list[Arg], Callable[[], Any], Callable[[Any], None], Any]:
     t, g, a = d.tensor(), d.group(), d.async_op()
     op = d.op(t)
-    return ([t, op, g, a], lambda: d.comm.all_reduce(t.value, op=op.value, group=g.value, async_op=a.value),
-            _unchanged(t.value, snapshot(t.value)), a.value)
+    return (
+        [t, op, g, a],
+        lambda: d.comm.all_reduce(t.value, op=op.value, group=g.value, async_op=a.value),
+        _unchanged(t.value, snapshot(t.value)),
+        a.value,
+    )
 
 
 def case_reduce(d: Draw):
     t, r, g, a = d.tensor(), d.rank(), d.group(), d.async_op()
     op = d.op(t)
-    return ([t, r, op, g, a], lambda: d.comm.reduce(t.value, r.value, op.value, g.value, a.value),
-            _unchanged(t.value, snapshot(t.value)), a.value)
+    return (
+        [t, r, op, g, a],
+        lambda: d.comm.reduce(t.value, r.value, op.value, g.value, a.value),
+        _unchanged(t.value, snapshot(t.value)),
+        a.value,
+    )
 
 
 def case_broadcast(d: Draw):
     t, r, g, a = d.tensor(), d.rank(), d.group(), d.async_op()
-    return ([t, r, g, a], lambda: d.comm.broadcast(t.value, r.value, g.value, a.value),
-            _unchanged(t.value, snapshot(t.value)), a.value)
+    return (
+        [t, r, g, a],
+        lambda: d.comm.broadcast(t.value, r.value, g.value, a.value),
+        _unchanged(t.value, snapshot(t.value)),
+        a.value,
+    )
 
 
 def case_all_gather(d: Draw):
@@ -760,8 +922,7 @@ def case_all_gather_into_tensor(d: Draw):
         if before is not None:
             assert same(out.value, before)
 
-    return ([t, out, g, a], lambda: d.comm.all_gather_into_tensor(out.value, t.value, g.value, a.value), check,
-            a.value)
+    return ([t, out, g, a], lambda: d.comm.all_gather_into_tensor(out.value, t.value, g.value, a.value), check, a.value)
 
 
 def case_reduce_scatter(d: Draw):
@@ -770,8 +931,11 @@ def case_reduce_scatter(d: Draw):
     inp = d.tensor()
     if out.status == "ok":
         mode = d.mode()
-        inp = d.like(out.value, mode, reshape_ok=True) if d.draw(st.booleans()) else \
-            d.tensor_list(out.value, mode, none_ok=False, reshape_ok=True)
+        inp = (
+            d.like(out.value, mode, reshape_ok=True)
+            if d.draw(st.booleans())
+            else d.tensor_list(out.value, mode, none_ok=False, reshape_ok=True)
+        )
     src = inp.value[0] if isinstance(inp.value, (list, tuple)) and len(inp.value) == 1 else inp.value
     before = snapshot(src)
 
@@ -780,8 +944,12 @@ def case_reduce_scatter(d: Draw):
         if before is not None:
             assert same(out.value, before)
 
-    return ([out, inp, op, g, a], lambda: d.comm.reduce_scatter(out.value, inp.value, op.value, g.value, a.value),
-            check, a.value)
+    return (
+        [out, inp, op, g, a],
+        lambda: d.comm.reduce_scatter(out.value, inp.value, op.value, g.value, a.value),
+        check,
+        a.value,
+    )
 
 
 def case_gather(d: Draw):
@@ -864,15 +1032,22 @@ def _p2p_buffer(d: Draw) -> Arg:
     if kind == "tensor":
         return d.tensor()
     raw = d.draw(st.binary(max_size=16))
-    value = {"bytes": raw, "bytearray": bytearray(raw), "memoryview": memoryview(bytearray(raw)),
-             "readonly memoryview": memoryview(raw)}[kind]
+    value = {
+        "bytes": raw,
+        "bytearray": bytearray(raw),
+        "memoryview": memoryview(bytearray(raw)),
+        "readonly memoryview": memoryview(raw),
+    }[kind]
     return Arg(value)
 
 
 def case_p2p(d: Draw, method: str):
     buf, peer, g, tag = _p2p_buffer(d), d.peer(), d.group(), d.tag()
-    if method in ("recv", "irecv") and isinstance(buf.value, bytes | memoryview) and (
-            isinstance(buf.value, bytes) or buf.value.readonly):
+    if (
+        method in ("recv", "irecv")
+        and isinstance(buf.value, bytes | memoryview)
+        and (isinstance(buf.value, bytes) or buf.value.readonly)
+    ):
         buf = Arg(buf.value, INVALID)  # cannot receive into immutable memory
     fn = getattr(d.comm, method)
 
@@ -885,8 +1060,14 @@ def case_p2p(d: Draw, method: str):
 def case_batch_isend_irecv(d: Draw):
     ops = []
     for _ in range(d.draw(st.integers(0, 3))):
-        kind = d.draw(st.one_of(st.sampled_from(("isend", "irecv")), st.sampled_from((dist.isend, dist.irecv)),
-                                st.text(max_size=5), JUNK))
+        kind = d.draw(
+            st.one_of(
+                st.sampled_from(("isend", "irecv")),
+                st.sampled_from((dist.isend, dist.irecv)),
+                st.text(max_size=5),
+                JUNK,
+            )
+        )
         ops.append(P2POp(kind, _p2p_buffer(d).value, d.peer().value, d.group().value, d.tag().value))
 
     def check(result: Any) -> None:
@@ -950,12 +1131,16 @@ def test_world_of_one(worlds, name, method, data):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(25)
-@given(data=st.data(), wait_kind=st.sampled_from(("wait", "result", "synchronize")),
-       timeout=st.one_of(st.none(), st.floats(1.0, 1e6), st.integers(1, 10**6)))
+@given(
+    data=st.data(),
+    wait_kind=st.sampled_from(("wait", "result", "synchronize")),
+    timeout=st.one_of(st.none(), st.floats(1.0, 1e6), st.integers(1, 10**6)),
+)
 def test_work_handles(worlds, name, data, wait_kind, timeout):
     comm, _ = worlds[name]
-    dtypes = sorted((d for d in comm.capabilities.dtypes if comm.capabilities.supports_reduce(ReduceOp.MAX, d)),
-                    key=str)
+    dtypes = sorted(
+        (d for d in comm.capabilities.dtypes if comm.capabilities.supports_reduce(ReduceOp.MAX, d)), key=str
+    )
     t = build_tensor(data.draw(st.sampled_from(dtypes)), data.draw(SHAPES), data.draw(st.sampled_from(PLAIN_KINDS)))
     if name == "shm" and odd_unit_stride(t):
         t = torch.empty(t.shape, dtype=t.dtype).copy_(t)  # BUG-21, pinned by test_bug_shm_one_element_strided
@@ -972,8 +1157,14 @@ def test_work_handles(worlds, name, data, wait_kind, timeout):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(30, shrink=False)
-@given(timeout=st.one_of(st.text(max_size=3), st.lists(st.integers(), max_size=1), st.builds(Junk),
-                         st.sampled_from([float("inf"), 1e300, 9e13, 1e15, complex(1, 1)])))
+@given(
+    timeout=st.one_of(
+        st.text(max_size=3),
+        st.lists(st.integers(), max_size=1),
+        st.builds(Junk),
+        st.sampled_from([float("inf"), 1e300, 9e13, 1e15, complex(1, 1)]),
+    )
+)
 def test_bug_barrier_timeout_types(worlds, name, timeout):
     """BUG-6: ``barrier(timeout="x")`` raises a raw TypeError (``not timeout > 0`` in backend.py barrier);
     ``barrier(timeout=inf)`` is COMM_COLLECTIVE_FAILED (OverflowError) on gloo but fine on shm, and
@@ -989,9 +1180,14 @@ def test_bug_barrier_timeout_types(worlds, name, timeout):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(30, shrink=False)
-@given(wait_kind=st.sampled_from(("wait", "result", "synchronize")),
-       timeout=st.one_of(st.text(max_size=3), st.lists(st.integers(), max_size=1),
-                         st.sampled_from([float("nan"), float("inf"), 1e300, 9e13, -1, -0.5])))
+@given(
+    wait_kind=st.sampled_from(("wait", "result", "synchronize")),
+    timeout=st.one_of(
+        st.text(max_size=3),
+        st.lists(st.integers(), max_size=1),
+        st.sampled_from([float("nan"), float("inf"), 1e300, 9e13, -1, -0.5]),
+    ),
+)
 def test_bug_work_wait_timeout_types(worlds, name, wait_kind, timeout):
     """BUG-17: ``Work.wait/result/synchronize(timeout)`` with a non-number, nan, inf or a huge value raise raw
     TypeError / ValueError / OverflowError (gloo: ``datetime.timedelta(seconds=...)`` in TorchWork._wait; shm:
@@ -1009,24 +1205,45 @@ def test_bug_work_wait_timeout_types(worlds, name, wait_kind, timeout):
 
 
 @fuzz(10)
-@given(exc=st.sampled_from([RuntimeError("Connection closed by peer"), ValueError("bad"), TypeError("x"),
-                            MemoryError(), OverflowError("too big")]), op=st.sampled_from(("recv", "all_reduce")))
+@given(
+    exc=st.sampled_from(
+        [
+            RuntimeError("Connection closed by peer"),
+            ValueError("bad"),
+            TypeError("x"),
+            MemoryError(),
+            OverflowError("too big"),
+        ]
+    ),
+    op=st.sampled_from(("recv", "all_reduce")),
+)
 def test_work_wait_translates_engine_errors(exc, op):
     """``Work.wait()`` turns whatever the engine raised into a protocol error (a FutureWork whose job failed: gloo's
     irecv runs the header decoder on a thread). Found by this fuzzing as a raw RuntimeError; fixed in 44a298f."""
     fut: Future = Future()
     fut.set_exception(exc)
     ok, err = outcome(lambda: FutureWork(op, fut).wait(WAIT_S))
-    assert not ok and err.code in (ErrorCode.COMM_P2P_FAILED, ErrorCode.COMM_COLLECTIVE_FAILED,
-                                   ErrorCode.DISTRIBUTED_RUNTIME_ERROR)
+    assert not ok and err.code in (
+        ErrorCode.COMM_P2P_FAILED,
+        ErrorCode.COMM_COLLECTIVE_FAILED,
+        ErrorCode.DISTRIBUTED_RUNTIME_ERROR,
+    )
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(30, shrink=False)
-@given(value=st.one_of(st.booleans().map(int), st.none(), st.text(max_size=3), st.lists(st.integers(), max_size=1),
-                       st.just(np.bool_(True)), st.builds(Junk)),
-       method=st.sampled_from(("all_reduce", "broadcast", "barrier")))
+@given(
+    value=st.one_of(
+        st.booleans().map(int),
+        st.none(),
+        st.text(max_size=3),
+        st.lists(st.integers(), max_size=1),
+        st.just(np.bool_(True)),
+        st.builds(Junk),
+    ),
+    method=st.sampled_from(("all_reduce", "broadcast", "barrier")),
+)
 def test_bug_async_op_not_a_bool(worlds, name, value, method):
     """BUG-15: a non-bool ``async_op`` ("yes", 1, None, [], np.bool_) behaves differently per backend: gloo passes
     it to torch, whose pybind signature rejects it -> COMM_COLLECTIVE_FAILED "TypeError: incompatible function
@@ -1035,9 +1252,11 @@ def test_bug_async_op_not_a_bool(worlds, name, value, method):
     bool)."""
     comm, _ = worlds[name]
     t = torch.arange(3.0)
-    call = {"all_reduce": lambda: comm.all_reduce(t, async_op=value),
-            "broadcast": lambda: comm.broadcast(t, 0, async_op=value),
-            "barrier": lambda: comm.barrier(async_op=value)}[method]
+    call = {
+        "all_reduce": lambda: comm.all_reduce(t, async_op=value),
+        "broadcast": lambda: comm.broadcast(t, 0, async_op=value),
+        "barrier": lambda: comm.barrier(async_op=value),
+    }[method]
     ok, result = outcome(call)
     if not ok:
         assert result.code is ErrorCode.INVALID_ARGUMENT, result
@@ -1052,8 +1271,10 @@ def test_bug_async_op_not_a_bool(worlds, name, value, method):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(30, shrink=False)
-@given(value=st.one_of(st.integers(), st.none(), st.floats(), st.builds(Junk), st.just(Ellipsis)),
-       where=st.sampled_from(("input", "output", "both")))
+@given(
+    value=st.one_of(st.integers(), st.none(), st.floats(), st.builds(Junk), st.just(Ellipsis)),
+    where=st.sampled_from(("input", "output", "both")),
+)
 def test_bug_all_to_all_not_iterable(worlds, name, value, where):
     """BUG-8: ``all_to_all(output, 5)`` / ``all_to_all(5, [t])`` raise a raw ``TypeError: 'int' object is not
     iterable`` (``list(input)`` in backend.py all_to_all). Wanted: INVALID_ARGUMENT."""
@@ -1137,12 +1358,26 @@ def test_bug_all_to_all_zero_dim(worlds, name, dtype_index, salt):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(40, shrink=False)
-@given(dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.uint8]),
-       shape=st.sampled_from([(), (1,), (1, 1), (0,), (1, 0)]), layout=st.sampled_from(("as_strided", "slice")),
-       stride=st.integers(2, 4096), method=st.sampled_from(("all_reduce", "broadcast", "reduce", "all_gather",
-                                                             "all_gather_into_tensor", "reduce_scatter", "gather",
-                                                             "scatter", "all_to_all")),
-       async_op=st.booleans())
+@given(
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.uint8]),
+    shape=st.sampled_from([(), (1,), (1, 1), (0,), (1, 0)]),
+    layout=st.sampled_from(("as_strided", "slice")),
+    stride=st.integers(2, 4096),
+    method=st.sampled_from(
+        (
+            "all_reduce",
+            "broadcast",
+            "reduce",
+            "all_gather",
+            "all_gather_into_tensor",
+            "reduce_scatter",
+            "gather",
+            "scatter",
+            "all_to_all",
+        )
+    ),
+    async_op=st.booleans(),
+)
 def test_bug_shm_one_element_strided(worlds, name, dtype, shape, layout, stride, method, async_op):
     """BUG-21: shm fails every collective on a tensor of at most one element whose stride is not 1 (``x[:, :1]``
     of a (k, 1) view, ``y[::2]`` of length 1, ``as_strided((1,), (1000,))``): torch calls it contiguous, the engine
@@ -1179,8 +1414,11 @@ def test_bug_shm_one_element_strided(worlds, name, dtype, shape, layout, stride,
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(30, shrink=False)
-@given(raw=st.binary(min_size=2, max_size=16), step=st.integers(2, 4),
-       method=st.sampled_from(("send", "recv", "isend", "irecv")))
+@given(
+    raw=st.binary(min_size=2, max_size=16),
+    step=st.integers(2, 4),
+    method=st.sampled_from(("send", "recv", "isend", "irecv")),
+)
 def test_bug_p2p_non_contiguous_memoryview(worlds, name, raw, step, method):
     """BUG-9: a non-contiguous memoryview (``memoryview(buf)[::2]``) as a P2P buffer raises a raw RuntimeError
     "could not retrieve a contiguous buffer" from ``torch.frombuffer`` in ``CommBackend._as_tensor``. Wanted:
@@ -1195,9 +1433,14 @@ def test_bug_p2p_non_contiguous_memoryview(worlds, name, raw, step, method):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", BACKENDS)
 @fuzz(30, shrink=False)
-@given(ops=st.one_of(st.integers(), st.none(), st.builds(Junk), st.lists(st.one_of(st.integers(), st.none(),
-                                                                                   st.text(max_size=3)),
-                                                                         min_size=1, max_size=3)))
+@given(
+    ops=st.one_of(
+        st.integers(),
+        st.none(),
+        st.builds(Junk),
+        st.lists(st.one_of(st.integers(), st.none(), st.text(max_size=3)), min_size=1, max_size=3),
+    )
+)
 def test_bug_batch_isend_irecv_not_p2p_ops(worlds, name, ops):
     """BUG-10: ``batch_isend_irecv(5)`` raises a raw ``TypeError: 'int' object is not iterable`` and
     ``batch_isend_irecv([5])`` a raw ``AttributeError: 'int' object has no attribute 'op'`` (backend.py). Wanted:
@@ -1230,9 +1473,12 @@ def test_bug_group_rank_mapping(worlds, name, index, which):
 
 @pytest.mark.timeout(120)
 @fuzz(30, shrink=False)
-@given(backend=st.one_of(st.integers(), st.lists(st.text(max_size=2), max_size=1), st.builds(Junk), st.floats(),
-                         st.binary(max_size=2)),
-       group=st.one_of(st.integers(), st.text(max_size=3), st.builds(Junk), st.lists(st.integers(), max_size=1)))
+@given(
+    backend=st.one_of(
+        st.integers(), st.lists(st.text(max_size=2), max_size=1), st.builds(Junk), st.floats(), st.binary(max_size=2)
+    ),
+    group=st.one_of(st.integers(), st.text(max_size=3), st.builds(Junk), st.lists(st.integers(), max_size=1)),
+)
 def test_bug_comm_group_create_and_collective_ops_argument_types(worlds, backend, group):
     """BUG-22/BUG-24: ``CommGroup.create(1, 0, backend=5)`` raises a raw ``AttributeError: 'int' object has no
     attribute 'strip'`` (registry.current_backend); ``CollectiveOps.all_reduce(t, group=5)`` (and every
@@ -1273,8 +1519,18 @@ def _decode(monkeypatch: pytest.MonkeyPatch, messages: list[bytes], target: torc
     return ok, err, fake
 
 
-WIRE = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8, torch.int16,
-        torch.int32, torch.int64, torch.bool]
+WIRE = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int8,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+]
 
 
 def _header(magic: int, code: int, numel: int) -> bytes:
@@ -1297,8 +1553,7 @@ def test_p2p_header_decoder_garbage(monkeypatch, data):
         return
     if kind == "matching header":
         code, numel = WIRE.index(dtype), target.numel()
-        payload = data.draw(st.binary(min_size=numel * target.element_size(),
-                                      max_size=numel * target.element_size()))
+        payload = data.draw(st.binary(min_size=numel * target.element_size(), max_size=numel * target.element_size()))
         ok, err, _ = _decode(monkeypatch, [_header(MAGIC, code, numel) + payload], target)
         assert ok, err
         assert bytes(target.reshape(-1).view(torch.uint8).tolist()) == payload
@@ -1316,8 +1571,10 @@ def test_p2p_header_decoder_garbage(monkeypatch, data):
 
 
 @fuzz(60, shrink=False)
-@given(code=st.one_of(st.integers(-3, 12), st.integers(-(2**63), 2**63 - 1)),
-       numel=st.one_of(st.integers(2**50, 2**63 - 1), st.sampled_from([2**62, 2**63 - 1])))
+@given(
+    code=st.one_of(st.integers(-3, 12), st.integers(-(2**63), 2**63 - 1)),
+    numel=st.one_of(st.integers(2**50, 2**63 - 1), st.sampled_from([2**62, 2**63 - 1])),
+)
 def test_bug_p2p_header_decoder_absurd_sizes(monkeypatch, code, numel):
     """BUG-12: a frame with the right magic and an absurd size (numel 2**50..2**63, any dtype code) makes the
     decoder allocate a drain buffer of that size: a raw RuntimeError "DefaultCPUAllocator: can't allocate memory"
@@ -1333,18 +1590,25 @@ def test_bug_p2p_header_decoder_absurd_sizes(monkeypatch, code, numel):
 # ------------------------------------------------------------------------------------------------------------
 # 4b. sagellm-comm trace merge on garbage files
 # ------------------------------------------------------------------------------------------------------------
-JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                                 st.text(max_size=4)),
-                       lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                               st.dictionaries(st.text(max_size=4), inner, max_size=3)),
-                       max_leaves=8)
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=8,
+)
 STATES = ("running", "done", "failed", "timeout", "submitted")
-ENTRY = st.fixed_dictionaries({
-    "group": st.sampled_from(("world", "g1[0,1]", "tp")), "seq": st.integers(1, 6),
-    "op": st.sampled_from(("all_reduce", "barrier", "send")), "signature": st.sampled_from(("all_reduce float32 x4",
-                                                                                            "barrier", "send rank 1")),
-    "async": st.booleans(), "start": st.floats(0, 1e9), "end": st.one_of(st.none(), st.floats(0, 1e9)),
-    "state": st.sampled_from(STATES)}, optional={"error": st.text(max_size=10)})
+ENTRY = st.fixed_dictionaries(
+    {
+        "group": st.sampled_from(("world", "g1[0,1]", "tp")),
+        "seq": st.integers(1, 6),
+        "op": st.sampled_from(("all_reduce", "barrier", "send")),
+        "signature": st.sampled_from(("all_reduce float32 x4", "barrier", "send rank 1")),
+        "async": st.booleans(),
+        "start": st.floats(0, 1e9),
+        "end": st.one_of(st.none(), st.floats(0, 1e9)),
+        "state": st.sampled_from(STATES),
+    },
+    optional={"error": st.text(max_size=10)},
+)
 
 
 def _merge(files: list[str], capsys: Any, extra: tuple[str, ...] = ()) -> tuple[int, str, str]:
@@ -1357,8 +1621,11 @@ def _merge(files: list[str], capsys: Any, extra: tuple[str, ...] = ()) -> tuple[
 
 
 @fuzz(60)
-@given(ranks=st.lists(st.integers(0, 7), min_size=1, max_size=3, unique=True), data=st.data(),
-       extra=st.sampled_from(((), ("--all",), ("--last", "2"), ("--last", "0"))))
+@given(
+    ranks=st.lists(st.integers(0, 7), min_size=1, max_size=3, unique=True),
+    data=st.data(),
+    extra=st.sampled_from(((), ("--all",), ("--last", "2"), ("--last", "0"))),
+)
 def test_trace_merge_valid_dumps(tmp_path_factory, capsys, ranks, data, extra):
     from sagellm_comm.trace import merge_traces
 
@@ -1366,8 +1633,16 @@ def test_trace_merge_valid_dumps(tmp_path_factory, capsys, ranks, data, extra):
     dumps, files = [], []
     for rank in ranks:
         entries = data.draw(st.lists(ENTRY, max_size=4, unique_by=lambda e: (e["group"], e["seq"])))
-        dump = {"backend": "gloo", "rank": rank, "world_size": len(ranks), "pid": 1, "host": "h", "written": 0.0,
-                "entries": entries, "reason": "on demand"}
+        dump = {
+            "backend": "gloo",
+            "rank": rank,
+            "world_size": len(ranks),
+            "pid": 1,
+            "host": "h",
+            "written": 0.0,
+            "entries": entries,
+            "reason": "on demand",
+        }
         path = folder / f"rank{rank}.json"
         path.write_text(json.dumps(dump))
         dumps.append(dump)
@@ -1379,8 +1654,13 @@ def test_trace_merge_valid_dumps(tmp_path_factory, capsys, ranks, data, extra):
 
 
 @fuzz(40)
-@given(content=st.one_of(st.binary(max_size=20), st.text(max_size=20).map(str.encode),
-                         st.sampled_from([b"", b"{", b"\xff\xfe{}", b"[1,", b"nul"])))
+@given(
+    content=st.one_of(
+        st.binary(max_size=20),
+        st.text(max_size=20).map(str.encode),
+        st.sampled_from([b"", b"{", b"\xff\xfe{}", b"[1,", b"nul"]),
+    )
+)
 def test_trace_merge_unreadable_files(tmp_path_factory, capsys, content):
     path = tmp_path_factory.mktemp("dumps") / "rank0.json"
     path.write_bytes(content)
@@ -1397,13 +1677,27 @@ def test_trace_merge_unreadable_files(tmp_path_factory, capsys, content):
 
 
 @fuzz(80, shrink=False)
-@given(doc=st.one_of(JSONISH, st.fixed_dictionaries({"rank": JSONISH, "entries": JSONISH}),
-                     st.fixed_dictionaries({"rank": st.integers(0, 3),
-                                            "entries": st.lists(st.one_of(JSONISH, ENTRY.map(
-                                                lambda e: {k: v for k, v in e.items() if k != "group"}),
-                                                ENTRY.map(lambda e: {**e, "seq": "one"}),
-                                                ENTRY.map(lambda e: {**e, "group": ["w"]})), min_size=1,
-                                                max_size=2)})))
+@given(
+    doc=st.one_of(
+        JSONISH,
+        st.fixed_dictionaries({"rank": JSONISH, "entries": JSONISH}),
+        st.fixed_dictionaries(
+            {
+                "rank": st.integers(0, 3),
+                "entries": st.lists(
+                    st.one_of(
+                        JSONISH,
+                        ENTRY.map(lambda e: {k: v for k, v in e.items() if k != "group"}),
+                        ENTRY.map(lambda e: {**e, "seq": "one"}),
+                        ENTRY.map(lambda e: {**e, "group": ["w"]}),
+                    ),
+                    min_size=1,
+                    max_size=2,
+                ),
+            }
+        ),
+    )
+)
 def test_bug_trace_merge_garbage_structure(tmp_path_factory, capsys, doc):
     """BUG-13: ``sagellm-comm trace merge`` on a file that is JSON but not a dump (``[]``, ``{}``, ``null``,
     ``{"rank": 0, "entries": 5}``, an entry without "group" or with a list as group) dies with a traceback
@@ -1412,9 +1706,19 @@ def test_bug_trace_merge_garbage_structure(tmp_path_factory, capsys, doc):
     path = tmp_path_factory.mktemp("dumps") / "rank0.json"
     path.write_text(json.dumps(doc))
     good = {"rank": 99, "entries": []}
-    well_formed = isinstance(doc, dict) and _is_int(doc.get("rank")) and isinstance(doc.get("entries"), list) and all(
-        isinstance(e, dict) and isinstance(e.get("group"), str) and _is_int(e.get("seq"))
-        and isinstance(e.get("signature"), str) and isinstance(e.get("state"), str) for e in doc["entries"])
+    well_formed = (
+        isinstance(doc, dict)
+        and _is_int(doc.get("rank"))
+        and isinstance(doc.get("entries"), list)
+        and all(
+            isinstance(e, dict)
+            and isinstance(e.get("group"), str)
+            and _is_int(e.get("seq"))
+            and isinstance(e.get("signature"), str)
+            and isinstance(e.get("state"), str)
+            for e in doc["entries"]
+        )
+    )
     other = path.parent / "rank99.json"
     other.write_text(json.dumps(good))
     code, _, err = _merge([str(other), str(path)], capsys)
@@ -1440,8 +1744,16 @@ def pool2(comm_pools):
 
 def _p2p_case(dtypes: list[str]) -> Any:
     spec = st.tuples(st.sampled_from(dtypes), st.lists(st.integers(0, 40), max_size=2).map(tuple))
-    return st.fixed_dictionaries({"send": spec, "recv": spec, "tag": st.integers(0, 3), "async": st.booleans(),
-                                  "strided": st.booleans(), "salt": st.integers(0, 10)})
+    return st.fixed_dictionaries(
+        {
+            "send": spec,
+            "recv": spec,
+            "tag": st.integers(0, 3),
+            "async": st.booleans(),
+            "strided": st.booleans(),
+            "salt": st.integers(0, 10),
+        }
+    )
 
 
 GLOO_DTYPES = ["float32", "float16", "bfloat16", "float64", "int8", "uint8", "int32", "int64", "bool"]
@@ -1469,8 +1781,10 @@ def test_two_ranks_send_recv_pairs(pool2, name, data):
     sender, receiver = pool2.run(fuzz_tasks.p2p_cases, name, cases, timeout=P2P_TIMEOUT_S)
     for case, sent, got in zip(cases, sender, receiver, strict=True):
         (sd, ss), (rd, rs) = case["send"], case["recv"]
-        same_bytes = _numel(ss) * torch.empty(0, dtype=getattr(torch, sd)).element_size() == \
-            _numel(rs) * torch.empty(0, dtype=getattr(torch, rd)).element_size()
+        same_bytes = (
+            _numel(ss) * torch.empty(0, dtype=getattr(torch, sd)).element_size()
+            == _numel(rs) * torch.empty(0, dtype=getattr(torch, rd)).element_size()
+        )
         if sd == rd and _numel(ss) == _numel(rs):
             assert sent == ("ok", None) and got == ("ok", True), (case, sent, got)
         elif name == "gloo":
@@ -1487,8 +1801,10 @@ def test_bug_shm_p2p_dtype_mismatch(pool2):
     """BUG-20: shm P2P compares byte counts only: rank 0 sends float32 x2, rank 1 receives into int32 x2 (or int16
     x4) and gets the float bits reinterpreted, with no error; gloo raises COMM_RANK_MISMATCH for the same pair.
     Wanted: shm carries the dtype in its chunk header and fails the receive (sagellm_comm_cxl_ub/p2p.py)."""
-    cases = [{"send": ("float32", (2,)), "recv": (rd, shape), "tag": 0, "async": False, "strided": False, "salt": 1}
-             for rd, shape in (("int32", (2,)), ("uint8", (8,)), ("float16", (4,)))]
+    cases = [
+        {"send": ("float32", (2,)), "recv": (rd, shape), "tag": 0, "async": False, "strided": False, "salt": 1}
+        for rd, shape in (("int32", (2,)), ("uint8", (8,)), ("float16", (4,)))
+    ]
     _, receiver = pool2.run(fuzz_tasks.p2p_cases, "shm", cases, timeout=P2P_TIMEOUT_S)
     for case, got in zip(cases, receiver, strict=True):
         assert got[0] == "err", (case, got)
@@ -1531,8 +1847,11 @@ def test_bug_two_ranks_raw_frame_absurd_size(pool2):
     problems = []
     for use_irecv in (False, True):
         _, receiver = pool2.run(fuzz_tasks.raw_frames, frames, use_irecv, timeout=P2P_TIMEOUT_S)
-        problems += [f"irecv={use_irecv}: {str(got)[:300]}" for got in receiver
-                     if not (got[0] == "err" and got[2] == ErrorCode.COMM_RANK_MISMATCH.value)]
+        problems += [
+            f"irecv={use_irecv}: {str(got)[:300]}"
+            for got in receiver
+            if not (got[0] == "err" and got[2] == ErrorCode.COMM_RANK_MISMATCH.value)
+        ]
     assert not problems, "\n".join(problems)
 
 
@@ -1550,19 +1869,23 @@ def test_bug_file_init_method_in_missing_directory_hangs(tmp_path):
     import subprocess
     import sys
 
-    code = ("from sagellm_comm import get_comm_backend, CommError\n"
-            "b = get_comm_backend('shm')\n"
-            "try:\n"
-            f"    b.init_process_group(world_size=1, rank=0, init_method='file://{tmp_path}/missing/x', timeout=2)\n"
-            "    print('initialized')\n"
-            "except CommError as e:\n"
-            "    print('code', e.code.value)\n"
-            "finally:\n"
-            "    b.destroy()\n")
+    code = (
+        "from sagellm_comm import get_comm_backend, CommError\n"
+        "b = get_comm_backend('shm')\n"
+        "try:\n"
+        f"    b.init_process_group(world_size=1, rank=0, init_method='file://{tmp_path}/missing/x', timeout=2)\n"
+        "    print('initialized')\n"
+        "except CommError as e:\n"
+        "    print('code', e.code.value)\n"
+        "finally:\n"
+        "    b.destroy()\n"
+    )
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
-        pytest.fail("init_process_group with a file:// init_method in a missing directory hung past 10 s "
-                    "(timeout=2; torch's FileStore gives up after 300 s)")
+        pytest.fail(
+            "init_process_group with a file:// init_method in a missing directory hung past 10 s "
+            "(timeout=2; torch's FileStore gives up after 300 s)"
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == f"code {ErrorCode.INVALID_ARGUMENT.value}", proc.stdout + proc.stderr[-2000:]

@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.skipif(torch.version.cuda is None, reason="needs a CUDA build of torch (it brings libnccl)")
 def test_without_a_gpu_the_binding_checks_run_and_the_exit_says_so(tmp_path: Path) -> None:
     report = tmp_path / "gpu-check.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu-check"), "--json", str(report)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu-check"), "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "no GPU" in proc.stdout
     data = json.loads(report.read_text())

@@ -29,8 +29,12 @@ def _imports(path: Path) -> list[str]:
 
 
 def test_no_core_module_imports_a_plugin() -> None:
-    found = {str(p.relative_to(ROOT)): name for p in CORE.rglob("*.py") for name in _imports(p)
-             if name.split(".")[0].startswith("sagellm_comm_")}
+    found = {
+        str(p.relative_to(ROOT)): name
+        for p in CORE.rglob("*.py")
+        for name in _imports(p)
+        if name.split(".")[0].startswith("sagellm_comm_")
+    }
     assert not found, f"core modules importing plugins: {found}"
 
 
@@ -46,8 +50,23 @@ def test_plugins_use_the_public_core_only() -> None:
     assert not private, f"plugins importing private core names: {private}"
 
 
-ENGINE_MODULES = {"backend", "kinds", "engine", "p2p", "sync", "reduce_kernels", "progress", "profiler", "draw",
-                  "gather", "local", "cluster", "binding", "direct", "communicator"}
+ENGINE_MODULES = {
+    "backend",
+    "kinds",
+    "engine",
+    "p2p",
+    "sync",
+    "reduce_kernels",
+    "progress",
+    "profiler",
+    "draw",
+    "gather",
+    "local",
+    "cluster",
+    "binding",
+    "direct",
+    "communicator",
+}
 
 PROBE = """
 import json, sys
@@ -67,8 +86,17 @@ def test_listing_backends_and_info_import_no_engine() -> None:
     loaded = data["modules"]
     engines = [m for m in loaded if m.startswith("sagellm_comm_") and m.rsplit(".", 1)[-1] in ENGINE_MODULES]
     assert not engines, f"listing imported engine modules: {engines}"
-    heavy = [m for m in ("matplotlib", "networkx", "sagellm_comm.engines.torch_distributed", "sagellm_comm.benchmark",
-                         "sagellm_comm.algorithms") if m in loaded]
+    heavy = [
+        m
+        for m in (
+            "matplotlib",
+            "networkx",
+            "sagellm_comm.engines.torch_distributed",
+            "sagellm_comm.benchmark",
+            "sagellm_comm.algorithms",
+        )
+        if m in loaded
+    ]
     assert not heavy, f"listing imported {heavy}"
     entry = {m for m in loaded if m.startswith("sagellm_comm_") and m.endswith(".plugin")}
     assert {"sagellm_comm_gloo.plugin", "sagellm_comm_cxl_ub.plugin"} <= entry

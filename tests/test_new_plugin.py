@@ -110,24 +110,49 @@ def test_in_workspace_package_uses_workspace_core(tmp_path: Path) -> None:
 
 def test_installed_wheel_registers_and_gate_verifies_nothing(demo: Demo) -> None:
     env = env_with(demo.site)
-    listed = run_python(["-c", "import json; from sagellm_comm import list_comm_backends; "
-                               "print(json.dumps({s.name: [s.available, s.plugin, s.reason] "
-                               "for s in list_comm_backends()}))"], env, timeout=120, cwd=demo.base)
+    listed = run_python(
+        [
+            "-c",
+            "import json; from sagellm_comm import list_comm_backends; "
+            "print(json.dumps({s.name: [s.available, s.plugin, s.reason] "
+            "for s in list_comm_backends()}))",
+        ],
+        env,
+        timeout=120,
+        cwd=demo.base,
+    )
     assert listed.returncode == 0, listed.stderr
     statuses = json.loads(listed.stdout.strip().splitlines()[-1])
     assert statuses["demo"][:2] == [True, "demo"], statuses.get("demo")
 
-    gate = run_python(["-m", "sagellm_comm.testing", "demo", "--comm-world-sizes", "1", "-q"], env, timeout=240,
-                      cwd=demo.base)
+    gate = run_python(
+        ["-m", "sagellm_comm.testing", "demo", "--comm-world-sizes", "1", "-q"], env, timeout=240, cwd=demo.base
+    )
     assert gate.returncode == EXIT_NOTHING_VERIFIED, f"{gate.stdout[-3000:]}\n{gate.stderr[-3000:]}"
     assert "declares no ops" in gate.stderr and "nothing is supported" in gate.stderr, gate.stderr[-3000:]
 
 
 def test_generated_tests_pass(demo: Demo) -> None:
     pkg = demo.pkg
-    proc = run_python(["-m", "pytest", str(pkg / "tests"), "-p", "no:cacheprovider", "-q", "-c",
-                       str(pkg / "pyproject.toml"), "--rootdir", str(pkg), "--comm-world-sizes", "1"],
-                      env_with(demo.site), timeout=240, cwd=pkg)
+    proc = run_python(
+        [
+            "-m",
+            "pytest",
+            str(pkg / "tests"),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-c",
+            str(pkg / "pyproject.toml"),
+            "--rootdir",
+            str(pkg),
+            "--comm-world-sizes",
+            "1",
+        ],
+        env_with(demo.site),
+        timeout=240,
+        cwd=pkg,
+    )
     tail = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, tail
     assert " passed" in tail and " skipped" in tail and "failed" not in tail, tail

@@ -12,8 +12,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # call names that turn bytes into arbitrary objects
-UNSAFE = {"loads", "load", "Unpickler", "broadcast_object_list", "all_gather_object", "gather_object",
-          "scatter_object_list", "recv_object_list", "send_object_list", "broadcast_object"}
+UNSAFE = {
+    "loads",
+    "load",
+    "Unpickler",
+    "broadcast_object_list",
+    "all_gather_object",
+    "gather_object",
+    "scatter_object_list",
+    "recv_object_list",
+    "send_object_list",
+    "broadcast_object",
+}
 UNSAFE_MODULES = {"pickle", "cPickle", "cloudpickle", "dill", "marshal", "shelve", "torch", "dist", "distributed"}
 
 
@@ -22,8 +32,10 @@ def _unsafe_calls(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-            if any((n or "").split(".")[0] in {"pickle", "cPickle", "cloudpickle", "dill", "marshal", "shelve"}
-                   for n in names):
+            if any(
+                (n or "").split(".")[0] in {"pickle", "cPickle", "cloudpickle", "dill", "marshal", "shelve"}
+                for n in names
+            ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {', '.join(n for n in names if n)}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in UNSAFE:
             base = node.func.value

@@ -123,8 +123,16 @@ def plugin_path(tmp_path_factory) -> Path:
 
 
 def _env(plugin_path: Path, **extra: str) -> dict[str, str]:
-    drop = {"SAGELLM_COMM_PLUGINS", "SAGELLM_COMM_DISABLE_PLUGINS", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-            "MASTER_ADDR", "MASTER_PORT", "PYTHONWARNINGS"}
+    drop = {
+        "SAGELLM_COMM_PLUGINS",
+        "SAGELLM_COMM_DISABLE_PLUGINS",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "PYTHONWARNINGS",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugin_path), os.environ.get("PYTHONPATH", "")) if p)
     env.update(extra)
@@ -145,8 +153,10 @@ def runs(plugin_path) -> dict[str, subprocess.CompletedProcess]:
         "disable": (probe, _env(plugin_path, SAGELLM_COMM_DISABLE_PLUGINS="gloo,broken")),
         "cli": (CLI_INFO, _env(plugin_path, COLUMNS="250")),
     }
-    procs = {name: subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, (args, env) in jobs.items()}
+    procs = {
+        name: subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, (args, env) in jobs.items()
+    }
     done = {}
     try:
         for name, proc in procs.items():

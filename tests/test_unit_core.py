@@ -161,8 +161,11 @@ def test_normalize_reduce_op_rejects_unknown(bad):
 _ALL_SPELLINGS = sorted({op.value for op in ReduceOp} | {op.name for op in ReduceOp} | {"product", "mean"})
 
 
-@given(st.sampled_from(_ALL_SPELLINGS).flatmap(
-    lambda word: st.tuples(st.just(word), st.lists(st.booleans(), min_size=len(word), max_size=len(word)))))
+@given(
+    st.sampled_from(_ALL_SPELLINGS).flatmap(
+        lambda word: st.tuples(st.just(word), st.lists(st.booleans(), min_size=len(word), max_size=len(word)))
+    )
+)
 def test_normalize_reduce_op_is_case_insensitive(word_and_case):
     word, upper = word_and_case
     spelled = "".join(c.upper() if u else c.lower() for c, u in zip(word, upper, strict=True))
@@ -220,13 +223,18 @@ def test_rendezvous_from_arguments(clean_env):
 def test_rendezvous_defaults_to_a_world_of_one(clean_env):
     r = resolve_rendezvous()
     assert (r.rank, r.world_size, r.local_rank) == (0, 1, 0)
-    assert (r.master_addr, r.master_port, r.timeout_s) == (DEFAULT_MASTER_ADDR, DEFAULT_MASTER_PORT,
-                                                            DEFAULT_TIMEOUT_S)
+    assert (r.master_addr, r.master_port, r.timeout_s) == (DEFAULT_MASTER_ADDR, DEFAULT_MASTER_PORT, DEFAULT_TIMEOUT_S)
 
 
 def test_rendezvous_from_torchrun_env(clean_env):
-    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "node0", "MASTER_PORT": "2345",
-           "SAGELLM_COMM_TIMEOUT_S": "7.5"}
+    env = {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "node0",
+        "MASTER_PORT": "2345",
+        "SAGELLM_COMM_TIMEOUT_S": "7.5",
+    }
     for k, v in env.items():
         clean_env.setenv(k, v)
     r = resolve_rendezvous()
@@ -276,8 +284,15 @@ def test_rendezvous_world_size_above_one_needs_a_rank(clean_env):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"world_size": "2", "rank": 0}, {"world_size": 2, "rank": 1.0}, {"world_size": True, "rank": 0},
-     {"master_port": 70000}, {"master_port": 0}, {"timeout": 0}, {"timeout": -1.0}],
+    [
+        {"world_size": "2", "rank": 0},
+        {"world_size": 2, "rank": 1.0},
+        {"world_size": True, "rank": 0},
+        {"master_port": 70000},
+        {"master_port": 0},
+        {"timeout": 0},
+        {"timeout": -1.0},
+    ],
 )
 def test_rendezvous_invalid_arguments(clean_env, kwargs):
     with pytest.raises(InvalidArgumentError) as info:
@@ -285,8 +300,9 @@ def test_rendezvous_invalid_arguments(clean_env, kwargs):
     assert _code(info) is ErrorCode.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize(("var", "value"), [("WORLD_SIZE", "two"), ("RANK", "x"), ("MASTER_PORT", "p"),
-                                            ("SAGELLM_COMM_TIMEOUT_S", "soon")])
+@pytest.mark.parametrize(
+    ("var", "value"), [("WORLD_SIZE", "two"), ("RANK", "x"), ("MASTER_PORT", "p"), ("SAGELLM_COMM_TIMEOUT_S", "soon")]
+)
 def test_rendezvous_invalid_env(clean_env, var, value):
     clean_env.setenv(var, value)
     with pytest.raises(InvalidArgumentError) as info:
@@ -300,8 +316,13 @@ def test_rendezvous_invalid_env(clean_env, var, value):
 def test_collective_before_init_is_not_initialized(clean_env):
     comm = get_comm_backend("gloo")
     assert not comm.is_initialized
-    for call in (lambda: comm.all_reduce(torch.ones(2)), comm.get_rank, comm.get_world_size,
-                 lambda: comm.send(torch.ones(1), 0), lambda: comm.create_group([0])):
+    for call in (
+        lambda: comm.all_reduce(torch.ones(2)),
+        comm.get_rank,
+        comm.get_world_size,
+        lambda: comm.send(torch.ones(1), 0),
+        lambda: comm.create_group([0]),
+    ):
         with pytest.raises(NotInitializedError) as info:
             call()
         assert _code(info) is ErrorCode.COMM_GROUP_INVALID
@@ -531,8 +552,7 @@ def test_undeclared_op_fails_before_init_too(loopback):
 
 
 def test_unavailable_registered_backend(clean_env):
-    register_comm_backend("loopback-off", LoopbackBackend,
-                          available=lambda: (False, "switched off for the test"))
+    register_comm_backend("loopback-off", LoopbackBackend, available=lambda: (False, "switched off for the test"))
     try:
         status = {s.name: s for s in list_comm_backends()}["loopback-off"]
         assert not status.available and status.reason == "switched off for the test"
@@ -553,8 +573,7 @@ def test_register_rejects_bad_names(name):
 
 def test_capabilities_reject_unknown_op_names():
     with pytest.raises(ValueError, match="allreduce"):
-        Capabilities(ops=frozenset({"allreduce"}), dtypes=frozenset({torch.float32}),
-                     devices=frozenset({"cpu"}))
+        Capabilities(ops=frozenset({"allreduce"}), dtypes=frozenset({torch.float32}), devices=frozenset({"cpu"}))
 
 
 # ----------------------------------------------------------------------------------------------------------

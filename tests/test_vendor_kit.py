@@ -33,8 +33,12 @@ def vendor_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def gate(env: dict[str, str], backend: str, *pytest_args: str) -> tuple[int, str]:
-    proc = run_python(["-m", "sagellm_comm.testing", backend, "--comm-world-sizes", "2", "-q", "-p", "no:randomly",
-                       *pytest_args], env, timeout=600, cwd=ROOT)
+    proc = run_python(
+        ["-m", "sagellm_comm.testing", backend, "--comm-world-sizes", "2", "-q", "-p", "no:randomly", *pytest_args],
+        env,
+        timeout=600,
+        cwd=ROOT,
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -61,17 +65,38 @@ def test_all_reduce_off_by_one_element_at_one_rank_fails(vendor_env: dict[str, s
 def test_wrong_root_and_false_concurrency_claims_fail(vendor_env: dict[str, str]) -> None:
     """Three liars in one run of the suite (one interpreter start): broadcast from the wrong root, async ops that
     start only in wait(), and async ops that block in the call while claiming concurrent progress."""
-    proc = run_python(["-m", "pytest", "--pyargs", "sagellm_comm.testing.test_installed_backend", "-q",
-                       "-p", "no:cacheprovider", "--comm-world-sizes", "2",
-                       "--comm-backend", "gloocopy-wrongroot", "--comm-backend", "gloocopy-deferred",
-                       "--comm-backend", "gloocopy-blocking",
-                       "-k", "wrongroot and broadcast or not wrongroot and concurrent_progress"],
-                      vendor_env, timeout=600, cwd=ROOT)
+    proc = run_python(
+        [
+            "-m",
+            "pytest",
+            "--pyargs",
+            "sagellm_comm.testing.test_installed_backend",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--comm-world-sizes",
+            "2",
+            "--comm-backend",
+            "gloocopy-wrongroot",
+            "--comm-backend",
+            "gloocopy-deferred",
+            "--comm-backend",
+            "gloocopy-blocking",
+            "-k",
+            "wrongroot and broadcast or not wrongroot and concurrent_progress",
+        ],
+        vendor_env,
+        timeout=600,
+        cwd=ROOT,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-4000:]
     failed = set(re.findall(r"^FAILED \S+::(test_\w+\[ws2-gloocopy-[\w-]+)\]", out, flags=re.M))
-    assert failed == {"test_broadcast_async[ws2-gloocopy-wrongroot", "test_concurrent_progress[ws2-gloocopy-deferred",
-                      "test_concurrent_progress[ws2-gloocopy-blocking"} | {
+    assert failed == {
+        "test_broadcast_async[ws2-gloocopy-wrongroot",
+        "test_concurrent_progress[ws2-gloocopy-deferred",
+        "test_concurrent_progress[ws2-gloocopy-blocking",
+    } | {
         f"test_broadcast[ws2-gloocopy-wrongroot-{dt}" for dt in ("float32", "float16", "bfloat16", "int32", "int64")
     }, out[-4000:]
     assert "broadcast root=0" in out

@@ -28,8 +28,12 @@ def build_wheel(source: Path, out_dir: Path, timeout: float = 300) -> Path:
     """Build ``source`` (a directory with a pyproject.toml) into ``out_dir``; return the wheel's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     before = set(out_dir.glob("*.whl"))
-    proc = subprocess.run([_uv(), "build", "--wheel", "--out-dir", str(out_dir), str(source)], capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [_uv(), "build", "--wheel", "--out-dir", str(out_dir), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"uv build {source} failed:\n{proc.stdout}\n{proc.stderr}")
     built = sorted(set(out_dir.glob("*.whl")) - before)
@@ -39,8 +43,12 @@ def build_wheel(source: Path, out_dir: Path, timeout: float = 300) -> Path:
 
 def install_into(target: Path, *wheels: Path, timeout: float = 300) -> None:
     """Install ``wheels`` (no dependencies) into the directory ``target``."""
-    proc = subprocess.run([_uv(), "pip", "install", "--python", sys.executable, "--no-deps", "--target", str(target),
-                           *map(str, wheels)], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [_uv(), "pip", "install", "--python", sys.executable, "--no-deps", "--target", str(target), *map(str, wheels)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"uv pip install --target {target} failed:\n{proc.stdout}\n{proc.stderr}")
 
@@ -51,7 +59,9 @@ def env_with(target: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def run_python(args: list[str], env: dict[str, str], timeout: float = 600, cwd: Path | None = None
-               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=str(cwd) if cwd else None)
+def run_python(
+    args: list[str], env: dict[str, str], timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=str(cwd) if cwd else None
+    )

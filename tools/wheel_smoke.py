@@ -17,13 +17,20 @@ import torch
 
 
 def listing_imports_no_engine() -> str:
-    code = ("import json, sys\nfrom sagellm_comm import list_comm_backends\n"
-            "rows = [(s.name, s.available) for s in list_comm_backends()]\n"
-            "print(json.dumps({'rows': rows, 'modules': sorted(sys.modules)}))")
-    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-                     .stdout.splitlines()[-1])
-    engines = [m for m in out["modules"] if m.startswith("sagellm_comm_") and m.rsplit(".", 1)[-1] in
-               {"backend", "kinds", "engine", "p2p", "sync", "progress"}]
+    code = (
+        "import json, sys\nfrom sagellm_comm import list_comm_backends\n"
+        "rows = [(s.name, s.available) for s in list_comm_backends()]\n"
+        "print(json.dumps({'rows': rows, 'modules': sorted(sys.modules)}))"
+    )
+    out = json.loads(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+    )
+    engines = [
+        m
+        for m in out["modules"]
+        if m.startswith("sagellm_comm_")
+        and m.rsplit(".", 1)[-1] in {"backend", "kinds", "engine", "p2p", "sync", "progress"}
+    ]
     assert not engines, f"listing imported {engines}"
     available = sorted(name for name, ok in out["rows"] if ok)
     assert {"gloo", "shm"} <= set(available), out["rows"]
@@ -66,22 +73,26 @@ def seed_spellings_and_benchmark_without_plot() -> str:
 
     try:
         import matplotlib  # noqa: F401
+
         raise AssertionError("matplotlib is installed: the plot extra leaked into the base install")
     except ImportError:
         pass
     backend = get_comm_backend("gloo")
     backend.init(rank=0, world_size=1, master_addr="localhost", master_port=29500)
     with tempfile.TemporaryDirectory() as out:
-        results = run_all_reduce_benchmark(backend=backend, message_sizes=[1024, 4096], output_dir=out,
-                                           warmup_iters=1, benchmark_iters=3)
+        results = run_all_reduce_benchmark(
+            backend=backend, message_sizes=[1024, 4096], output_dir=out, warmup_iters=1, benchmark_iters=3
+        )
     backend.destroy()
     with tempfile.TemporaryDirectory() as out:  # the seed's overlap call: 2 local ranks, JSON + CSV
-        overlap = run_overlap_benchmark(comm_bytes=[1024, 4096], compute_durations_ms=[5], output_dir=out,
-                                        warmup_iters=1, benchmark_iters=2)
+        overlap = run_overlap_benchmark(
+            comm_bytes=[1024, 4096], compute_durations_ms=[5], output_dir=out, warmup_iters=1, benchmark_iters=2
+        )
         files = sorted(p.suffix for p in Path(out).iterdir())
     assert files == [".csv", ".json"] and all(hasattr(r, "overlap_efficiency") for r in overlap), files
-    return (f"run_all_reduce_benchmark gave {len(results)} records without matplotlib; run_overlap_benchmark "
-            f"{len(overlap)}")
+    return (
+        f"run_all_reduce_benchmark gave {len(results)} records without matplotlib; run_overlap_benchmark {len(overlap)}"
+    )
 
 
 def cuda_work_gets_a_clear_error() -> str:
@@ -96,8 +107,13 @@ def cuda_work_gets_a_clear_error() -> str:
     raise AssertionError("auto for cuda tensors did not raise")
 
 
-CHECKS = [distributions_installed, listing_imports_no_engine, auto_and_gloo_all_reduce_on_two_ranks,
-          seed_spellings_and_benchmark_without_plot, cuda_work_gets_a_clear_error]
+CHECKS = [
+    distributions_installed,
+    listing_imports_no_engine,
+    auto_and_gloo_all_reduce_on_two_ranks,
+    seed_spellings_and_benchmark_without_plot,
+    cuda_work_gets_a_clear_error,
+]
 
 
 # ------------------------------------------------------------------ after pip install 'isagellm-comm[nccl,rccl,hccl]'

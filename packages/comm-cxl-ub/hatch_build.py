@@ -59,8 +59,9 @@ class NativeBuildHook(BuildHookInterface):
         built = [TARGET]
         include = sysconfig.get_paths().get("include") or ""
         if Path(include, "Python.h").exists():
-            error = self._compile(cc, root, EXTENSION, [root / "csrc" / s for s in ("pycall.c", *SOURCES)],
-                                  [f"-I{include}"])
+            error = self._compile(
+                cc, root, EXTENSION, [root / "csrc" / s for s in ("pycall.c", *SOURCES)], [f"-I{include}"]
+            )
             if error is None:
                 built.append(EXTENSION)
             else:

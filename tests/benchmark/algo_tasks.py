@@ -12,8 +12,12 @@ from sagellm_comm.benchmark.rank import current_comm
 from sagellm_comm.testing.reference import check_equal, make_input, reduce_reference, tolerance
 
 CASES = [
-    (ReduceOp.SUM, torch.float32), (ReduceOp.AVG, torch.float32), (ReduceOp.MAX, torch.int32),
-    (ReduceOp.MIN, torch.float16), (ReduceOp.PROD, torch.int64), (ReduceOp.BXOR, torch.int32),
+    (ReduceOp.SUM, torch.float32),
+    (ReduceOp.AVG, torch.float32),
+    (ReduceOp.MAX, torch.int32),
+    (ReduceOp.MIN, torch.float16),
+    (ReduceOp.PROD, torch.int64),
+    (ReduceOp.BXOR, torch.int32),
     (ReduceOp.SUM, torch.bfloat16),
 ]
 
@@ -83,8 +87,9 @@ def same_bits_everywhere(algo: str, numel: int) -> str:
     inputs = [make_input(i, numel, torch.float32) * (1.0 + 1e-3 * i) for i in range(g.world_size)]
     t = inputs[g.rank].clone()
     get_algorithm(algo).fn("all_reduce")(comm, t, "sum", None)
-    check_equal(f"{algo} all_reduce float32", t, reduce_reference(inputs, ReduceOp.SUM, torch.float32),
-                rtol=1e-5, atol=1e-5)  # inexact inputs: the order of additions shows in the last bits
+    check_equal(
+        f"{algo} all_reduce float32", t, reduce_reference(inputs, ReduceOp.SUM, torch.float32), rtol=1e-5, atol=1e-5
+    )  # inexact inputs: the order of additions shows in the last bits
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()
 
 
@@ -102,7 +107,7 @@ def gather_scatter_broadcast(algo: str, numel: int) -> int:
     for op in (ReduceOp.SUM, ReduceOp.AVG):
         got = torch.empty(numel)
         impl.fn("reduce_scatter")(comm, got, big[r], op, None)
-        want = reduce_reference(big, op, torch.float32)[r * numel:(r + 1) * numel]
+        want = reduce_reference(big, op, torch.float32)[r * numel : (r + 1) * numel]
         check_equal(f"{algo} reduce_scatter {op.value}", got, want, **tolerance(torch.float32, op))
     for root in range(n):
         t = inputs[r].clone()
@@ -123,7 +128,6 @@ def on_simulated_nodes(numel: int) -> dict:
         digest = same_bits_everywhere("hierarchical", 4099)
         digest += same_bits_everywhere("hierarchical", 1_500_007)  # 6 MB: pipelined in segments, odd splits
         layout = node_layout(current_comm())
-        return {"checks": checks, "digest": digest, "nodes": [list(n) for n in layout.nodes],
-                "uniform": layout.uniform}
+        return {"checks": checks, "digest": digest, "nodes": [list(n) for n in layout.nodes], "uniform": layout.uniform}
     finally:
         rank_teardown()

@@ -23,5 +23,12 @@ class FaultyGlooBackend(GlooBackend):
 
 @hookimpl
 def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
-    registry.register(BackendSpec(name="faulty", factory=FaultyGlooBackend, devices=frozenset({"cpu"}), priority=-1,
-                                  description="test only: gloo whose all_reduce result is off by one"))
+    registry.register(
+        BackendSpec(
+            name="faulty",
+            factory=FaultyGlooBackend,
+            devices=frozenset({"cpu"}),
+            priority=-1,
+            description="test only: gloo whose all_reduce result is off by one",
+        )
+    )

@@ -14,8 +14,14 @@ def overlap_on_my_backend(output_dir: str) -> dict[str, Any]:
     comm = get_comm_backend("gloo")
     comm.init_process_group()
     try:
-        records = run_overlap_benchmark(backend=comm, comm_bytes=[64 * 1024], compute_durations_ms=[5],
-                                        output_dir=output_dir, warmup_iters=1, benchmark_iters=3)
+        records = run_overlap_benchmark(
+            backend=comm,
+            comm_bytes=[64 * 1024],
+            compute_durations_ms=[5],
+            output_dir=output_dir,
+            warmup_iters=1,
+            benchmark_iters=3,
+        )
         return {"rows": [r.to_row() for r in records], "initialized_after": comm.is_initialized}
     finally:
         comm.destroy()

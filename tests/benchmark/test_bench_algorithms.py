@@ -34,8 +34,9 @@ def _units(world_size: int) -> list[UnitSpec]:
             for count in COUNTS:
                 plan = plan_size(op, count * 4 * world_size, world_size, 4)
                 roots = (0, world_size - 1) if op in ("broadcast", "reduce") else (0,)
-                units += [UnitSpec(op=op, algo=name, plan=plan, warmup=0, iters=1, check=True, root=root)
-                          for root in roots]
+                units += [
+                    UnitSpec(op=op, algo=name, plan=plan, warmup=0, iters=1, check=True, root=root) for root in roots
+                ]
     return units
 
 

@@ -18,8 +18,14 @@ def test_run_all_reduce_benchmark_on_an_initialized_backend(tmp_path: Path) -> N
     backend = get_comm_backend("gloo")
     backend.init(rank=0, world_size=1, master_addr="localhost", master_port=29500)
     try:
-        results = run_all_reduce_benchmark(backend=backend, message_sizes=[1024, 4096, 16384],
-                                           output_dir=str(tmp_path), warmup_iters=2, benchmark_iters=5, check=True)
+        results = run_all_reduce_benchmark(
+            backend=backend,
+            message_sizes=[1024, 4096, 16384],
+            output_dir=str(tmp_path),
+            warmup_iters=2,
+            benchmark_iters=5,
+            check=True,
+        )
         assert backend.is_initialized  # the caller's backend is left as it was
     finally:
         backend.destroy()
@@ -44,8 +50,9 @@ def test_api_rejects_bad_input_before_running(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_example_runs_single_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_example_runs_single_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``python examples/benchmark_all_reduce.py`` (its torchrun form is run in docs/benchmark.md's checks)."""
     monkeypatch.chdir(tmp_path)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):

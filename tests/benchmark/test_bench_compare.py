@@ -12,15 +12,43 @@ from bench_helpers import ROOT, run_py
 
 pytestmark = pytest.mark.multirank
 
-COLUMNS = ("op", "backend", "ranks", "size", "ours (us)", "raw gloo (us)", "ratio (gloo/ours)", "our busbw (GB/s)",
-           "copy bound (GB/s)", "busbw % of copy bound")
+COLUMNS = (
+    "op",
+    "backend",
+    "ranks",
+    "size",
+    "ours (us)",
+    "raw gloo (us)",
+    "ratio (gloo/ours)",
+    "our busbw (GB/s)",
+    "copy bound (GB/s)",
+    "busbw % of copy bound",
+)
 
 
 @pytest.mark.timeout(180)
 def test_compare_writes_the_table(tmp_path: Path) -> None:
-    proc = run_py("-m", "benchmark.compare", "--backends", "gloo", "--world-sizes", "2", "--ops", "all_reduce",
-                  "all_gather", "broadcast", "--sizes", "4K", "--iters", "2", "--warmup", "1",
-                  "--output-dir", str(tmp_path), timeout=170)
+    proc = run_py(
+        "-m",
+        "benchmark.compare",
+        "--backends",
+        "gloo",
+        "--world-sizes",
+        "2",
+        "--ops",
+        "all_reduce",
+        "all_gather",
+        "broadcast",
+        "--sizes",
+        "4K",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+        timeout=170,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (md,) = tmp_path.glob("compare_*.md")
     (js,) = tmp_path.glob("compare_*.json")
@@ -63,8 +91,9 @@ def compare_module():
         (["--iters", "0"], "--iters must be >= 1"),
     ],
 )
-def test_compare_bad_input_exits_2(compare_module, args: list[str], needle: str, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_bad_input_exits_2(
+    compare_module, args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         compare_module.main([*args, "--output-dir", str(tmp_path / "out")])
     assert exc.value.code == 2

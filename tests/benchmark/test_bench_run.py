@@ -23,10 +23,35 @@ def two_backends(faulty_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
     """One command: gloo and the faulty backend, all_reduce and reduce_scatter, native and ring, checked,
     interleaved with raw torch.distributed, charted."""
     out = tmp_path_factory.mktemp("two_backends")
-    proc = run_py("-m", "benchmark.run_bench", "--nproc", "2", "--backend", "gloo", "faulty",
-                  "--ops", "all_reduce", "reduce_scatter", "--algo", "native", "ring", "--message-sizes", "1001",
-                  "--warmup", "1", "--iters", "3", "--check", "--compare", "torch", "--plot", "--output-dir", str(out),
-                  env=faulty_env, timeout=170)
+    proc = run_py(
+        "-m",
+        "benchmark.run_bench",
+        "--nproc",
+        "2",
+        "--backend",
+        "gloo",
+        "faulty",
+        "--ops",
+        "all_reduce",
+        "reduce_scatter",
+        "--algo",
+        "native",
+        "ring",
+        "--message-sizes",
+        "1001",
+        "--warmup",
+        "1",
+        "--iters",
+        "3",
+        "--check",
+        "--compare",
+        "torch",
+        "--plot",
+        "--output-dir",
+        str(out),
+        env=faulty_env,
+        timeout=170,
+    )
     return proc, out
 
 
@@ -48,7 +73,11 @@ def test_results_have_every_field(two_backends) -> None:
         # 2 backends x 2 algorithms
         assert len(rows) == 4
         assert {(r["backend_kind"], r["algo_id"]) for r in rows} == {
-            ("gloo", "native"), ("gloo", "ring"), ("faulty", "native"), ("faulty", "ring")}
+            ("gloo", "native"),
+            ("gloo", "ring"),
+            ("faulty", "native"),
+            ("faulty", "ring"),
+        }
         for r in rows:
             assert list(r)[: len(SEED_FIELDS)] == list(SEED_FIELDS)
             assert r["world_size"] == 2 and r["data_type"] == "float32"
@@ -84,8 +113,11 @@ def test_check_catches_the_faulty_reduction(two_backends) -> None:
     proc, out = two_backends
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "--check found" in proc.stderr and "wrong element(s)" in proc.stderr
-    wrong = {(r["op_type"], r["backend_kind"], r["algo_id"], r["bytes"]): r["wrong"]
-             for p in out.glob("*.json") for r in _rows(p)}
+    wrong = {
+        (r["op_type"], r["backend_kind"], r["algo_id"], r["bytes"]): r["wrong"]
+        for p in out.glob("*.json")
+        for r in _rows(p)
+    }
     # faulty's native all_reduce is off by one everywhere: 1001 elements on each of 2 ranks
     assert wrong[("all_reduce", "faulty", "native", 4004)] == 2 * 1001
     # everything else is right: gloo; ring (built on send/recv) even on faulty; faulty's own reduce_scatter
@@ -108,10 +140,27 @@ def test_one_command_charts_two_backends(two_backends) -> None:
 
 @pytest.mark.timeout(150)
 def test_torchrun_two_processes(tmp_path: Path) -> None:
-    proc = run_py("-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-                  "-m", "benchmark.run_bench", "--backend", "gloo", "--message-sizes", "1024", "4K", "--warmup", "1",
-                  "--iters", "3",
-                  "--check", "--output-dir", str(tmp_path), timeout=140)
+    proc = run_py(
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "benchmark.run_bench",
+        "--backend",
+        "gloo",
+        "--message-sizes",
+        "1024",
+        "4K",
+        "--warmup",
+        "1",
+        "--iters",
+        "3",
+        "--check",
+        "--output-dir",
+        str(tmp_path),
+        timeout=140,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jsons = list(tmp_path.glob("all_reduce_ws2_*.json"))
     assert len(jsons) == 1 and jsons[0].with_suffix(".csv").exists()  # rank 0 alone writes
@@ -140,8 +189,9 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
         (["--selector-config", "/nonexistent/policy.json"], "cannot read selector config"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(args: list[str], needle: str, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
         main(["bench", *args, "--output-dir", str(out)])

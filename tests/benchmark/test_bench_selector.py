@@ -17,8 +17,15 @@ RULES = {
     "version": 1,
     "rules": [
         {"id": "small", "op": "all_reduce", "max_bytes": "2K", "algo": "recursive_doubling"},
-        {"id": "big-gloo-4", "op": ["all_reduce", "all_gather"], "min_bytes": 1 << 20, "world_sizes": [4],
-         "backend": "gloo", "algo": "ring", "description": "bandwidth bound"},
+        {
+            "id": "big-gloo-4",
+            "op": ["all_reduce", "all_gather"],
+            "min_bytes": 1 << 20,
+            "world_sizes": [4],
+            "backend": "gloo",
+            "algo": "ring",
+            "description": "bandwidth bound",
+        },
         {"id": "bcast", "op": "broadcast", "algo": "tree"},
     ],
 }
@@ -68,12 +75,21 @@ def test_config_rules_first_match(op: str, nbytes: int, ws: int, backend: str, a
         ({"rules": [{"id": "a", "op": "all_reduce", "algo": "auto"}]}, "not auto"),
         ({"rules": [{"id": "a", "op": "broadcast", "algo": "ring"}]}, "algorithm 'ring' has no broadcast"),
         ({"rules": [{"id": "a", "op": "all_reduce", "algo": "ring", "min_bytes": "4X"}]}, "invalid size '4X'"),
-        ({"rules": [{"id": "a", "op": "all_reduce", "algo": "ring", "min_bytes": "1M", "max_bytes": "4K"}]},
-         "below min_bytes"),
+        (
+            {"rules": [{"id": "a", "op": "all_reduce", "algo": "ring", "min_bytes": "1M", "max_bytes": "4K"}]},
+            "below min_bytes",
+        ),
         ({"rules": [{"id": "a", "op": "all_reduce", "algo": "ring", "world_sizes": [0]}]}, "world_sizes"),
         ({"rules": [{"id": "a", "op": "all_reduce", "algo": "ring", "backend": []}]}, "'backend'"),
-        ({"rules": [{"id": "a", "op": "all_reduce", "algo": "ring"}, {"id": "a", "op": "all_gather",
-                                                                      "algo": "ring"}]}, "already used by"),
+        (
+            {
+                "rules": [
+                    {"id": "a", "op": "all_reduce", "algo": "ring"},
+                    {"id": "a", "op": "all_gather", "algo": "ring"},
+                ]
+            },
+            "already used by",
+        ),
     ],
 )
 def test_config_errors_are_one_clear_line(doc: object, match: str) -> None:
@@ -143,12 +159,19 @@ POLICY_WITH_LINES = """{
 }"""
 
 
-@pytest.mark.parametrize("min_bytes, algo, match", [
-    ("2K", "ring", r"rules\[1\] \(line 5\) \(id 'big'\) overlaps rules\[0\] \(line 3\) \(id 'small'\): both cover "
-                   r"all_reduce at 2048\.\.4096 bytes"),
-    ("8K", "rings", r"rules\[1\] \(line 5\) \(id 'big'\): unknown algorithm 'rings'"),
-    ("8K", "tree\", \"op\": \"all_gather", r"rules\[1\] \(line 5\)"),
-])
+@pytest.mark.parametrize(
+    "min_bytes, algo, match",
+    [
+        (
+            "2K",
+            "ring",
+            r"rules\[1\] \(line 5\) \(id 'big'\) overlaps rules\[0\] \(line 3\) \(id 'small'\): both cover "
+            r"all_reduce at 2048\.\.4096 bytes",
+        ),
+        ("8K", "rings", r"rules\[1\] \(line 5\) \(id 'big'\): unknown algorithm 'rings'"),
+        ("8K", 'tree", "op": "all_gather', r"rules\[1\] \(line 5\)"),
+    ],
+)
 def test_policy_errors_name_the_rule_and_its_line(tmp_path: Path, min_bytes: str, algo: str, match: str) -> None:
     path = tmp_path / "policy.json"
     path.write_text(POLICY_WITH_LINES % (min_bytes, algo))
@@ -177,18 +200,23 @@ def test_nodes_in_rules_and_the_cost_model_step() -> None:
     same choice (what keeps ranks from deadlocking)."""
     from sagellm_comm.algorithms.cost import Link, Network
 
-    cfg = SelectorConfig.from_dict({"rules": [
-        {"id": "two-nodes", "op": "all_reduce", "min_bytes": "1M", "nodes": [2], "algo": "hierarchical"}]})
+    cfg = SelectorConfig.from_dict(
+        {"rules": [{"id": "two-nodes", "op": "all_reduce", "min_bytes": "1M", "nodes": [2], "algo": "hierarchical"}]}
+    )
     assert select("all_reduce", 4 << 20, 4, "gloo", "auto", cfg, nodes=2).rule_id == "two-nodes"
     assert select("all_reduce", 4 << 20, 4, "gloo", "auto", cfg, nodes=1).rule_id == "default"
     assert select("all_reduce", 4 << 20, 4, "gloo", "auto", cfg).rule_id == "default"  # node count unknown
     net = Network(2, 2, Link(10e-6, 0.2e-9), Link(100e-6, 8e-9), 2e-10, source="test links")
-    picks = [select("all_reduce", n, 4, "gloo", "auto", None, nodes=2, network=net, use_plugins=False)
-             for n in (4 << 10, 64 << 20)]
+    picks = [
+        select("all_reduce", n, 4, "gloo", "auto", None, nodes=2, network=net, use_plugins=False)
+        for n in (4 << 10, 64 << 20)
+    ]
     assert [p.rule_id for p in picks] == ["cost-model", "cost-model"]
     assert picks[1].algo == "hierarchical" and "predicted" in picks[1].reason and "test links" in picks[1].reason
-    assert picks == [select("all_reduce", n, 4, "gloo", "auto", None, nodes=2, network=net, use_plugins=False)
-                     for n in (4 << 10, 64 << 20)]
+    assert picks == [
+        select("all_reduce", n, 4, "gloo", "auto", None, nodes=2, network=net, use_plugins=False)
+        for n in (4 << 10, 64 << 20)
+    ]
     one_node = Network(1, 4, Link(10e-6, 0.2e-9), Link(10e-6, 0.2e-9))
     assert select("all_reduce", 1 << 20, 4, "shm", "auto", None, nodes=1, network=one_node).rule_id == "default"
     with pytest.raises(InvalidArgumentError, match=r"'nodes' must be a non-empty list of ints >= 1"):

@@ -12,15 +12,38 @@ from bench_helpers import run_py
 
 from sagellm_comm_cxl_ub import native
 
-pytestmark = [pytest.mark.multirank,
-              pytest.mark.skipif(not native.NATIVE_AVAILABLE, reason=f"no native engine: {native.NATIVE_REASON}")]
+pytestmark = [
+    pytest.mark.multirank,
+    pytest.mark.skipif(not native.NATIVE_AVAILABLE, reason=f"no native engine: {native.NATIVE_REASON}"),
+]
 
 
 @pytest.mark.timeout(300)
 def test_shm_native_benchmark_writes_the_table(tmp_path: Path) -> None:
-    proc = run_py("-m", "benchmark.shm_native", "--ranks", "2", "--sizes", "4K", "64K", "--blocks", "1",
-                  "--small-blocks", "2", "--small-calls", "3", "--warmup", "1", "--copy-mib", "8",
-                  "--ping-rounds", "2000", "--output-dir", str(tmp_path), timeout=280)
+    proc = run_py(
+        "-m",
+        "benchmark.shm_native",
+        "--ranks",
+        "2",
+        "--sizes",
+        "4K",
+        "64K",
+        "--blocks",
+        "1",
+        "--small-blocks",
+        "2",
+        "--small-calls",
+        "3",
+        "--warmup",
+        "1",
+        "--copy-mib",
+        "8",
+        "--ping-rounds",
+        "2000",
+        "--output-dir",
+        str(tmp_path),
+        timeout=280,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (md,) = tmp_path.glob("shm_native_*.md")
     (js,) = tmp_path.glob("shm_native_*.json")
@@ -35,5 +58,4 @@ def test_shm_native_benchmark_writes_the_table(tmp_path: Path) -> None:
         us = row["us"]
         assert set(us) == {"python", "native", "raw gloo"} and min(us.values()) > 0
         assert float(cells[5].strip().rstrip("x")) == pytest.approx(us["python"] / us["native"], abs=0.006)
-        assert float(cells[7].strip().rstrip("x")) == pytest.approx(us["native"] / (doc["ping_pong_s"] * 1e6),
-                                                                    abs=0.06)
+        assert float(cells[7].strip().rstrip("x")) == pytest.approx(us["native"] / (doc["ping_pong_s"] * 1e6), abs=0.06)

@@ -33,8 +33,9 @@ def test_hierarchical_is_the_sum_of_its_stages_and_flat_pays_the_slow_link() -> 
     in_node = intra.alpha_s + n / 2 * intra.beta_s_per_byte
     across = 2 * inter.alpha_s + 2 * (1 / 2) * (n / 2) * (2 * inter.beta_s_per_byte) + (1 / 2) * (n / 2) * G
     assert predict("hierarchical", n, net) == pytest.approx(in_node + n / 2 * G + across + in_node)
-    assert predict("ring", n, net) == pytest.approx(2 * 3 * inter.alpha_s + 1.5 * n * inter.beta_s_per_byte
-                                                    + 0.75 * n * G)
+    assert predict("ring", n, net) == pytest.approx(
+        2 * 3 * inter.alpha_s + 1.5 * n * inter.beta_s_per_byte + 0.75 * n * G
+    )
     algo, reason = choose(n, net)
     assert algo == "hierarchical"
     assert reason.startswith("hierarchical: 2 node(s) x 2 rank(s), inter-node beta 40.0x intra; predicted ")
@@ -42,9 +43,13 @@ def test_hierarchical_is_the_sum_of_its_stages_and_flat_pays_the_slow_link() -> 
     assert choose(64, net)[0] != "hierarchical"  # tiny messages: fewer steps win
 
 
-@given(nbytes=st.integers(1, 1 << 30), nodes=st.integers(1, 8), local=st.integers(1, 8),
-       alphas=st.tuples(st.floats(0, 1e-3), st.floats(0, 1e-3)),
-       betas=st.tuples(st.floats(0, 1e-8), st.floats(0, 1e-7)))
+@given(
+    nbytes=st.integers(1, 1 << 30),
+    nodes=st.integers(1, 8),
+    local=st.integers(1, 8),
+    alphas=st.tuples(st.floats(0, 1e-3), st.floats(0, 1e-3)),
+    betas=st.tuples(st.floats(0, 1e-8), st.floats(0, 1e-7)),
+)
 def test_choice_depends_only_on_the_inputs(nbytes: int, nodes: int, local: int, alphas: tuple, betas: tuple) -> None:
     net = Network(nodes, local, Link(alphas[0], betas[0]), Link(alphas[1], betas[1]), G)
     first = choose(nbytes, net)
@@ -83,8 +88,14 @@ def test_job_network_reads_only_the_launchers_environment() -> None:
     nodes, net = job_network(4, {"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"})
     assert nodes == 2 and net.ranks_per_node == 2 and net.inter.alpha_s == DEFAULT_LINKS["inter"][0]
     assert "defaults" in net.source
-    nodes, net = job_network(6, {"WORLD_SIZE": "6", "LOCAL_WORLD_SIZE": "2",
-                                 "SAGELLM_COMM_HIER_LINKS": '{"intra": [1e-5, 1e-10], "inter": [1e-4, 1e-8]}'})
+    nodes, net = job_network(
+        6,
+        {
+            "WORLD_SIZE": "6",
+            "LOCAL_WORLD_SIZE": "2",
+            "SAGELLM_COMM_HIER_LINKS": '{"intra": [1e-5, 1e-10], "inter": [1e-4, 1e-8]}',
+        },
+    )
     assert nodes == 3 and net.inter.beta_s_per_byte == 1e-8 and net.source == "SAGELLM_COMM_HIER_LINKS"
     with pytest.raises(ValueError, match="link parameters must be"):
         job_network(4, {"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "SAGELLM_COMM_HIER_LINKS": "[1, 2]"})

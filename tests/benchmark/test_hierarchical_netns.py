@@ -16,10 +16,14 @@ REASON = netns.unavailable_reason()
 
 
 @pytest.mark.skipif(bool(REASON), reason=f"network namespaces unavailable: {REASON}")
-@pytest.mark.parametrize("placement, nodes, uniform", [
-    ([0, 0, 1, 1], [[0, 1], [2, 3]], True),
-    ([0, 1, 2, 0, 1], [[0, 3], [1, 4], [2]], False),
-], ids=["2x2", "2+2+1"])
+@pytest.mark.parametrize(
+    "placement, nodes, uniform",
+    [
+        ([0, 0, 1, 1], [[0, 1], [2, 3]], True),
+        ([0, 1, 2, 0, 1], [[0, 3], [1, 4], [2]], False),
+    ],
+    ids=["2x2", "2+2+1"],
+)
 def test_hierarchical_all_reduce_across_hosts(placement: list[int], nodes: list[list[int]], uniform: bool) -> None:
     with netns.NetnsLab(max(placement) + 1) as lab:
         results = lab.run_ranks(algo_tasks.on_simulated_nodes, placement, 1000, timeout=240)

@@ -19,8 +19,18 @@ from sagellm_comm.benchmark.overlap import overlap_metrics
 from sagellm_comm.errors import InvalidArgumentError
 from sagellm_comm.launch import launch
 
-SEED = ("comm_bytes", "compute_duration_ms", "comm_submit_ms", "comm_wait_ms", "compute_ms", "total_ms",
-        "overlap_ratio", "overlap_efficiency", "theoretical_sequential_ms", "theoretical_overlap_ms")
+SEED = (
+    "comm_bytes",
+    "compute_duration_ms",
+    "comm_submit_ms",
+    "comm_wait_ms",
+    "compute_ms",
+    "total_ms",
+    "overlap_ratio",
+    "overlap_efficiency",
+    "theoretical_sequential_ms",
+    "theoretical_overlap_ms",
+)
 
 
 def _check_row(row: dict) -> None:
@@ -37,10 +47,10 @@ def _check_row(row: dict) -> None:
 @pytest.mark.multirank
 def test_seed_call_as_written(tmp_path: Path) -> None:
     out = tmp_path / ".benchmarks" / "overlap"
-    results = run_overlap_benchmark(comm_bytes=[1024, 4096], compute_durations_ms=[10, 50], output_dir=str(out),
-                                    warmup_iters=1, benchmark_iters=3)
-    assert [(r.comm_bytes, r.compute_duration_ms) for r in results] == [(1024, 10), (1024, 50), (4096, 10),
-                                                                          (4096, 50)]
+    results = run_overlap_benchmark(
+        comm_bytes=[1024, 4096], compute_durations_ms=[10, 50], output_dir=str(out), warmup_iters=1, benchmark_iters=3
+    )
+    assert [(r.comm_bytes, r.compute_duration_ms) for r in results] == [(1024, 10), (1024, 50), (4096, 10), (4096, 50)]
     for r in results:
         assert isinstance(r, OverlapRecord)
         assert r["overlap_ratio"] == r.overlap_ratio and r.world_size == 2 and r.matmul_reps >= 1
@@ -60,8 +70,21 @@ def test_seed_call_as_written(tmp_path: Path) -> None:
 
 @pytest.mark.multirank
 def test_command_as_documented(tmp_path: Path) -> None:
-    proc = run_py("-m", "sagellm_comm.benchmark.run_overlap_bench", "--comm-bytes", "4K", "64K", "--compute-ms",
-                  "5", "--warmup", "1", "--iters", "2", "--output-dir", str(tmp_path))
+    proc = run_py(
+        "-m",
+        "sagellm_comm.benchmark.run_overlap_bench",
+        "--comm-bytes",
+        "4K",
+        "64K",
+        "--compute-ms",
+        "5",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     for word in ("efficiency", "hidden", "sequential", "ideal", "64 KiB"):
         assert word in proc.stdout, (word, proc.stdout)
@@ -69,24 +92,36 @@ def test_command_as_documented(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("overlap_all_reduce_ws2_*.csv"))) == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--comm-bytes", "1001"], "multiple of 4"),
-    (["--compute-ms", "0"], "must be > 0"),
-    (["--iters", "0"], "benchmark_iters"),
-    (["--op", "broadcast"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--comm-bytes", "1001"], "multiple of 4"),
+        (["--compute-ms", "0"], "must be > 0"),
+        (["--iters", "0"], "benchmark_iters"),
+        (["--op", "broadcast"], "invalid choice"),
+    ],
+)
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
-    proc = run_py("-m", "sagellm_comm.benchmark.run_overlap_bench", *args, "--output-dir", str(tmp_path / "o"),
-                  timeout=60)
+    proc = run_py(
+        "-m", "sagellm_comm.benchmark.run_overlap_bench", *args, "--output-dir", str(tmp_path / "o"), timeout=60
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert not list((tmp_path / "o").glob("*.json")) if (tmp_path / "o").exists() else True
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"comm_bytes": 4096}, {"comm_bytes": []}, {"compute_durations_ms": "10"}, {"compute_durations_ms": [-1]},
-    {"warmup_iters": -1}, {"op": "scatter"}, {"nproc": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"comm_bytes": 4096},
+        {"comm_bytes": []},
+        {"compute_durations_ms": "10"},
+        {"compute_durations_ms": [-1]},
+        {"warmup_iters": -1},
+        {"op": "scatter"},
+        {"nproc": 0},
+    ],
+)
 def test_bad_arguments_raise_before_any_rank_starts(kwargs: dict) -> None:
     with pytest.raises(InvalidArgumentError):
         run_overlap_benchmark(**{"output_dir": None, **kwargs})
@@ -95,6 +130,7 @@ def test_bad_arguments_raise_before_any_rank_starts(kwargs: dict) -> None:
 @pytest.mark.multirank
 def test_backend_initialized_by_the_caller(tmp_path: Path) -> None:
     r0, r1 = launch(overlap_bench_tasks.overlap_on_my_backend, 2, str(tmp_path), timeout=180.0)
+
     def measured(rows: list[dict]) -> list[dict]:  # each rank stamps its own clock
         return [{k: v for k, v in row.items() if k != "timestamp"} for row in rows]
 
@@ -119,8 +155,7 @@ def test_definitions() -> None:
     assert eff is None and ratio is None and "nothing measurable" in note
 
 
-@given(comm=st.floats(0.01, 1e3), compute=st.floats(0.01, 1e3), total=st.floats(0.0, 3e3),
-       spread=st.floats(0.0, 1.0))
+@given(comm=st.floats(0.01, 1e3), compute=st.floats(0.01, 1e3), total=st.floats(0.0, 3e3), spread=st.floats(0.0, 1.0))
 def test_ratios_stay_in_range(comm: float, compute: float, total: float, spread: float) -> None:
     _, _, eff, ratio, _ = overlap_metrics(comm, compute, total, spread)
     assert eff is None or 0.0 <= eff <= 1.0
@@ -130,8 +165,15 @@ def test_ratios_stay_in_range(comm: float, compute: float, total: float, spread:
 def test_world_of_one_says_there_is_nothing_to_hide() -> None:
     """nproc=1: a world of one in this process; its all_reduce moves nothing, and the record says why there is no
     efficiency instead of printing noise."""
-    (r,) = run_overlap_benchmark(comm_bytes=[4096], compute_durations_ms=[20], output_dir=None, warmup_iters=1,
-                                 benchmark_iters=5, nproc=1, backend="gloo")
+    (r,) = run_overlap_benchmark(
+        comm_bytes=[4096],
+        compute_durations_ms=[20],
+        output_dir=None,
+        warmup_iters=1,
+        benchmark_iters=5,
+        nproc=1,
+        backend="gloo",
+    )
     assert r.world_size == 1 and r.backend_kind == "gloo"
     if r.overlap_efficiency is None:
         assert "nothing measurable to hide" in r.note

@@ -94,8 +94,11 @@ def layouts_and_groups(name: str) -> dict[str, Any]:
                 buf = torch.empty(9, dtype=torch.int64)
                 comm.recv(buf, 0, tag=3)
                 _check(f"recv from 0 at {peer}", buf, torch.arange(9, dtype=torch.int64) * peer)
-        out["decisions"] = [(op, s, comm.explain(op, s).algo, comm.explain(op, s).reason)
-                            for op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast") for s in SIZES]
+        out["decisions"] = [
+            (op, s, comm.explain(op, s).algo, comm.explain(op, s).reason)
+            for op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+            for s in SIZES
+        ]
         comm.barrier()
         return out
     finally:
@@ -110,8 +113,16 @@ def bench_auto(sizes: list[str]) -> list[dict[str, Any]]:
     """A netns lab rank: the collective benchmark with ``--backend auto --algo auto``."""
     from sagellm_comm.benchmark import BenchConfig, run_benchmark
 
-    cfg = BenchConfig(ops=("all_reduce",), backends=("auto",), algos=("auto",), sizes=tuple(sizes), warmup=0,
-                      iters=1, check=True, output_dir=None)
+    cfg = BenchConfig(
+        ops=("all_reduce",),
+        backends=("auto",),
+        algos=("auto",),
+        sizes=tuple(sizes),
+        warmup=0,
+        iters=1,
+        check=True,
+        output_dir=None,
+    )
     return [r.to_row() for r in run_benchmark(cfg, progress=False).records]
 
 
@@ -125,7 +136,10 @@ def lone_first_node(node_ids: str) -> dict[str, Any]:
         t = torch.full((4099,), float(comm.get_rank() + 1))
         comm.all_reduce(t)
         _check("all_reduce", t, torch.full((4099,), float(n * (n + 1) // 2)))
-        return {"pairs": [(p["a"], p["b"], p["scope"]) for p in comm.links.pairs], "source": comm.links.source,
-                "intra_beta": comm.links.intra.beta_s_per_byte}
+        return {
+            "pairs": [(p["a"], p["b"], p["scope"]) for p in comm.links.pairs],
+            "source": comm.links.source,
+            "intra_beta": comm.links.intra.beta_s_per_byte,
+        }
     finally:
         comm.destroy()

@@ -59,12 +59,15 @@ def test_transports_come_from_the_registry() -> None:
     assert t.intra.scope == "host" and t.inter.scope == "cluster"
 
 
-@pytest.mark.parametrize("options, words", [
-    ({"algo": "fastest"}, "choose from auto, hierarchical, flat"),
-    ({"ranks_per_node": 0}, "ranks_per_node"),
-    ({"node_ids": "a,b"}, "2 entries for a world of 1"),
-    ({"links": '{"intra": [1]}'}, "link parameters must be"),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"algo": "fastest"}, "choose from auto, hierarchical, flat"),
+        ({"ranks_per_node": 0}, "ranks_per_node"),
+        ({"node_ids": "a,b"}, "2 entries for a world of 1"),
+        ({"links": '{"intra": [1]}'}, "link parameters must be"),
+    ],
+)
 def test_bad_options_say_what_is_wrong(options: dict, words: str) -> None:
     comm = get_comm_backend("hier", **options)
     with pytest.raises(CommError) as err:

@@ -23,14 +23,23 @@ LINKS = '{"intra": [2e-5, 2e-10], "inter": [1e-4, 8e-9], "gamma": 3e-10}'
 
 
 @pytest.mark.skipif(bool(REASON), reason=f"network namespaces unavailable: {REASON}")
-@pytest.mark.parametrize("placement, env", [
-    ([0, 0, 1, 1], {"SAGELLM_COMM_HIER_LINKS": LINKS}),
-    ([0, 0, 1, 1, 2, 2], {}),  # links measured at init: whatever they are, every rank must decide the same
-], ids=["2x2-pinned-links", "3x2-measured-links"])
+@pytest.mark.parametrize(
+    "placement, env",
+    [
+        ([0, 0, 1, 1], {"SAGELLM_COMM_HIER_LINKS": LINKS}),
+        ([0, 0, 1, 1, 2, 2], {}),  # links measured at init: whatever they are, every rank must decide the same
+    ],
+    ids=["2x2-pinned-links", "3x2-measured-links"],
+)
 def test_auto_is_hier_across_hosts(placement: list[int], env: dict[str, str], tmp_path) -> None:
     with netns.NetnsLab(max(placement) + 1) as lab:
-        results = lab.run_ranks(hier_tasks.auto_across_hosts, placement, 1001, timeout=300,
-                                env={"OMP_NUM_THREADS": "1", "SAGELLM_COMM_TOPOLOGY_CACHE": str(tmp_path), **env})
+        results = lab.run_ranks(
+            hier_tasks.auto_across_hosts,
+            placement,
+            1001,
+            timeout=300,
+            env={"OMP_NUM_THREADS": "1", "SAGELLM_COMM_TOPOLOGY_CACHE": str(tmp_path), **env},
+        )
     nodes = [[r for r, h in enumerate(placement) if h == host] for host in range(max(placement) + 1)]
     for rank, r in enumerate(results):
         assert r["name"] == "hier", (rank, r)
@@ -51,8 +60,13 @@ def test_benchmark_records_say_what_hier_ran(tmp_path) -> None:
     """``--backend auto --algo auto`` across hosts: the unit runs hier's native, and each record names the path hier
     took, its rule and its reason."""
     with netns.NetnsLab(2) as lab:
-        results = lab.run_ranks(hier_tasks.bench_auto, [0, 0, 1, 1], ["4K", "16M"], timeout=300,
-                                env={"OMP_NUM_THREADS": "1", "SAGELLM_COMM_HIER_LINKS": LINKS})
+        results = lab.run_ranks(
+            hier_tasks.bench_auto,
+            [0, 0, 1, 1],
+            ["4K", "16M"],
+            timeout=300,
+            env={"OMP_NUM_THREADS": "1", "SAGELLM_COMM_HIER_LINKS": LINKS},
+        )
     rows = {r["bytes"]: r for r in results[0]}
     assert rows[16 << 20]["algo_id"] == "native/hierarchical"
     for r in rows.values():
@@ -64,9 +78,30 @@ def test_benchmark_records_say_what_hier_ran(tmp_path) -> None:
 def test_hierarchical_benchmark_smoke(tmp_path) -> None:
     """benchmark.hierarchical end to end at one small size: every contender runs, is checked, and is tabled."""
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-m", "benchmark.hierarchical", "--sizes", "4K", "--blocks", "1",
-                           "--small-blocks", "1", "--small-calls", "1", "--algos", "native", "ring", "--output-dir",
-                           str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark.hierarchical",
+            "--sizes",
+            "4K",
+            "--blocks",
+            "1",
+            "--small-blocks",
+            "1",
+            "--small-calls",
+            "1",
+            "--algos",
+            "native",
+            "ring",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [record] = [json.loads(p.read_text()) for p in tmp_path.glob("hierarchical_*.json")]
     [row] = record["rows"]

@@ -14,8 +14,14 @@ from typing import Any
 
 __all__ = ["PRELOAD", "start"]
 
-PRELOAD = ["torch", "torch.distributed", "sagellm_comm", "sagellm_comm_gloo", "sagellm_comm_cxl_ub",
-           "sagellm_comm_chaos.rank"]
+PRELOAD = [
+    "torch",
+    "torch.distributed",
+    "sagellm_comm",
+    "sagellm_comm_gloo",
+    "sagellm_comm_cxl_ub",
+    "sagellm_comm_chaos.rank",
+]
 
 
 def start() -> Any:

@@ -35,8 +35,13 @@ _AT: dict[str, Any] = {"op": None, "inside": False}  # where the victim's main t
 
 def _die(workdir: str, how: str) -> None:
     spec = _AT["op"]
-    record = {"t": time.monotonic(), "how": how, "op": spec.describe() if spec is not None else None,
-              "op_index": spec.index if spec is not None else -1, "inside": bool(_AT["inside"])}
+    record = {
+        "t": time.monotonic(),
+        "how": how,
+        "op": spec.describe() if spec is not None else None,
+        "op_index": spec.index if spec is not None else -1,
+        "inside": bool(_AT["inside"]),
+    }
     fd = os.open(os.path.join(workdir, "death.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, json.dumps(record).encode())
     os.close(fd)
@@ -45,9 +50,13 @@ def _die(workdir: str, how: str) -> None:
 
 def _describe(exc: BaseException) -> dict[str, Any]:
     code = getattr(exc, "code", None)
-    return {"type": type(exc).__name__, "comm_error": isinstance(exc, sagellm_comm.CommError),
-            "code": getattr(code, "value", None if code is None else str(code)),
-            "message": str(getattr(exc, "message", exc))[:600], "retryable": getattr(exc, "retryable", None)}
+    return {
+        "type": type(exc).__name__,
+        "comm_error": isinstance(exc, sagellm_comm.CommError),
+        "code": getattr(code, "value", None if code is None else str(code)),
+        "message": str(getattr(exc, "message", exc))[:600],
+        "retryable": getattr(exc, "retryable", None),
+    }
 
 
 def _bounded(fn: Any, limit_s: float) -> tuple[bool, float, dict[str, Any] | None]:
@@ -89,12 +98,23 @@ def _run_stream(comm: Any, plan: dict[str, Any], rank: int, victim: bool, conn: 
         try:
             run_op(comm, spec, rank, ws)
         except WrongData as exc:
-            return {"outcome": "wrong_data", "ops_done": i, "at_op": spec.describe(), "detail": str(exc),
-                    "at": time.monotonic()}
+            return {
+                "outcome": "wrong_data",
+                "ops_done": i,
+                "at_op": spec.describe(),
+                "detail": str(exc),
+                "at": time.monotonic(),
+            }
         except BaseException as exc:
             now = time.monotonic()
-            return {"outcome": "error", "ops_done": i, "at_op": spec.describe(), "at": now, "error": _describe(exc),
-                    "traceback": traceback.format_exc()[-2000:]}
+            return {
+                "outcome": "error",
+                "ops_done": i,
+                "at_op": spec.describe(),
+                "at": now,
+                "error": _describe(exc),
+                "traceback": traceback.format_exc()[-2000:],
+            }
         finally:
             _AT["inside"] = False
         i += 1
@@ -108,8 +128,13 @@ def _regroup(comm: Any, plan: dict[str, Any], rank: int) -> dict[str, Any]:
     if plan["regroup_with"] == "new":
         comm = sagellm_comm.get_comm_backend(plan["backend"])
     try:
-        comm.init_process_group(world_size=n, rank=me, master_addr="127.0.0.1", master_port=plan["regroup_port"],
-                                timeout=plan["regroup_timeout_s"])
+        comm.init_process_group(
+            world_size=n,
+            rank=me,
+            master_addr="127.0.0.1",
+            master_port=plan["regroup_port"],
+            timeout=plan["regroup_timeout_s"],
+        )
         out["init_s"] = time.monotonic() - start
         x = torch.full((1000,), float(me + 1))
         comm.all_reduce(x)
@@ -151,14 +176,24 @@ def rank_main(plan: dict[str, Any], rank: int, conn: Any) -> None:
         comm = sagellm_comm.get_comm_backend(plan["backend"])
         t0 = time.monotonic()
         try:
-            comm.init_process_group(world_size=plan["world_size"], rank=rank, master_addr="127.0.0.1",
-                                    master_port=plan["master_port"], timeout=plan["timeout_s"])
+            comm.init_process_group(
+                world_size=plan["world_size"],
+                rank=rank,
+                master_addr="127.0.0.1",
+                master_port=plan["master_port"],
+                timeout=plan["timeout_s"],
+            )
         except BaseException as exc:
             # a victim that dies at once (call #0, timer at 0 s) may find a peer still joining: its error is judged
             # like any other (code, and time after the death; before the death it is a failure of its own)
-            report["stream"] = {"outcome": "error", "ops_done": 0, "at_op": "init_process_group",
-                                "at": time.monotonic(), "error": _describe(exc),
-                                "traceback": traceback.format_exc()[-2000:]}
+            report["stream"] = {
+                "outcome": "error",
+                "ops_done": 0,
+                "at_op": "init_process_group",
+                "at": time.monotonic(),
+                "error": _describe(exc),
+                "traceback": traceback.format_exc()[-2000:],
+            }
         else:
             report["init_s"] = time.monotonic() - t0
             report["stream"] = _run_stream(comm, plan, rank, victim, conn)

@@ -17,8 +17,13 @@ __all__ = ["KINDS", "OpSpec", "WrongData", "op_at", "run_op"]
 
 # (kind, weight); a kind runs only when the backend declares the ops it needs
 KINDS: tuple[tuple[str, int], ...] = (
-    ("all_reduce", 5), ("all_reduce_async", 2), ("broadcast", 3), ("all_gather", 2), ("reduce_scatter", 2),
-    ("barrier", 1), ("p2p_ring", 2),
+    ("all_reduce", 5),
+    ("all_reduce_async", 2),
+    ("broadcast", 3),
+    ("all_gather", 2),
+    ("reduce_scatter", 2),
+    ("barrier", 1),
+    ("p2p_ring", 2),
 )
 _NEEDS = {"all_reduce_async": "all_reduce", "p2p_ring": "send"}
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int32, torch.int64)
@@ -42,8 +47,12 @@ class OpSpec:
 
     def describe(self) -> str:
         dt = str(self.dtype).removeprefix("torch.")
-        extra = {"all_reduce": f" {self.reduce}", "all_reduce_async": f" {self.reduce}",
-                 "reduce_scatter": f" {self.reduce}", "broadcast": f" root {self.root}"}.get(self.kind, "")
+        extra = {
+            "all_reduce": f" {self.reduce}",
+            "all_reduce_async": f" {self.reduce}",
+            "reduce_scatter": f" {self.reduce}",
+            "broadcast": f" root {self.root}",
+        }.get(self.kind, "")
         return f"#{self.index} {self.kind} {dt} x{self.numel}{extra}"
 
 
@@ -52,8 +61,14 @@ def op_at(seed: int, index: int, world_size: int, ops: frozenset[str] | set[str]
     kinds = [(k, w) for k, w in KINDS if _NEEDS.get(k, k) in ops]
     kind = rng.choices([k for k, _ in kinds], weights=[w for _, w in kinds])[0]
     numel = rng.choices([n for n, _ in _SIZES], weights=[w for _, w in _SIZES])[0]
-    return OpSpec(index=index, kind=kind, dtype=rng.choice(_DTYPES), numel=numel, reduce=rng.choice(_REDUCE),
-                  root=rng.randrange(world_size))
+    return OpSpec(
+        index=index,
+        kind=kind,
+        dtype=rng.choice(_DTYPES),
+        numel=numel,
+        reduce=rng.choice(_REDUCE),
+        root=rng.randrange(world_size),
+    )
 
 
 def _pattern(spec: OpSpec, rank: int, numel: int | None = None) -> torch.Tensor:
@@ -73,8 +88,10 @@ def _check(spec: OpSpec, got: torch.Tensor, want: torch.Tensor, what: str = "") 
     if not torch.equal(got, want):
         bad = int((got != want).sum())
         first = int((got != want).nonzero()[0][0]) if bad else -1
-        raise WrongData(f"{spec.describe()}{what}: {bad} of {want.numel()} elements wrong (first at {first}: "
-                        f"got {got.reshape(-1)[first].item()}, want {want.reshape(-1)[first].item()})")
+        raise WrongData(
+            f"{spec.describe()}{what}: {bad} of {want.numel()} elements wrong (first at {first}: "
+            f"got {got.reshape(-1)[first].item()}, want {want.reshape(-1)[first].item()})"
+        )
 
 
 def run_op(comm, spec: OpSpec, rank: int, world_size: int) -> None:
@@ -99,7 +116,7 @@ def run_op(comm, spec: OpSpec, rank: int, world_size: int) -> None:
         per = max(1, spec.numel // world_size)
         out = torch.empty(per, dtype=spec.dtype)
         comm.reduce_scatter(out, _pattern(spec, rank, per * world_size), op=spec.reduce)
-        _check(spec, out, _reduced(spec, world_size, per * world_size)[rank * per:(rank + 1) * per])
+        _check(spec, out, _reduced(spec, world_size, per * world_size)[rank * per : (rank + 1) * per])
     elif kind == "barrier":
         comm.barrier()
     elif kind == "p2p_ring":

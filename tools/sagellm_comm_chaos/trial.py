@@ -36,8 +36,12 @@ def limits(timeout_s: float) -> dict[str, float]:
     dead rank to depart), hence 3T + 5 s. The trial's hard deadline adds every phase's bound and 30 s of slack."""
     t = timeout_s
     init, error, destroy, regroup = t, t + 1.0, t + 3.0, 3 * t + 5.0
-    return {"destroy_limit_s": destroy, "regroup_timeout_s": regroup, "stream_cap_s": KILL_DELAY_S + 2 * t + 10.0,
-            "deadline_s": init + KILL_DELAY_S + error + destroy + regroup + destroy + 30.0}
+    return {
+        "destroy_limit_s": destroy,
+        "regroup_timeout_s": regroup,
+        "stream_cap_s": KILL_DELAY_S + 2 * t + 10.0,
+        "deadline_s": init + KILL_DELAY_S + error + destroy + regroup + destroy + 30.0,
+    }
 
 
 def plan_trial(seed: int, backend: str, index: int, world_size: int, timeout_s: float) -> dict[str, Any]:
@@ -51,9 +55,18 @@ def plan_trial(seed: int, backend: str, index: int, world_size: int, timeout_s: 
     # the fresh group: init_process_group again on the destroyed backend object (what its error message advises),
     # or on a new one from get_comm_backend; both must work
     regroup_with = rng.choice(("same", "new"))
-    return {"backend": backend, "trial": index, "seed": seed, "world_size": world_size, "timeout_s": timeout_s,
-            "victim": victim, "kill": kill, "stream_seed": stream_seed, "regroup_with": regroup_with,
-            **limits(timeout_s)}
+    return {
+        "backend": backend,
+        "trial": index,
+        "seed": seed,
+        "world_size": world_size,
+        "timeout_s": timeout_s,
+        "victim": victim,
+        "kill": kill,
+        "stream_seed": stream_seed,
+        "regroup_with": regroup_with,
+        **limits(timeout_s),
+    }
 
 
 def segments(directory: str) -> set[str]:
@@ -172,8 +185,14 @@ def run_trial(ctx: Any, plan: dict[str, Any], shm_dir: str, trace_dir: str | Non
     flight recorders write on a timeout."""
     workdir = tempfile.mkdtemp(prefix="sagellm-chaos-trial-")
     master, regroup = _ports(2)
-    plan = {**plan, "master_port": master, "regroup_port": regroup, "workdir": workdir, "shm_dir": shm_dir,
-            "trace_dir": trace_dir}
+    plan = {
+        **plan,
+        "master_port": master,
+        "regroup_port": regroup,
+        "workdir": workdir,
+        "shm_dir": shm_dir,
+        "trace_dir": trace_dir,
+    }
     before = segments(shm_dir)
     ranks = _Ranks(ctx, plan)  # from here on, nothing it started survives this function
     try:
@@ -189,8 +208,16 @@ def run_trial(ctx: Any, plan: dict[str, Any], shm_dir: str, trace_dir: str | Non
         death = json.load(f)
     shutil.rmtree(workdir, ignore_errors=True)
     plan.pop("workdir")
-    return {**plan, "death": death, "reports": {str(r): ranks.reports[r] for r in sorted(ranks.reports)},
-            "exitcodes": {str(r): p.exitcode for r, p in ranks.procs.items()}, "gone": sorted(ranks.gone),
-            "stuck": {str(r): s for r, s in ranks.stuck.items()}, "leaked_processes": ranks.leaked,
-            "leaked_segments": left, "timeline": ranks.timeline, "exited_at_s": ranks.exited_at,
-            "wall_s": round(time.monotonic() - ranks.start, 3)}
+    return {
+        **plan,
+        "death": death,
+        "reports": {str(r): ranks.reports[r] for r in sorted(ranks.reports)},
+        "exitcodes": {str(r): p.exitcode for r, p in ranks.procs.items()},
+        "gone": sorted(ranks.gone),
+        "stuck": {str(r): s for r, s in ranks.stuck.items()},
+        "leaked_processes": ranks.leaked,
+        "leaked_segments": left,
+        "timeline": ranks.timeline,
+        "exited_at_s": ranks.exited_at,
+        "wall_s": round(time.monotonic() - ranks.start, 3),
+    }

@@ -47,22 +47,30 @@ def _judge_survivor(record: dict[str, Any], r: int, limit: float) -> list[str]:
     if outcome == "wrong_data":
         out.append(f"rank {r}: WRONG DATA without an error: {st.get('detail')}")
     elif outcome == "no_error":
-        out.append(f"rank {r}: no error within {record.get('stream_cap_s')}s of its stream (ran {st.get('ops_done')} "
-                   "calls): the victim's death went unnoticed")
+        out.append(
+            f"rank {r}: no error within {record.get('stream_cap_s')}s of its stream (ran {st.get('ops_done')} "
+            "calls): the victim's death went unnoticed"
+        )
     elif outcome == "error":
         e = st["error"]
         if not e.get("comm_error"):
             out.append(f"rank {r}: raised {e['type']} (not a CommError) in {st.get('at_op')}: {e['message'][:200]}")
         elif e.get("code") not in EXPECTED_CODES:
-            out.append(f"rank {r}: raised CommError code {e.get('code')} in {st.get('at_op')} (expected one of "
-                       f"{', '.join(sorted(EXPECTED_CODES))}): {e['message'][:200]}")
+            out.append(
+                f"rank {r}: raised CommError code {e.get('code')} in {st.get('at_op')} (expected one of "
+                f"{', '.join(sorted(EXPECTED_CODES))}): {e['message'][:200]}"
+            )
         tte = time_to_error(record, r)
         if tte is not None and tte > limit:
-            out.append(f"rank {r}: raised {tte:.2f}s after the victim died, past timeout + {GRACE_S:.0f}s = "
-                       f"{limit:.1f}s ({e.get('code') or e['type']} in {st.get('at_op')})")
+            out.append(
+                f"rank {r}: raised {tte:.2f}s after the victim died, past timeout + {GRACE_S:.0f}s = "
+                f"{limit:.1f}s ({e.get('code') or e['type']} in {st.get('at_op')})"
+            )
         if tte is not None and tte < -EARLY_S:
-            out.append(f"rank {r}: raised {-tte:.2f}s BEFORE the victim died ({e.get('code') or e['type']}: "
-                       f"{e['message'][:200]})")
+            out.append(
+                f"rank {r}: raised {-tte:.2f}s BEFORE the victim died ({e.get('code') or e['type']}: "
+                f"{e['message'][:200]})"
+            )
     else:
         out.append(f"rank {r}: reported no stream outcome")
     d = rep.get("destroy")
@@ -72,8 +80,10 @@ def _judge_survivor(record: dict[str, Any], r: int, limit: float) -> list[str]:
     g = rep.get("regroup")
     if d is not None and d.get("returned") and not (g or {}).get("ok"):
         e = (g or {}).get("error") or (g or {}).get("destroy_error") or {}
-        out.append(f"rank {r}: the fresh group of survivors failed: {e.get('type')} [{e.get('code')}] "
-                   f"{str(e.get('message'))[:200]}")
+        out.append(
+            f"rank {r}: the fresh group of survivors failed: {e.get('type')} [{e.get('code')}] "
+            f"{str(e.get('message'))[:200]}"
+        )
     return out
 
 
@@ -97,8 +107,9 @@ def judge(record: dict[str, Any]) -> list[str]:
             continue
         failures.extend(_judge_survivor(record, r, limit))
     for p in record.get("leaked_processes", []):
-        failures.append(f"LEAK: rank {p['rank']} (pid {p['pid']}) still alive after the trial (last phase "
-                        f"'{p['phase']}')")
+        failures.append(
+            f"LEAK: rank {p['rank']} (pid {p['pid']}) still alive after the trial (last phase '{p['phase']}')"
+        )
     if record.get("leaked_segments"):
         failures.append(f"LEAK: region files left behind: {', '.join(record['leaked_segments'])}")
     return failures
@@ -108,9 +119,20 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per backend: trials, passes, time to error (max, median), regroups, leaks, hangs, error codes seen."""
     out: dict[str, dict[str, Any]] = {}
     for rec in records:
-        row = out.setdefault(rec["backend"], {"trials": 0, "passed": 0, "tte": [], "regroup_ok": 0,
-                                              "leaked_segments": 0, "leaked_processes": 0, "hangs": 0, "codes": {},
-                                              "wall_s": 0.0})
+        row = out.setdefault(
+            rec["backend"],
+            {
+                "trials": 0,
+                "passed": 0,
+                "tte": [],
+                "regroup_ok": 0,
+                "leaked_segments": 0,
+                "leaked_processes": 0,
+                "hangs": 0,
+                "codes": {},
+                "wall_s": 0.0,
+            },
+        )
         row["trials"] += 1
         row["passed"] += not rec.get("failures")
         row["wall_s"] += rec.get("wall_s", 0.0)
@@ -140,12 +162,16 @@ def table(summary: dict[str, dict[str, Any]], timeout_s: float) -> str:
     def secs(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
-    head = (f"{'backend':<8} {'trials':>6} {'passed':>6} {'max tte s':>9} {'median':>7} {'regroup ok':>10} "
-            f"{'leaked seg':>10} {'leaked proc':>11} {'hangs':>5}  errors seen")
+    head = (
+        f"{'backend':<8} {'trials':>6} {'passed':>6} {'max tte s':>9} {'median':>7} {'regroup ok':>10} "
+        f"{'leaked seg':>10} {'leaked proc':>11} {'hangs':>5}  errors seen"
+    )
     lines = [f"time to error (tte) limit: timeout {timeout_s:g}s + {GRACE_S:g}s = {timeout_s + GRACE_S:g}s", head]
     for name, row in summary.items():
         codes = ", ".join(f"{k} x{v}" for k, v in sorted(row["codes"].items()))
-        lines.append(f"{name:<8} {row['trials']:>6} {row['passed']:>6} {secs(row['tte_max_s']):>9} "
-                     f"{secs(row['tte_median_s']):>7} {row['regroup_ok']:>10} {row['leaked_segments']:>10} "
-                     f"{row['leaked_processes']:>11} {row['hangs']:>5}  {codes}")
+        lines.append(
+            f"{name:<8} {row['trials']:>6} {row['passed']:>6} {secs(row['tte_max_s']):>9} "
+            f"{secs(row['tte_median_s']):>7} {row['regroup_ok']:>10} {row['leaked_segments']:>10} "
+            f"{row['leaked_processes']:>11} {row['hangs']:>5}  {codes}"
+        )
     return "\n".join(lines)

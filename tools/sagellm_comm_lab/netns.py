@@ -114,8 +114,25 @@ def unavailable_reason() -> str | None:
         try:
             _ip("netns", "add", name)
             try:
-                _run(["tc", "-n", name, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "1mbit", "burst",
-                      "32kb", "latency", "10ms"])
+                _run(
+                    [
+                        "tc",
+                        "-n",
+                        name,
+                        "qdisc",
+                        "add",
+                        "dev",
+                        "lo",
+                        "root",
+                        "tbf",
+                        "rate",
+                        "1mbit",
+                        "burst",
+                        "32kb",
+                        "latency",
+                        "10ms",
+                    ]
+                )
             finally:
                 _ip("netns", "del", name)
             _probe_result = None
@@ -172,17 +189,27 @@ class NetnsLab:
     host's link later. ``hostnames`` defaults to ``simhost0..N-1``.
     """
 
-    def __init__(self, n_hosts: int = 2, *, hostnames: Sequence[str] | None = None, subnet: str = DEFAULT_SUBNET,
-                 rate: str | None = None, burst: str = "64kb", latency: str = "100ms", mtu: int = 1500,
-                 isolate: bool = False) -> None:
+    def __init__(
+        self,
+        n_hosts: int = 2,
+        *,
+        hostnames: Sequence[str] | None = None,
+        subnet: str = DEFAULT_SUBNET,
+        rate: str | None = None,
+        burst: str = "64kb",
+        latency: str = "100ms",
+        mtu: int = 1500,
+        isolate: bool = False,
+    ) -> None:
         if isinstance(n_hosts, bool) or not isinstance(n_hosts, int) or not 1 <= n_hosts <= 200:
             raise InvalidArgumentError(f"n_hosts must be an int in 1..200, got {n_hosts!r}")
         names = list(hostnames) if hostnames is not None else [f"simhost{i}" for i in range(n_hosts)]
         if len(names) != n_hosts:
             raise InvalidArgumentError(f"{len(names)} hostnames given for {n_hosts} hosts")
         if not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", subnet):
-            raise InvalidArgumentError(f"subnet must be the first three octets of a /24, e.g. '10.77.0', not "
-                                       f"{subnet!r}")
+            raise InvalidArgumentError(
+                f"subnet must be the first three octets of a /24, e.g. '10.77.0', not {subnet!r}"
+            )
         reason = unavailable_reason()
         if reason:
             raise NetnsError(f"cannot build a namespace lab here: {reason}")
@@ -213,8 +240,25 @@ class NetnsLab:
         for i, hostname in enumerate(names):
             ns = f"{self.tag}-h{i}"
             self._add_netns(ns)
-            _ip("link", "add", "name", HOST_IFNAME, "netns", ns, "mtu", str(mtu), "type", "veth",
-                "peer", "name", f"p{i}", "netns", self.switch, "mtu", str(mtu))
+            _ip(
+                "link",
+                "add",
+                "name",
+                HOST_IFNAME,
+                "netns",
+                ns,
+                "mtu",
+                str(mtu),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"p{i}",
+                "netns",
+                self.switch,
+                "mtu",
+                str(mtu),
+            )
             _ip("-n", self.switch, "link", "set", f"p{i}", "master", "br0", "up")
             address = f"{subnet}.{i + 1}"
             _ip("-n", ns, "addr", "add", f"{address}/24", "dev", HOST_IFNAME)
@@ -229,9 +273,13 @@ class NetnsLab:
 
     def _start_holder(self, ns: str, hostname: str) -> int:
         unshare = ["unshare", "--uts", *(["--ipc", "--pid", "--fork"] if self.isolate else [])]
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *unshare, sys.executable, "-c", _HOLDER,
-                                 hostname], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *unshare, sys.executable, "-c", _HOLDER, hostname],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self._holders.append(proc)
         line = _readline(proc, CMD_TIMEOUT_S)
         if line.strip() != "ready":
@@ -263,11 +311,17 @@ class NetnsLab:
         spaces = ["--uts", "--net", "--mount", *(["--ipc", "--pid"] if self.isolate else [])]
         return ["nsenter", f"--target={h.holder_pid}", *spaces, f"--wd={os.getcwd()}", "--", *argv]
 
-    def run(self, host: int, argv: Sequence[str], timeout: float = CMD_TIMEOUT_S,
-            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, host: int, argv: Sequence[str], timeout: float = CMD_TIMEOUT_S, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside host ``host`` and wait for it (at most ``timeout`` seconds)."""
-        return subprocess.run(self.command(host, argv), capture_output=True, text=True, timeout=timeout,
-                              env=dict(env) if env is not None else None)
+        return subprocess.run(
+            self.command(host, argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+        )
 
     def popen(self, host: int, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a command inside host ``host``; the caller waits for it (``close()`` kills it if still alive)."""
@@ -276,8 +330,16 @@ class NetnsLab:
         return proc
 
     # ------------------------------------------------------------------------------------------------------
-    def run_ranks(self, fn: Callable[..., Any], placement: Sequence[int], *args: Any, timeout: float = 120.0,
-                  env: Mapping[str, str] | None = None, master_port: int = 29500, **kwargs: Any) -> list[Any]:
+    def run_ranks(
+        self,
+        fn: Callable[..., Any],
+        placement: Sequence[int],
+        *args: Any,
+        timeout: float = 120.0,
+        env: Mapping[str, str] | None = None,
+        master_port: int = 29500,
+        **kwargs: Any,
+    ) -> list[Any]:
         """Run ``fn(*args, **kwargs)`` on ``len(placement)`` ranks, rank ``r`` inside host ``placement[r]``;
         return the results in rank order. ``fn`` must be importable by name (a module-level function)."""
         if not placement or any(not 0 <= int(p) < len(self.hosts) for p in placement):
@@ -286,8 +348,10 @@ class NetnsLab:
         try:
             blob = pickle.dumps(task)
         except Exception as exc:
-            raise InvalidArgumentError(f"cannot send {getattr(fn, '__qualname__', fn)!r} to the ranks: {exc} "
-                                       "(use a module-level function and picklable arguments)") from exc
+            raise InvalidArgumentError(
+                f"cannot send {getattr(fn, '__qualname__', fn)!r} to the ranks: {exc} "
+                "(use a module-level function and picklable arguments)"
+            ) from exc
         with tempfile.TemporaryDirectory(prefix=f"{self.tag}-ranks-") as tmp:
             task_path = os.path.join(tmp, "task.pkl")
             with open(task_path, "wb") as f:
@@ -295,22 +359,37 @@ class NetnsLab:
             procs = self._start_ranks(list(placement), tmp, task_path, env, master_port)
             return _collect(procs, tmp, getattr(fn, "__qualname__", repr(fn)), timeout)
 
-    def _start_ranks(self, placement: list[int], tmp: str, task_path: str, env: Mapping[str, str] | None,
-                     master_port: int) -> list[subprocess.Popen[bytes]]:
+    def _start_ranks(
+        self, placement: list[int], tmp: str, task_path: str, env: Mapping[str, str] | None, master_port: int
+    ) -> list[subprocess.Popen[bytes]]:
         master = self.hosts[placement[0]]
-        base = {**os.environ, "WORLD_SIZE": str(len(placement)), "MASTER_ADDR": master.address,
-                "MASTER_PORT": str(master_port), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **(env or {})}
+        base = {
+            **os.environ,
+            "WORLD_SIZE": str(len(placement)),
+            "MASTER_ADDR": master.address,
+            "MASTER_PORT": str(master_port),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            **(env or {}),
+        }
         procs = []
         for rank, host in enumerate(placement):
             local = [r for r, h in enumerate(placement) if h == host]
-            rank_env = {**base, "RANK": str(rank), "LOCAL_RANK": str(local.index(rank)),
-                        "LOCAL_WORLD_SIZE": str(len(local)), "GLOO_SOCKET_IFNAME": self.hosts[host].ifname,
-                        "SAGELLM_COMM_NETNS_TASK": task_path,
-                        "SAGELLM_COMM_NETNS_OUT": os.path.join(tmp, f"rank{rank}")}
+            rank_env = {
+                **base,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(local.index(rank)),
+                "LOCAL_WORLD_SIZE": str(len(local)),
+                "GLOO_SOCKET_IFNAME": self.hosts[host].ifname,
+                "SAGELLM_COMM_NETNS_TASK": task_path,
+                "SAGELLM_COMM_NETNS_OUT": os.path.join(tmp, f"rank{rank}"),
+            }
             with open(os.path.join(tmp, f"rank{rank}.log"), "wb") as log:
-                procs.append(self.popen(host, [sys.executable, "-c", _RANK_ENTRY], env=rank_env, stdout=log,
-                                        stderr=subprocess.STDOUT))
+                procs.append(
+                    self.popen(
+                        host, [sys.executable, "-c", _RANK_ENTRY], env=rank_env, stdout=log, stderr=subprocess.STDOUT
+                    )
+                )
         return procs
 
     # ------------------------------------------------------------------------------------------------------
@@ -373,8 +452,12 @@ def _collect(procs: list[subprocess.Popen[bytes]], tmp: str, what: str, timeout:
             if msg is None:
                 if failure is None:
                     log = _tail(os.path.join(tmp, f"rank{rank}.log"))
-                    failure = (rank, f"rank {rank} exited with code {procs[rank].returncode} without a result",
-                               log, None)
+                    failure = (
+                        rank,
+                        f"rank {rank} exited with code {procs[rank].returncode} without a result",
+                        log,
+                        None,
+                    )
             elif msg[0] == "ok":
                 results[rank] = msg[1]
             elif failure is None:
@@ -391,8 +474,11 @@ def _collect(procs: list[subprocess.Popen[bytes]], tmp: str, what: str, timeout:
             with contextlib.suppress(Exception):
                 original = pickle.loads(blob)
         stuck = f"; ranks {sorted(pending)} were still running and were stopped" if pending else ""
-        raise RankFailedError(f"rank {rank} failed in {what}: {summary}{stuck}\n--- rank {rank} traceback ---\n{tb}",
-                              rank=rank, remote_traceback=tb) from original
+        raise RankFailedError(
+            f"rank {rank} failed in {what}: {summary}{stuck}\n--- rank {rank} traceback ---\n{tb}",
+            rank=rank,
+            remote_traceback=tb,
+        ) from original
     if pending:
         stuck_ranks = tuple(sorted(pending))
         for r in stuck_ranks:
@@ -403,8 +489,12 @@ def _collect(procs: list[subprocess.Popen[bytes]], tmp: str, what: str, timeout:
         for p in procs:
             _kill(p)
         shown = "\n".join(f"--- rank {r} was here ---\n{stacks[r]}" for r in stuck_ranks)
-        raise RankDeadlineError(f"rank(s) {list(stuck_ranks)} did not finish {what} within {timeout:.1f}s; all "
-                                f"ranks were stopped.\n{shown}", stuck_ranks=stuck_ranks, stacks=stacks)
+        raise RankDeadlineError(
+            f"rank(s) {list(stuck_ranks)} did not finish {what} within {timeout:.1f}s; all "
+            f"ranks were stopped.\n{shown}",
+            stuck_ranks=stuck_ranks,
+            stacks=stacks,
+        )
     return results
 
 

@@ -15,8 +15,12 @@ def exchange_and_broadcast() -> dict:
         unique_id = channel.broadcast("uid", b"\x00\x01id" if rdzv.rank == 0 else None, 0, rdzv.rank)
         group = channel.scope("groups/g1[0,1]")
         mine = group.exchange("x", str(rdzv.rank * 10), rdzv.rank, rdzv.world_size)
-        return {"prefix": channel.prefix, "everyone": [v.decode() for v in everyone], "uid": unique_id,
-                "group": [v.decode() for v in mine]}
+        return {
+            "prefix": channel.prefix,
+            "everyone": [v.decode() for v in everyone],
+            "uid": unique_id,
+            "group": [v.decode() for v in mine],
+        }
     finally:
         release_side_channel(rdzv)
 

@@ -14,8 +14,12 @@ class LoopbackBackend(CommBackend):
     """World size 1 only: all_reduce leaves the tensor as it is. Declares nothing else."""
 
     name = "loopback"
-    capabilities = Capabilities(ops=frozenset({"all_reduce"}), dtypes=FLOAT_DTYPES, devices=frozenset({"cpu"}),
-                                reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, ()))
+    capabilities = Capabilities(
+        ops=frozenset({"all_reduce"}),
+        dtypes=FLOAT_DTYPES,
+        devices=frozenset({"cpu"}),
+        reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, ()),
+    )
 
     def _init(self, rendezvous, options):
         if rendezvous.world_size != 1:

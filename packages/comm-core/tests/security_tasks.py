@@ -30,8 +30,9 @@ def _strays(tokens: dict[str, str | None]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "SAGELLM_COMM_JOB_TOKEN"}
         if token is not None:
             env["SAGELLM_COMM_JOB_TOKEN"] = token
-        procs[name] = subprocess.Popen([sys.executable, "-c", STRAY], env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-c", STRAY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     out = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=90)

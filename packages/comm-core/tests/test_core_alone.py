@@ -24,8 +24,7 @@ NO_PLUGINS = {**os.environ, "SAGELLM_COMM_PLUGINS": "none"}
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], env=NO_PLUGINS, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", code], env=NO_PLUGINS, capture_output=True, text=True, timeout=120)
 
 
 def test_core_imports_and_reports_no_backend() -> None:

@@ -33,8 +33,9 @@ def devices(monkeypatch):
 
 
 def _rdzv(rank: int, local_rank: int) -> Rendezvous:
-    return Rendezvous(rank=rank, world_size=8, local_rank=local_rank, master_addr="127.0.0.1", master_port=1,
-                      timeout_s=5.0)
+    return Rendezvous(
+        rank=rank, world_size=8, local_rank=local_rank, master_addr="127.0.0.1", master_port=1, timeout_s=5.0
+    )
 
 
 def test_cpu_engines_bind_nothing() -> None:

@@ -32,7 +32,8 @@ def _mountinfo(proc, point, fstype: str) -> None:
     (proc / "self").mkdir(parents=True, exist_ok=True)
     (proc / "self" / "mountinfo").write_text(
         "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/root rw\n"
-        f"30 22 0:26 / {point} rw,nosuid,nodev,noexec shared:9 - {fstype} shm rw,size=65536k\n")
+        f"30 22 0:26 / {point} rw,nosuid,nodev,noexec shared:9 - {fstype} shm rw,size=65536k\n"
+    )
 
 
 def _statvfs(total: int, free: int):
@@ -136,22 +137,29 @@ def test_memlock_matters_only_with_rdma_devices(tmp_path, monkeypatch):
 
 
 # -------------------------------------------------------------------------------------------------------- network
-IFACES = [Interface("lo", True, True, "unknown", ("127.0.0.1",)), Interface("eth0", True, False, "up", ("10.0.0.2",)),
-          Interface("eth1", False, False, "down", ()), Interface("ib0", True, False, "up", ())]
+IFACES = [
+    Interface("lo", True, True, "unknown", ("127.0.0.1",)),
+    Interface("eth0", True, False, "up", ("10.0.0.2",)),
+    Interface("eth1", False, False, "down", ()),
+    Interface("ib0", True, False, "up", ()),
+]
 
 
-@pytest.mark.parametrize(("var", "value", "level", "words"), [
-    ("GLOO_SOCKET_IFNAME", "eth9", FAIL, ("eth9", "does not exist", "eth0")),
-    ("GLOO_SOCKET_IFNAME", "eth0,eth1", FAIL, ("eth1 (down)",)),
-    ("GLOO_SOCKET_IFNAME", "ib0", FAIL, ("ib0 (no address)",)),
-    ("GLOO_SOCKET_IFNAME", "eth0", OK, ("gloo uses eth0 10.0.0.2",)),
-    ("NCCL_SOCKET_IFNAME", "eth", OK, ("eth0 10.0.0.2",)),
-    ("NCCL_SOCKET_IFNAME", "=eth", FAIL, ("selects no interface",)),
-    ("NCCL_SOCKET_IFNAME", "^eth0,lo", FAIL, ("selects no interface",)),
-    ("NCCL_SOCKET_IFNAME", "^docker", OK, ("eth0",)),
-    ("TP_SOCKET_IFNAME", "wlan0", FAIL, ("wlan0", "does not exist")),
-    ("HCCL_SOCKET_IFNAME", "", WARN, ("set but empty",)),
-])
+@pytest.mark.parametrize(
+    ("var", "value", "level", "words"),
+    [
+        ("GLOO_SOCKET_IFNAME", "eth9", FAIL, ("eth9", "does not exist", "eth0")),
+        ("GLOO_SOCKET_IFNAME", "eth0,eth1", FAIL, ("eth1 (down)",)),
+        ("GLOO_SOCKET_IFNAME", "ib0", FAIL, ("ib0 (no address)",)),
+        ("GLOO_SOCKET_IFNAME", "eth0", OK, ("gloo uses eth0 10.0.0.2",)),
+        ("NCCL_SOCKET_IFNAME", "eth", OK, ("eth0 10.0.0.2",)),
+        ("NCCL_SOCKET_IFNAME", "=eth", FAIL, ("selects no interface",)),
+        ("NCCL_SOCKET_IFNAME", "^eth0,lo", FAIL, ("selects no interface",)),
+        ("NCCL_SOCKET_IFNAME", "^docker", OK, ("eth0",)),
+        ("TP_SOCKET_IFNAME", "wlan0", FAIL, ("wlan0", "does not exist")),
+        ("HCCL_SOCKET_IFNAME", "", WARN, ("set but empty",)),
+    ],
+)
 def test_socket_ifname(var, value, level, words):
     _one(check_socket_ifname(Context(env={var: value}, ifaces=IFACES)), level, var, *words)
 
@@ -191,8 +199,11 @@ def test_master_addr(monkeypatch):
     _one(check_master_addr(Context(env={})), OK, "MASTER_ADDR unset")
     monkeypatch.setattr(ports, "resolve", lambda name, t: (["192.0.2.200"], ""))  # TEST-NET: never this host
     _one(check_master_addr(Context(env={"MASTER_ADDR": "rank0.example"})), OK, "another host")
-    _one(check_master_port(Context(env={"MASTER_ADDR": "rank0.example", "MASTER_PORT": "29500"})), INFO,
-         "not tested here")
+    _one(
+        check_master_port(Context(env={"MASTER_ADDR": "rank0.example", "MASTER_PORT": "29500"})),
+        INFO,
+        "not tested here",
+    )
 
 
 @pytest.fixture
@@ -239,8 +250,13 @@ def test_master_port_invalid_and_in_the_ephemeral_range(tmp_path):
 # ------------------------------------------------------------------------------------------------------------ env
 def test_torch_env_hang_and_confusion_settings(monkeypatch):
     monkeypatch.setattr(env_checks, "_cores", lambda: 8)
-    env = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "0", "NCCL_BLOCKING_WAIT": "1", "CUDA_VISIBLE_DEVICES": "",
-           "NCCL_IB_DISABLE": "1", "LOCAL_WORLD_SIZE": "4"}
+    env = {
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "0",
+        "NCCL_BLOCKING_WAIT": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "NCCL_IB_DISABLE": "1",
+        "LOCAL_WORLD_SIZE": "4",
+    }
     found = env_checks.check_torch_env(Context(env=env))
     _one(found, WARN, "TORCH_NCCL_ASYNC_ERROR_HANDLING=0", "hangs forever")
     _one(found, WARN, "NCCL_BLOCKING_WAIT='1' is the deprecated name", "export TORCH_NCCL_BLOCKING_WAIT=1")
@@ -256,15 +272,24 @@ def test_torch_env_hang_and_confusion_settings(monkeypatch):
 def test_sagellm_env_values(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    env = {"SAGELLM_COMM_TIMEOUT_S": "soon", "SAGELLM_COMM_DEBUG": "verbose", "SAGELLM_COMM_TRACE_ENTRIES": "many",
-           "SAGELLM_COMM_TRACE_DIR": str(blocker / "traces"), "SAGELLM_COMM_TIMEOUT": "30"}
+    env = {
+        "SAGELLM_COMM_TIMEOUT_S": "soon",
+        "SAGELLM_COMM_DEBUG": "verbose",
+        "SAGELLM_COMM_TRACE_ENTRIES": "many",
+        "SAGELLM_COMM_TRACE_DIR": str(blocker / "traces"),
+        "SAGELLM_COMM_TIMEOUT": "30",
+    }
     found = env_checks.check_sagellm_env(Context(env=env))
     _one(found, FAIL, "SAGELLM_COMM_TIMEOUT_S='soon'")
     _one(found, WARN, "SAGELLM_COMM_DEBUG='verbose'", "debug mode stays off")
     _one(found, FAIL, "SAGELLM_COMM_TRACE_ENTRIES='many'")
     _one(found, WARN, "traces cannot be written", "a-file")
-    _one(found, INFO, "SAGELLM_COMM_TIMEOUT is set but no sagellm-comm package reads it",
-         "did you mean SAGELLM_COMM_TIMEOUT_S")
+    _one(
+        found,
+        INFO,
+        "SAGELLM_COMM_TIMEOUT is set but no sagellm-comm package reads it",
+        "did you mean SAGELLM_COMM_TIMEOUT_S",
+    )
     _one(found, INFO, "SAGELLM_COMM_JOB_TOKEN is unset")
     env = {"SAGELLM_COMM_TIMEOUT_S": "2", "SAGELLM_COMM_TRACE_DIR": str(tmp_path / "new" / "dir")}
     found = env_checks.check_sagellm_env(Context(env=env))
@@ -276,11 +301,13 @@ def test_sagellm_env_values(tmp_path):
 def test_backends_none_available_fails_and_failed_plugins_warn(monkeypatch):
     from sagellm_comm import registry
 
-    record = SimpleNamespace(name="widget", distribution="isagellm-comm-widget", status="failed",
-                             error="ImportError: libwidget.so.1")
+    record = SimpleNamespace(
+        name="widget", distribution="isagellm-comm-widget", status="failed", error="ImportError: libwidget.so.1"
+    )
     monkeypatch.setattr(registry, "plugin_manager", lambda: SimpleNamespace(records={"widget": record}))
-    down = SimpleNamespace(name="widget", available=False, reason="no widget card", devices=("widget",),
-                           plugin="widget")
+    down = SimpleNamespace(
+        name="widget", available=False, reason="no widget card", devices=("widget",), plugin="widget"
+    )
     monkeypatch.setattr(registry, "list_comm_backends", lambda: [down])
     found = run_checks(Context(), only=["backends"])
     _one(found, FAIL, "no registered backend can run here", "isagellm-comm[gloo]")
@@ -345,8 +372,11 @@ def test_every_variable_the_packages_read_is_known_to_the_typo_check():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3] / "packages"
-    used = {m for p in root.glob("comm-*/src/**/*.py") for m in re.findall(r"SAGELLM_COMM_[A-Z0-9_]*[A-Z0-9]",
-                                                                            p.read_text())}
+    used = {
+        m
+        for p in root.glob("comm-*/src/**/*.py")
+        for m in re.findall(r"SAGELLM_COMM_[A-Z0-9_]*[A-Z0-9]", p.read_text())
+    }
     assert used, "no package sources found"
     missing = sorted(used - env_checks.KNOWN_SAGELLM_VARS)
     assert not missing, f"add to sagellm_comm.doctor.env.KNOWN_SAGELLM_VARS: {missing}"

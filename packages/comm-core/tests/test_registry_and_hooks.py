@@ -40,8 +40,11 @@ def test_a_factory_given_by_path_is_imported_only_when_a_backend_is_created(no_p
 
 
 def test_a_factory_that_cannot_be_imported_names_the_install_hint(no_plugins):
-    register_comm_backend("needs-lib", "definitely_missing_vendor_lib.engine:Backend",
-                          install_hint="pip install 'isagellm-comm[needs-lib]' and the vendor's runtime")
+    register_comm_backend(
+        "needs-lib",
+        "definitely_missing_vendor_lib.engine:Backend",
+        install_hint="pip install 'isagellm-comm[needs-lib]' and the vendor's runtime",
+    )
     assert [s.name for s in list_comm_backends()] == ["needs-lib"]  # listing works without the library
     with pytest.raises(BackendNotSupportedError) as info:
         get_comm_backend("needs-lib")
@@ -92,8 +95,14 @@ def test_the_device_hint_names_an_extra_only_when_it_exists(monkeypatch):
 
 # ------------------------------------------------------------------------------------------------------ hooks
 def test_every_first_wins_hook_is_firstresult() -> None:
-    first_wins = {"sagellm_comm_select_algorithm", "sagellm_comm_topology_gather", "sagellm_comm_topology_descriptor",
-                  "sagellm_comm_topology_tree", "sagellm_comm_topology_render", "sagellm_comm_topology_profile"}
+    first_wins = {
+        "sagellm_comm_select_algorithm",
+        "sagellm_comm_topology_gather",
+        "sagellm_comm_topology_descriptor",
+        "sagellm_comm_topology_tree",
+        "sagellm_comm_topology_render",
+        "sagellm_comm_topology_profile",
+    }
     for name in first_wins:
         opts = getattr(hookspecs, name).sagellm_comm_spec
         assert opts.get("firstresult") is True, name
@@ -108,8 +117,13 @@ class _Few:
     def sagellm_comm_topology_descriptor(self, topology):  # no `backend`
         from sagellm_protocol import CommBackendType, CommTopologyDescriptor, TopologyType
 
-        return CommTopologyDescriptor(topology_type=TopologyType.RING, num_nodes=7, gpus_per_node=1,
-                                      backend=CommBackendType.GLOO, metadata={"host": topology.hostname})
+        return CommTopologyDescriptor(
+            topology_type=TopologyType.RING,
+            num_nodes=7,
+            gpus_per_node=1,
+            backend=CommBackendType.GLOO,
+            metadata={"host": topology.hostname},
+        )
 
     @hookimpl
     def sagellm_comm_topology_facts(self):  # no arguments at all
@@ -154,5 +168,6 @@ def test_a_broken_plugin_does_not_stop_the_others(no_plugins):
 def test_call_first_propagates_when_not_isolated(no_plugins):
     register_plugin(_Broken(), "broken")
     with pytest.raises(RuntimeError, match="descriptor exploded"):
-        plugin_manager().call_first("sagellm_comm_topology_descriptor", isolate=False,
-                                    topology=Topology.discover(enrich=False), backend=None)
+        plugin_manager().call_first(
+            "sagellm_comm_topology_descriptor", isolate=False, topology=Topology.discover(enrich=False), backend=None
+        )

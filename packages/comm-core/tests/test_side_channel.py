@@ -97,8 +97,9 @@ def test_a_stranger_on_master_port_fails_init_within_the_timeout() -> None:
     threading.Thread(target=lambda: [accepted.append(server.accept()[0]) for _ in range(8)], daemon=True).start()
     port = server.getsockname()[1]
     try:
-        proc = subprocess.run([sys.executable, "-c", STRANGER_CLIENT, str(port)], capture_output=True, text=True,
-                              timeout=30)
+        proc = subprocess.run(
+            [sys.executable, "-c", STRANGER_CLIENT, str(port)], capture_output=True, text=True, timeout=30
+        )
     finally:
         server.close()
         for conn in accepted:

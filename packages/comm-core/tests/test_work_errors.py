@@ -21,11 +21,14 @@ class _Failing(Work):
         raise self.exc
 
 
-@pytest.mark.parametrize("op, exc, cls", [
-    ("all_reduce", RuntimeError("[pair.cc:561] Connection closed by peer"), CollectiveFailedError),
-    ("recv", RuntimeError("Connection closed by peer"), P2PFailedError),
-    ("send", RuntimeError("Timed out waiting 5000ms for send operation to complete"), CommTimeoutError),
-])
+@pytest.mark.parametrize(
+    "op, exc, cls",
+    [
+        ("all_reduce", RuntimeError("[pair.cc:561] Connection closed by peer"), CollectiveFailedError),
+        ("recv", RuntimeError("Connection closed by peer"), P2PFailedError),
+        ("send", RuntimeError("Timed out waiting 5000ms for send operation to complete"), CommTimeoutError),
+    ],
+)
 def test_an_engine_error_from_wait_becomes_a_protocol_coded_error(op, exc, cls):
     work = _Failing(op, exc)
     with pytest.raises(cls) as info:

@@ -95,7 +95,11 @@ def through_ctypes() -> dict:
         got = comm.all_gather(torch.full((3,), float(rank)))
         wrong += sum(int((g != r).sum()) for r, g in enumerate(got))
         comm.barrier()
-        return {"wrong": wrong, "path": comm.engine_path()[0], "call": st.engine._call.__name__,
-                "interrupt_hook": st.engine._native.interrupted}
+        return {
+            "wrong": wrong,
+            "path": comm.engine_path()[0],
+            "call": st.engine._call.__name__,
+            "interrupt_hook": st.engine._native.interrupted,
+        }
     finally:
         comm.destroy()

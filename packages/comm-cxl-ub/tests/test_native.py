@@ -28,8 +28,13 @@ def _reference(rows: list[torch.Tensor], op: ReduceOp) -> torch.Tensor:
     out = wide[0].clone()
     for r in wide[1:]:
         if dtype is torch.bool:
-            out = out | r if op in (ReduceOp.SUM, ReduceOp.MAX, ReduceOp.BOR) else \
-                out & r if op in (ReduceOp.PROD, ReduceOp.MIN, ReduceOp.BAND) else out ^ r
+            out = (
+                out | r
+                if op in (ReduceOp.SUM, ReduceOp.MAX, ReduceOp.BOR)
+                else out & r
+                if op in (ReduceOp.PROD, ReduceOp.MIN, ReduceOp.BAND)
+                else out ^ r
+            )
         elif op in (ReduceOp.SUM, ReduceOp.AVG):
             out = out + r
         elif op is ReduceOp.PROD:
@@ -72,8 +77,11 @@ def test_native_reductions_match_torch_for_every_op_and_rank_count(dtype):
     checked = 0
     for o, op in enumerate(OPS):
         supported = bool(native.lib.sg_reduce_supported(code, o))
-        expected = (op not in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) if dtype.is_floating_point
-                    else op is not ReduceOp.AVG)
+        expected = (
+            op not in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR)
+            if dtype.is_floating_point
+            else op is not ReduceOp.AVG
+        )
         assert supported == expected, (dtype, op)
         if not supported:
             continue
@@ -160,8 +168,13 @@ def test_a_build_without_a_compiler_falls_back_to_a_pure_wheel_or_fails_when_req
         pytest.skip("uv is not on PATH")
     package = Path(__file__).resolve().parent.parent
     env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "SAGELLM_COMM_BUILD_NATIVE": require}
-    proc = subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(package)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(package)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if require:
         assert proc.returncode != 0 and "native engine" in proc.stderr and "no-such-cc" in proc.stderr
         return

@@ -62,7 +62,7 @@ def test_device_windows_are_aligned_consecutive_and_bounded(tmp_path):
     b = prov.create("ignored", 1 << 20, 1)
     try:
         assert a.handle == f"{dev}@{2 << 20}" and b.handle == f"{dev}@{6 << 20}"  # 2 MiB aligned, no overlap
-        a.mapping[a.offset:a.offset + 4] = b"wxyz"
+        a.mapping[a.offset : a.offset + 4] = b"wxyz"
         with open(dev, "rb") as f:
             f.seek(2 << 20)
             assert f.read(4) == b"wxyz"
@@ -83,8 +83,9 @@ def test_device_windows_are_aligned_consecutive_and_bounded(tmp_path):
 def test_layout_keeps_every_polled_word_on_its_own_line():
     lay = Layout(4, 512 << 10, 256 << 10)
     words = [lay.step_word(r) for r in range(4)] + [lay.doorbell_word(r) for r in range(4)]
-    words += [lay.sent_word(s, d) for s in range(4) for d in range(4)] + [lay.acked_word(s, d) for s in range(4)
-                                                                           for d in range(4)]
+    words += [lay.sent_word(s, d) for s in range(4) for d in range(4)] + [
+        lay.acked_word(s, d) for s in range(4) for d in range(4)
+    ]
     assert len({w // LINE for w in words}) == len(words)
     assert max(words) < lay.slots_off <= lay.parity_off(0) < lay.parity_off(1) < lay.mailboxes_off < lay.size
     assert lay.parity_off(1) - lay.parity_off(0) == 4 * (512 << 10)
@@ -115,9 +116,16 @@ def test_reduce_rows_matches_torch_for_every_op_and_rank_count():
                 rows = rows.clamp(1, 3)
             want = rows[0].clone()
             for i in range(1, n):
-                want = {ReduceOp.SUM: torch.add, ReduceOp.AVG: torch.add, ReduceOp.MAX: torch.maximum,
-                        ReduceOp.MIN: torch.minimum, ReduceOp.PROD: torch.mul, ReduceOp.BAND: torch.bitwise_and,
-                        ReduceOp.BOR: torch.bitwise_or, ReduceOp.BXOR: torch.bitwise_xor}[op](want, rows[i])
+                want = {
+                    ReduceOp.SUM: torch.add,
+                    ReduceOp.AVG: torch.add,
+                    ReduceOp.MAX: torch.maximum,
+                    ReduceOp.MIN: torch.minimum,
+                    ReduceOp.PROD: torch.mul,
+                    ReduceOp.BAND: torch.bitwise_and,
+                    ReduceOp.BOR: torch.bitwise_or,
+                    ReduceOp.BXOR: torch.bitwise_xor,
+                }[op](want, rows[i])
             if op is ReduceOp.AVG:
                 want = want / n
             for holds in (None, 0, n - 1):
@@ -135,8 +143,10 @@ def test_two_rank_results_are_bit_identical_on_both_ranks():
             r0, r1 = rows[0].clone(), rows[1].clone()
             reduce_rows(rows, op, r0, holds=0)
             reduce_rows(rows, op, r1, holds=1)
-            assert torch.equal(r0.view(torch.int16 if dtype != torch.float32 else torch.int32),
-                               r1.view(torch.int16 if dtype != torch.float32 else torch.int32)), (dtype, op)
+            assert torch.equal(
+                r0.view(torch.int16 if dtype != torch.float32 else torch.int32),
+                r1.view(torch.int16 if dtype != torch.float32 else torch.int32),
+            ), (dtype, op)
 
 
 def test_world_of_one_runs_every_op_and_leaves_no_file(tmp_path):
@@ -201,8 +211,13 @@ def test_info_lists_the_backends_with_their_region_sizes():
     rows = {s.name: s for s in list_comm_backends()}
     assert rows["shm"].available and "region per group" in rows["shm"].reason
     assert not rows["ub"].available
-    out = subprocess.run([sys.executable, "-m", "sagellm_comm.cli.main", "info", "--json"], capture_output=True,
-                         text=True, check=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "sagellm_comm.cli.main", "info", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
     shm = {b["name"]: b for b in json.loads(out)["backends"]}["shm"]
     assert shm["available"] and "MiB at 2 ranks" in shm["reason"]
 
@@ -213,8 +228,10 @@ def test_posted_ops_are_matched_by_identity_not_by_their_tensors():
     with more than one value is ambiguous" (seen in CI on cxl's p2p_tags)."""
     from sagellm_comm_cxl_ub.p2p import _Op
 
-    first, second = _Op("recv", 1, torch.zeros(8, dtype=torch.uint8), tag=1), _Op("recv", 1, torch.zeros(8,
-                                                                                  dtype=torch.uint8), tag=2)
+    first, second = (
+        _Op("recv", 1, torch.zeros(8, dtype=torch.uint8), tag=1),
+        _Op("recv", 1, torch.zeros(8, dtype=torch.uint8), tag=2),
+    )
     posted = [first, second]
     posted.remove(second)
     assert posted == [first] and first != second

@@ -140,8 +140,13 @@ def headerless_p2p(debug: bool) -> list[str]:
     finally:
         os.environ.pop("SAGELLM_COMM_DEBUG", None)
     rank, seen = comm.get_rank(), []
-    plan = [("ok", torch.float32), ("recv", torch.int32), ("ok", torch.float32), ("irecv", torch.int32),
-            ("ok", torch.float32)]
+    plan = [
+        ("ok", torch.float32),
+        ("recv", torch.int32),
+        ("ok", torch.float32),
+        ("irecv", torch.int32),
+        ("ok", torch.float32),
+    ]
     try:
         for i, (how, dtype) in enumerate(plan):
             if rank == 0:
@@ -156,8 +161,11 @@ def headerless_p2p(debug: bool) -> list[str]:
                 right = torch.equal(buf, torch.full((4,), 1.5 + i))
                 seen.append(f"{i} {how}: {'right' if right else 'garbage, no error'}")
             except CommError as exc:
-                ok = exc.code.value == "comm_rank_mismatch" and "sent float32 x4" in exc.message and \
-                    "received into int32 x4" in exc.message
+                ok = (
+                    exc.code.value == "comm_rank_mismatch"
+                    and "sent float32 x4" in exc.message
+                    and "received into int32 x4" in exc.message
+                )
                 seen.append(f"{i} {how}: {'mismatch' if ok else exc.message[:200]}")
         comm.barrier()
     finally:

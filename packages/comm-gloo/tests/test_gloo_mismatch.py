@@ -42,7 +42,12 @@ def test_debug_mode_checks_point_to_point_on_engines_without_headers(comm_pools)
     dtype is garbage without an error, unless SAGELLM_COMM_DEBUG=detail, which raises on the receiver."""
     pool = comm_pools.get(2)
     _, plain = pool.run(gloo_tasks.headerless_p2p, False, timeout=120)
-    assert plain == ["0 ok: right", "1 recv: garbage, no error", "2 ok: right", "3 irecv: garbage, no error",
-                     "4 ok: right"], plain
+    assert plain == [
+        "0 ok: right",
+        "1 recv: garbage, no error",
+        "2 ok: right",
+        "3 irecv: garbage, no error",
+        "4 ok: right",
+    ], plain
     _, debug = pool.run(gloo_tasks.headerless_p2p, True, timeout=120)
     assert debug == ["0 ok: right", "1 recv: mismatch", "2 ok: right", "3 irecv: mismatch", "4 ok: right"], debug

@@ -41,8 +41,12 @@ def _topology() -> Topology:
 def test_info_l_lists_npus_and_chip_counts() -> None:
     npus = parse_npu_list(sample("a2_910b3_info_l.txt"))
     assert [n["npu_id"] for n in npus] == [0, 1]
-    assert npus[0] == {"npu_id": 0, "product_name": "IT21PDDA01", "serial_number": "102330000000000001",
-                       "chip_count": 1}
+    assert npus[0] == {
+        "npu_id": 0,
+        "product_name": "IT21PDDA01",
+        "serial_number": "102330000000000001",
+        "chip_count": 1,
+    }
     assert parse_npu_list(sample("a3_info_l.txt")) == [{"npu_id": 0, "chip_count": 2}, {"npu_id": 1, "chip_count": 2}]
     assert parse_npu_list("") == []
 
@@ -53,8 +57,7 @@ def test_info_table_a2_one_chip_per_npu_hbm_memory() -> None:
     chips = parse_npu_table(text)
     assert chips == [
         {"npu_id": 0, "name": "910B3", "health": "OK", "chip_id": 0, "bus_id": "0000:C1:00.0", "memory_mb": 65536},
-        {"npu_id": 1, "name": "910B3", "health": "Warning", "chip_id": 0, "bus_id": "0000:C2:00.0",
-         "memory_mb": 65536},
+        {"npu_id": 1, "name": "910B3", "health": "Warning", "chip_id": 0, "bus_id": "0000:C2:00.0", "memory_mb": 65536},
     ]  # the process table after the chips is not read as chips
 
 
@@ -68,7 +71,11 @@ def test_info_table_a3_two_chips_per_npu_with_phy_id() -> None:
 def test_info_table_310_device_column_and_no_hbm() -> None:
     chips = parse_npu_table(sample("atlas300_310_info.txt"))
     assert [(c["npu_id"], c["chip_id"], c["phy_id"], c["memory_mb"]) for c in chips] == [
-        (6, 0, 3, 8192), (6, 1, 4, 8192), (6, 2, 5, 8192), (6, 3, 6, 8192)]
+        (6, 0, 3, 8192),
+        (6, 1, 4, 8192),
+        (6, 2, 5, 8192),
+        (6, 3, 6, 8192),
+    ]
 
 
 def test_info_table_910a_prefers_hbm_over_ddr() -> None:
@@ -85,10 +92,15 @@ def test_info_m_maps_chips_to_logical_ids_and_skips_mcu() -> None:
 
 
 def test_devices_use_the_mapping_when_present() -> None:
-    devices = npu_smi_devices(parse_npu_list(sample("a2_910b3_info_l.txt")), parse_npu_table(sample(
-        "a2_910b3_info.txt")), parse_chip_mapping(sample("a2_910b3_info_m.txt")))
+    devices = npu_smi_devices(
+        parse_npu_list(sample("a2_910b3_info_l.txt")),
+        parse_npu_table(sample("a2_910b3_info.txt")),
+        parse_chip_mapping(sample("a2_910b3_info_m.txt")),
+    )
     assert [(d["index"], d["name"], d["memory_bytes"]) for d in devices] == [
-        (0, "Ascend 910B3", 65536 * MIB), (1, "Ascend 910B3", 65536 * MIB)]
+        (0, "Ascend 910B3", 65536 * MIB),
+        (1, "Ascend 910B3", 65536 * MIB),
+    ]
     assert devices[1]["index_source"] == "npu-smi info -m" and devices[1]["health"] == "Warning"
     json.dumps(devices)  # facts must be JSON-serialisable
 
@@ -99,7 +111,11 @@ def test_devices_fall_back_to_listed_order_then_to_the_listing() -> None:
     assert {d["index_source"] for d in devices} == {"listed order"}
     only_listing = npu_smi_devices(parse_npu_list(sample("a3_info_l.txt")), [], {})
     assert [(d["npu_id"], d["chip_id"], d["index"], d["memory_bytes"]) for d in only_listing] == [
-        (0, 0, 0, 0), (0, 1, 1, 0), (1, 0, 2, 0), (1, 1, 3, 0)]
+        (0, 0, 0, 0),
+        (0, 1, 1, 0),
+        (1, 0, 2, 0),
+        (1, 1, 3, 0),
+    ]
 
 
 # -- the facts hook ----------------------------------------------------------------------------------------------------
@@ -124,30 +140,35 @@ def _fake_npu_smi(directory: Path, outputs: dict[str, str], status: int = 0) -> 
     for args, name in outputs.items():
         files[args] = str(DATA / name)
     script = directory / "npu-smi"
-    script.write_text(f"#!{sys.executable}\n"
-                      "import sys\n"
-                      f"files = {files!r}\n"
-                      "path = files.get(' '.join(sys.argv[1:]))\n"
-                      "if path is None:\n"
-                      "    sys.exit('unknown command')\n"
-                      "sys.stdout.write(open(path).read())\n"
-                      f"sys.exit({status})\n")
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"files = {files!r}\n"
+        "path = files.get(' '.join(sys.argv[1:]))\n"
+        "if path is None:\n"
+        "    sys.exit('unknown command')\n"
+        "sys.stdout.write(open(path).read())\n"
+        f"sys.exit({status})\n"
+    )
     script.chmod(0o755)
 
 
 def test_hook_with_a_fake_npu_smi_appends_devices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Parsing and plumbing only: a script named npu-smi prints sample outputs; the hook appends one Device per
     chip, keeps the ones already present, and returns JSON-serialisable facts."""
-    _fake_npu_smi(tmp_path, {"info -l": "a2_910b3_info_l.txt", "info": "a2_910b3_info.txt",
-                             "info -m": "a2_910b3_info_m.txt"})
+    _fake_npu_smi(
+        tmp_path, {"info -l": "a2_910b3_info_l.txt", "info": "a2_910b3_info.txt", "info -m": "a2_910b3_info_m.txt"}
+    )
     monkeypatch.setenv("PATH", str(tmp_path))
     topo = _topology()
     topo.devices.append(Device(kind="npu", index=0, name="already known"))
     facts = npu_facts(topo)
     assert facts["source"] == "npu-smi" and facts["version"] == "24.1.0"
     assert [n["index"] for n in facts["npus"]] == [0, 1] and facts["devices_added"] == 1
-    assert [(d.kind, d.index, d.name) for d in topo.devices] == [("npu", 0, "already known"),
-                                                                  ("npu", 1, "Ascend 910B3")]
+    assert [(d.kind, d.index, d.name) for d in topo.devices] == [
+        ("npu", 0, "already known"),
+        ("npu", 1, "Ascend 910B3"),
+    ]
     assert topo.devices[1].memory_bytes == 65536 * MIB
     assert topo.devices[1].properties["bus_id"] == "0000:C2:00.0"
     assert "errors" not in facts

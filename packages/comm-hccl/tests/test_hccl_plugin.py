@@ -25,8 +25,9 @@ from sagellm_comm_hccl import probes
 from sagellm_comm_hccl.backend import HcclBackend
 
 TORCH_NPU_INSTALLED = find_spec("torch_npu") is not None
-needs_no_torch_npu = pytest.mark.skipif(TORCH_NPU_INSTALLED, reason="torch_npu is installed here: the "
-                                        "'not installed' path cannot be observed")
+needs_no_torch_npu = pytest.mark.skipif(
+    TORCH_NPU_INSTALLED, reason="torch_npu is installed here: the 'not installed' path cannot be observed"
+)
 NOT_INSTALLED = "torch_npu not installed"
 
 
@@ -119,8 +120,11 @@ def test_probe_reports_no_device(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_probe_counts_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = SimpleNamespace(__version__="2.5.1", npu=SimpleNamespace(device_count=lambda: 8),
-                             distributed=SimpleNamespace(is_hccl_available=lambda: True))
+    module = SimpleNamespace(
+        __version__="2.5.1",
+        npu=SimpleNamespace(device_count=lambda: 8),
+        distributed=SimpleNamespace(is_hccl_available=lambda: True),
+    )
     monkeypatch.setattr(probes, "find_spec", _fake_spec)
     monkeypatch.setattr(probes, "import_module", lambda name: module)
     assert probes.hccl_available() == (True, "torch_npu 2.5.1, 8 NPU device(s)")
@@ -176,8 +180,9 @@ print(json.dumps({"backends": data["backends"], "heavy": [m for m in heavy if m 
 
 
 def test_info_lists_hccl_with_its_reason_and_imports_nothing_heavy() -> None:
-    done = subprocess.run([sys.executable, "-c", INFO_AND_MODULES], capture_output=True, text=True, timeout=120,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", INFO_AND_MODULES], capture_output=True, text=True, timeout=120, check=True
+    )
     data = json.loads(done.stdout.strip().splitlines()[-1])
     rows = {b["name"]: b for b in data["backends"]}  # what `sagellm-comm info` prints
     assert rows["hccl"]["devices"] == ["npu"]

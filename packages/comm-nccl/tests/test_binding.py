@@ -25,8 +25,10 @@ from sagellm_comm_nccl.binding import (
 )
 from sagellm_comm_nccl.binding.api import FUNCTIONS, NCCL_UNIQUE_ID_BYTES
 
-pytestmark = pytest.mark.skipif(getattr(torch.version, "hip", None) is not None or torch.version.cuda is None,
-                                reason="needs a CUDA build of torch (it brings libnccl)")
+pytestmark = pytest.mark.skipif(
+    getattr(torch.version, "hip", None) is not None or torch.version.cuda is None,
+    reason="needs a CUDA build of torch (it brings libnccl)",
+)
 
 
 def _nccl_wheel_version() -> str | None:

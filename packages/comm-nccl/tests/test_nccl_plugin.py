@@ -45,13 +45,19 @@ def test_creation_is_refused_with_the_reason() -> None:
     assert "found no CUDA device" in info.value.message
 
 
-@pytest.mark.parametrize(("patch", "expect"), [
-    ({"hip": "6.2.41133"}, "is a ROCm build (HIP 6.2.41133): its 'nccl' process group is RCCL; use the rccl backend"),
-    ({"cuda": None}, "is not a CUDA build (torch.version.cuda is None)"),
-    ({"nccl": False}, "was built without NCCL"),
-    ({"count": 0}, "found no CUDA device"),
-    ({"count": 2}, "2 CUDA device(s)"),
-])
+@pytest.mark.parametrize(
+    ("patch", "expect"),
+    [
+        (
+            {"hip": "6.2.41133"},
+            "is a ROCm build (HIP 6.2.41133): its 'nccl' process group is RCCL; use the rccl backend",
+        ),
+        ({"cuda": None}, "is not a CUDA build (torch.version.cuda is None)"),
+        ({"nccl": False}, "was built without NCCL"),
+        ({"count": 0}, "found no CUDA device"),
+        ({"count": 2}, "2 CUDA device(s)"),
+    ],
+)
 def test_probe_reasons(monkeypatch, patch: dict, expect: str) -> None:
     """The probe's branches with torch's answers replaced (no tensor is faked)."""
     monkeypatch.setattr(torch.version, "hip", patch.get("hip"), raising=False)
@@ -70,7 +76,8 @@ def test_capabilities_are_what_nccl_does() -> None:
     assert caps["p2p_tags"] is False, "NCCL ignores tags: the core must refuse them, not drop them"
     assert caps["concurrent_progress"] and caps["async_ops"]
     assert not NcclBackend.capabilities.supports_reduce(
-        next(op for op in NcclBackend.capabilities.reduce_support if op.value == "sum"), torch.bool)
+        next(op for op in NcclBackend.capabilities.reduce_support if op.value == "sum"), torch.bool
+    )
 
 
 def _routing(monkeypatch, capturing: bool, path: str, direct: object = None) -> NcclBackend:
@@ -89,8 +96,11 @@ def test_eager_ops_take_the_process_group(monkeypatch) -> None:
 
 def test_capture_without_a_direct_path_is_refused_with_why(monkeypatch) -> None:
     backend = _routing(monkeypatch, capturing=True, path="auto")
-    with pytest.raises(BackendNotSupportedError, match=r"inside CUDA graph capture needs the direct NCCL communicator "
-                                                       r"of group world.*no usable libnccl"):
+    with pytest.raises(
+        BackendNotSupportedError,
+        match=r"inside CUDA graph capture needs the direct NCCL communicator "
+        r"of group world.*no usable libnccl",
+    ):
         backend._direct_for(SimpleNamespace(group_id="world"), "all_reduce")
     backend = _routing(monkeypatch, capturing=True, path="process_group")
     with pytest.raises(BackendNotSupportedError, match="path='process_group'"):

@@ -25,9 +25,13 @@ class OverlapTestBackend(TorchDistributedBackend):
 
     name = TEST_BACKEND
     torch_backend = "gloo"
-    capabilities = Capabilities(ops=ALL_OPS, dtypes=FLOAT_DTYPES | INT_DTYPES, devices=frozenset({"cpu"}),
-                                reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, INT_DTYPES),
-                                concurrent_progress=True)
+    capabilities = Capabilities(
+        ops=ALL_OPS,
+        dtypes=FLOAT_DTYPES | INT_DTYPES,
+        devices=frozenset({"cpu"}),
+        reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, INT_DTYPES),
+        concurrent_progress=True,
+    )
 
 
 def backend_name() -> str:
@@ -70,8 +74,15 @@ def progress_during_compute(nbytes: int, compute_s: float) -> dict[str, Any]:
             end = time.monotonic()
             event.wait(60.0)
         comm.barrier()
-        return {"rank": 0, "start": start, "done_at": event.done_at, "end": end, "done_by_end": done_by_end,
-                "matmuls": matmuls, "ok": bool(torch.all(data == comm.get_world_size()))}
+        return {
+            "rank": 0,
+            "start": start,
+            "done_at": event.done_at,
+            "end": end,
+            "done_by_end": done_by_end,
+            "matmuls": matmuls,
+            "ok": bool(torch.all(data == comm.get_world_size())),
+        }
     finally:
         comm.destroy()
 
@@ -96,13 +107,18 @@ def tp_row(chunks: int, rows: int = 37, in_features: int = 64, out_features: int
         x, w, b, x_local, w_local = _row_inputs(world, rank, rows, in_features, out_features)
         with comm_stream(comm.device) as stream:
             overlapped = row_parallel_linear(x_local, w_local, comm, bias=b, chunks=chunks, stream=stream)
-            sequential = row_parallel_linear(x_local, w_local, comm, bias=b, chunks=chunks, stream=stream,
-                                             max_in_flight=1)
+            sequential = row_parallel_linear(
+                x_local, w_local, comm, bias=b, chunks=chunks, stream=stream, max_in_flight=1
+            )
         plain = row_parallel_linear(x_local, w_local, comm, bias=b)
         full = x @ w.t() + b
-        return {"bitwise": torch.equal(overlapped, sequential), "plain_close": torch.allclose(overlapped, plain,
-                rtol=1e-5, atol=1e-4), "full_close": torch.allclose(overlapped, full, rtol=1e-5, atol=1e-4),
-                "shape": tuple(overlapped.shape), "digest": float(overlapped.double().sum())}
+        return {
+            "bitwise": torch.equal(overlapped, sequential),
+            "plain_close": torch.allclose(overlapped, plain, rtol=1e-5, atol=1e-4),
+            "full_close": torch.allclose(overlapped, full, rtol=1e-5, atol=1e-4),
+            "shape": tuple(overlapped.shape),
+            "digest": float(overlapped.double().sum()),
+        }
     finally:
         comm.destroy()
 
@@ -119,18 +135,23 @@ def tp_column(chunks: int, rows_local: int = 19, in_features: int = 40, out_feat
         w = torch.randn(out_features, in_features, generator=gen)
         b = torch.randn(out_features, generator=gen)
         outs = torch.tensor_split(torch.arange(out_features), world)[rank]
-        x_local = x[rank * rows_local:(rank + 1) * rows_local].contiguous()
+        x_local = x[rank * rows_local : (rank + 1) * rows_local].contiguous()
         w_local, b_local = w[outs].contiguous(), b[outs].contiguous()
         with comm_stream(comm.device) as stream:
-            overlapped = all_gather_column_parallel_linear(x_local, w_local, comm, bias=b_local, chunks=chunks,
-                                                           stream=stream)
-            sequential = all_gather_column_parallel_linear(x_local, w_local, comm, bias=b_local, chunks=chunks,
-                                                           stream=stream, max_in_flight=1)
+            overlapped = all_gather_column_parallel_linear(
+                x_local, w_local, comm, bias=b_local, chunks=chunks, stream=stream
+            )
+            sequential = all_gather_column_parallel_linear(
+                x_local, w_local, comm, bias=b_local, chunks=chunks, stream=stream, max_in_flight=1
+            )
         plain = all_gather_column_parallel_linear(x_local, w_local, comm, bias=b_local)
         full = (x @ w.t() + b)[:, outs]
-        return {"bitwise": torch.equal(overlapped, sequential), "plain_close": torch.allclose(overlapped, plain,
-                rtol=1e-5, atol=1e-4), "full_close": torch.allclose(overlapped, full, rtol=1e-5, atol=1e-4),
-                "shape": tuple(overlapped.shape)}
+        return {
+            "bitwise": torch.equal(overlapped, sequential),
+            "plain_close": torch.allclose(overlapped, plain, rtol=1e-5, atol=1e-4),
+            "full_close": torch.allclose(overlapped, full, rtol=1e-5, atol=1e-4),
+            "shape": tuple(overlapped.shape),
+        }
     finally:
         comm.destroy()
 
@@ -142,22 +163,32 @@ def pipeline_stage_failure(fail_chunk: int, chunks: int = 6) -> dict[str, Any]:
 
     comm = _comm()
     try:
+
         def reduce(x: torch.Tensor) -> torch.Tensor:
             comm.all_reduce(x)
             if int(x[0].item()) == fail_chunk * comm.get_world_size():
                 raise ValueError(f"bad chunk {fail_chunk}")
             return x
 
-        stages = [Stage("scale", lambda x: x * 1.0), Stage("all_reduce", reduce, on=COMM),
-                  Stage("add", lambda x: x + 1)]
+        stages = [
+            Stage("scale", lambda x: x * 1.0),
+            Stage("all_reduce", reduce, on=COMM),
+            Stage("add", lambda x: x + 1),
+        ]
         before = {t.name for t in threading.enumerate()}
         caught: dict[str, Any] = {}
         with MultiStreamPipeline(stages, max_in_flight=2, timeout_s=60.0) as pipe:
             try:
                 pipe.run([torch.full((1024,), float(i)) for i in range(chunks)])
             except PipelineError as exc:
-                caught = {"stage": exc.stage, "chunk": exc.chunk, "chunks": exc.chunks, "message": str(exc),
-                          "cause": type(exc.__cause__).__name__, "code": exc.code.value}
+                caught = {
+                    "stage": exc.stage,
+                    "chunk": exc.chunk,
+                    "chunks": exc.chunks,
+                    "message": str(exc),
+                    "cause": type(exc.__cause__).__name__,
+                    "code": exc.code.value,
+                }
             stream = pipe.stream
         comm.barrier()
         left = [t.name for t in threading.enumerate() if t.name not in before and t.is_alive()]

@@ -17,10 +17,13 @@ def test_communication_completes_while_the_caller_computes() -> None:
     rank 1) finished inside that window, as its completion timestamp and event.query() show."""
     r0, r1 = launch(tasks.progress_during_compute, 2, 64 * 1024, 1.0, timeout=120.0)
     assert r0["ok"] and r1["ok"], "wrong all_reduce result"
-    assert r0["done_by_end"], ("the all_reduce submitted on the communication stream had not completed after 1 s of "
-                               "compute: it does not progress while the caller computes")
+    assert r0["done_by_end"], (
+        "the all_reduce submitted on the communication stream had not completed after 1 s of "
+        "compute: it does not progress while the caller computes"
+    )
     assert r0["start"] < r0["done_at"] < r0["end"], (
-        f"completion at {r0['done_at']:.4f} is outside the compute window [{r0['start']:.4f}, {r0['end']:.4f}]")
+        f"completion at {r0['done_at']:.4f} is outside the compute window [{r0['start']:.4f}, {r0['end']:.4f}]"
+    )
     assert r0["matmuls"] > 0
 
 

@@ -23,8 +23,11 @@ def _stages(kinds: list[str]) -> list[Stage]:
 
 
 @settings(max_examples=40, deadline=None)
-@given(kinds=st.lists(st.sampled_from(["compute", "comm"]), min_size=1, max_size=5),
-       n=st.integers(0, 9), depth=st.integers(1, 4))
+@given(
+    kinds=st.lists(st.sampled_from(["compute", "comm"]), min_size=1, max_size=5),
+    n=st.integers(0, 9),
+    depth=st.integers(1, 4),
+)
 def test_any_stage_mix_gives_the_sequential_results(kinds: list[str], n: int, depth: int) -> None:
     chunks = [torch.arange(4, dtype=torch.float64) + 10 * k for k in range(n)]
     with MultiStreamPipeline(_stages(kinds), max_in_flight=depth) as pipe:
@@ -71,8 +74,11 @@ def test_in_flight_bound_is_kept() -> None:
             live[0] -= 1
         return x
 
-    stages = [Stage("start", start), Stage("comm", lambda x: (time.sleep(0.002), x)[1], on=COMM),
-              Stage("finish", finish)]
+    stages = [
+        Stage("start", start),
+        Stage("comm", lambda x: (time.sleep(0.002), x)[1], on=COMM),
+        Stage("finish", finish),
+    ]
     with MultiStreamPipeline(stages, max_in_flight=3) as pipe:
         pipe.run(range(20))
     assert peak[0] <= 3
@@ -101,8 +107,10 @@ def test_comm_failure_names_stage_and_chunk_and_skips_the_rest() -> None:
         return x
 
     stages = [Stage("pre", lambda x: x), Stage("send", comm, on=COMM)]
-    with MultiStreamPipeline(stages, max_in_flight=4) as pipe, \
-            pytest.raises(PipelineError, match="stage 'send' failed on chunk 1 of 6") as info:
+    with (
+        MultiStreamPipeline(stages, max_in_flight=4) as pipe,
+        pytest.raises(PipelineError, match="stage 'send' failed on chunk 1 of 6") as info,
+    ):
         pipe.run(range(6))
     assert isinstance(info.value.__cause__, OSError)
     assert ran == [0, 1], f"communication after the failure ran: {ran}"

@@ -33,8 +33,9 @@ def test_registered_for_rocm_gpus_which_torch_names_cuda() -> None:
 def test_unavailable_here_with_the_reason() -> None:
     status = {s.name: s for s in list_comm_backends()}["rccl"]
     assert not status.available
-    assert status.reason.startswith(f"torch {torch.__version__} is not a ROCm build of torch (torch.version.hip is "
-                                    "None")
+    assert status.reason.startswith(
+        f"torch {torch.__version__} is not a ROCm build of torch (torch.version.hip is None"
+    )
 
 
 @not_rocm
@@ -46,11 +47,14 @@ def test_creation_is_refused_with_the_reason() -> None:
         assert "not a ROCm build of torch" in info.value.message
 
 
-@pytest.mark.parametrize(("count", "nccl", "expect"), [
-    (0, True, "(HIP 6.2.41133) found no ROCm device"),
-    (1, False, "was built without RCCL"),
-    (8, True, "with RCCL, 8 ROCm device(s)"),
-])
+@pytest.mark.parametrize(
+    ("count", "nccl", "expect"),
+    [
+        (0, True, "(HIP 6.2.41133) found no ROCm device"),
+        (1, False, "was built without RCCL"),
+        (8, True, "with RCCL, 8 ROCm device(s)"),
+    ],
+)
 def test_probe_reasons_on_a_rocm_build(monkeypatch, count: int, nccl: bool, expect: str) -> None:
     """The probe's branches with torch's answers replaced (no tensor is faked)."""
     monkeypatch.setattr(torch.version, "hip", "6.2.41133", raising=False)
@@ -103,7 +107,8 @@ def test_topology_facts_fail_soft_without_rocm() -> None:
 def test_amdsmi_listing(monkeypatch) -> None:
     """Plumbing of the amdsmi reader with a stand-in module answering as amdsmi does (no AMD GPU here)."""
     fake = SimpleNamespace(
-        amdsmi_init=lambda: None, amdsmi_shut_down=lambda: None,
+        amdsmi_init=lambda: None,
+        amdsmi_shut_down=lambda: None,
         amdsmi_get_processor_handles=lambda: ["h0", "h1"],
         amdsmi_get_gpu_device_bdf=lambda h: {"h0": "0000:c1:00.0", "h1": "0000:c2:00.0"}[h],
         amdsmi_get_gpu_asic_info=lambda h: {"market_name": "AMD Instinct MI300X", "device_id": "0x74a1"},

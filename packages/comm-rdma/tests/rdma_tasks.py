@@ -56,7 +56,7 @@ def engine_round_trip() -> dict[str, Any]:
     h = eng.read([(in_r, 0, theirs_out, 0, blocks * bs // 2)])
     h.wait(WAIT_S)
     assert torch.equal(inbox[: blocks * bs // 2], _pattern(peer, blocks * bs)[: blocks * bs // 2])
-    assert not inbox[blocks * bs // 2:].any(), "a read wrote past its length"
+    assert not inbox[blocks * bs // 2 :].any(), "a read wrote past its length"
     eng.notify(peer, b"read done")
     eng.wait_notification(peer, b"read done", timeout=WAIT_S)
     transport = eng.transport(peer)

@@ -18,9 +18,22 @@ def test_batched_writes_and_reads_land_where_they_were_aimed(comm_pools) -> None
 
 def test_bad_registrations_and_out_of_bounds_transfers_are_refused_before_anything_moves(comm_pools) -> None:
     for seen in comm_pools.get(2).run(rdma_tasks.engine_errors, timeout=T):
-        assert seen == [f"{case}: invalid_argument" for case in (
-            "twice", "overlap", "remote oob", "local oob", "zero length", "negative", "not a span", "empty",
-            "to myself", "deregister twice", "use deregistered")], seen
+        assert seen == [
+            f"{case}: invalid_argument"
+            for case in (
+                "twice",
+                "overlap",
+                "remote oob",
+                "local oob",
+                "zero length",
+                "negative",
+                "not a span",
+                "empty",
+                "to myself",
+                "deregister twice",
+                "use deregistered",
+            )
+        ], seen
 
 
 def test_point_to_point_sizes_layouts_and_many_small_messages(comm_pools) -> None:

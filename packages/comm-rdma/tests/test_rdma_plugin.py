@@ -23,8 +23,10 @@ def test_plugin_registers_backend() -> None:
 
 
 def test_listing_backends_does_not_import_nixl() -> None:
-    code = ("import sys; from sagellm_comm import list_comm_backends; list_comm_backends(); "
-            "print(sorted(m for m in sys.modules if m.startswith(('nixl', 'torch'))))")
+    code = (
+        "import sys; from sagellm_comm import list_comm_backends; list_comm_backends(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('nixl', 'torch'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "nixl" not in out.stdout, out.stdout
@@ -34,8 +36,11 @@ def test_collectives_are_refused_and_p2p_needs_a_peer() -> None:
     comm = get_comm_backend("rdma")
     comm.init_process_group(world_size=1, rank=0)
     try:
-        for call in (lambda: comm.all_reduce(torch.ones(4)), lambda: comm.barrier(),
-                     lambda: comm.broadcast(torch.ones(2), 0)):
+        for call in (
+            lambda: comm.all_reduce(torch.ones(4)),
+            lambda: comm.barrier(),
+            lambda: comm.broadcast(torch.ones(2), 0),
+        ):
             with pytest.raises(BackendNotSupportedError) as info:
                 call()
             assert info.value.code == ErrorCode.COMM_BACKEND_NOT_SUPPORTED

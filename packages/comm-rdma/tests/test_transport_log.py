@@ -48,7 +48,8 @@ def test_transports_per_peer_and_warnings_relayed(tmp_path: Path, caplog) -> Non
         assert log.transport("a") == "tcp/sgl0 (inter-node)"
         log.relay_warnings()  # nothing new: each warning is passed on once
     assert [r.getMessage() for r in caplog.records] == [
-        "UCX: ERROR   connect(fd=41, dest_addr=10.0.0.2:1) failed: refused"]
+        "UCX: ERROR   connect(fd=41, dest_addr=10.0.0.2:1) failed: refused"
+    ]
     log.mark("b")  # connected later, shares the configuration: gets its answer
     assert log.transport("b") == "tcp/sgl0 (inter-node)"
 

@@ -11,7 +11,6 @@ import pytest
 collect_ignore = ["fixtures", "expected"]
 
 
-
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads or writes the user's profile cache, and no pinned topology leaks in."""

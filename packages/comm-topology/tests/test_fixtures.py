@@ -58,8 +58,10 @@ def test_this_vm() -> None:
 
 def test_two_socket_four_numa() -> None:
     host = _discover("two-socket-4numa")
-    assert [(s.id, s.cores, len(s.cpus), s.numa_nodes) for s in host.sockets] == [(0, 8, 16, [0, 1]),
-                                                                                 (1, 8, 16, [2, 3])]
+    assert [(s.id, s.cores, len(s.cpus), s.numa_nodes) for s in host.sockets] == [
+        (0, 8, 16, [0, 1]),
+        (1, 8, 16, [2, 3]),
+    ]
     assert [n.distances for n in host.numa][1] == [12, 10, 32, 32]
     assert all(n.memory_bytes == 128 << 30 for n in host.numa)
     nics = {n.name: n for n in host.nics}
@@ -69,7 +71,9 @@ def test_two_socket_four_numa() -> None:
     nvme = next(d for d in host.pci if d.driver == "nvme")
     assert (nvme.numa_node, nvme.link_width, round(nvme.bandwidth_gbps, 2)) == (1, 4, 7.88)
     assert [(d.name, d.netdevs, d.ports[0].state) for d in host.rdma] == [
-        ("mlx5_0", ["ens1f0np0"], "ACTIVE"), ("mlx5_1", ["ens1f1np1"], "DOWN")]
+        ("mlx5_0", ["ens1f0np0"], "ACTIVE"),
+        ("mlx5_1", ["ens1f1np1"], "DOWN"),
+    ]
 
 
 def test_eight_gpu_nvlink_box() -> None:
@@ -80,7 +84,8 @@ def test_eight_gpu_nvlink_box() -> None:
     assert all(round(a.pcie_gbps, 1) == 63.0 for a in host.accelerators)  # PCIe Gen5 x16
     assert len(host.links) == 28  # every pair, through the NVSwitch fabric
     assert {(ln.kind, ln.bandwidth_gbps, ln.detail) for ln in host.links} == {
-        ("nvlink", 450.0, "NVSwitch, 18 x NVLink 4.0")}
+        ("nvlink", 450.0, "NVSwitch, 18 x NVLink 4.0")
+    }
     assert len(host.rdma) == 8 and {p.rate_gbits for d in host.rdma for p in d.ports} == {400.0}
     desc = ClusterTopology.single(host).descriptor()
     assert (desc.gpus_per_node, desc.intra_node_bandwidth_gbps, desc.backend.value) == (8, 450.0, "nccl")
@@ -90,19 +95,30 @@ def test_cxl_memory_expander() -> None:
     host = _discover("cxl-expander")
     (mem,) = host.cxl_memdevs
     assert (mem.name, mem.pci, mem.ram_bytes, mem.pmem_bytes, mem.numa_node) == (
-        "mem0", "0000:35:00.0", 128 << 30, 0, 0)
+        "mem0",
+        "0000:35:00.0",
+        128 << 30,
+        0,
+        0,
+    )
     (region,) = host.cxl_regions
     assert (region.mode, region.size_bytes, region.interleave_ways, region.targets, region.numa_node) == (
-        "ram", 128 << 30, 1, ["mem0"], 1)
-    assert [(n.id, n.kind, n.cpus) for n in host.numa] == [(0, "cpu+memory", list(range(8))),
-                                                           (1, "cxl-memory", [])]
+        "ram",
+        128 << 30,
+        1,
+        ["mem0"],
+        1,
+    )
+    assert [(n.id, n.kind, n.cpus) for n in host.numa] == [(0, "cpu+memory", list(range(8))), (1, "cxl-memory", [])]
     assert next(d for d in host.pci if d.bdf == "0000:35:00.0").kind == "cxl"
 
 
 def test_amd_xgmi_pair() -> None:
     host = _discover("amd-2gpu")
     assert [(a.vendor, a.pci, a.source) for a in host.accelerators] == [
-        ("amd", "0000:0c:00.0", "amd-kfd"), ("amd", "0000:22:00.0", "amd-kfd")]
+        ("amd", "0000:0c:00.0", "amd-kfd"),
+        ("amd", "0000:22:00.0", "amd-kfd"),
+    ]
     (link,) = host.links
     assert (link.kind, link.bandwidth_gbps) == ("xgmi", 64.0)
 
@@ -114,10 +130,15 @@ def test_four_node_replay() -> None:
     got = desc.model_dump(mode="json")
     _check_expected("cluster-4x8.descriptor", got)
     assert (desc.num_nodes, desc.gpus_per_node, desc.topology_type.value, desc.backend.value) == (
-        4, 8, "hybrid", "nccl")
+        4,
+        8,
+        "hybrid",
+        "nccl",
+    )
     assert (desc.intra_node_bandwidth_gbps, desc.inter_node_bandwidth_gbps) == (450.0, 50.0)  # NVLink / NDR port
     assert {n.name: cluster.ranks_on(n.name) for n in cluster.nodes} == {
-        f"dgx-{i:02d}": list(range(8 * i, 8 * i + 8)) for i in range(4)}
+        f"dgx-{i:02d}": list(range(8 * i, 8 * i + 8)) for i in range(4)
+    }
     assert cluster.link_between_ranks(3, 12).kind == "rdma"
     assert cluster.link_between_ranks(8, 15).kind == "nvlink"
     assert [r.local_rank for r in cluster.ranks[8:16]] == list(range(8))

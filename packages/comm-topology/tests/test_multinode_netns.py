@@ -80,10 +80,12 @@ def test_shaped_link_measured_at_its_rate_and_slower_than_inside_a_node(results)
     assert (pairs["intra"]["a"], pairs["intra"]["b"]) == (0, 2)
     assert (pairs["inter"]["a"], pairs["inter"]["b"]) == (0, 1)
     inter, intra = pairs["inter"]["beta_gbps"], pairs["intra"]["beta_gbps"]
-    print(f"\nshaped link: measured {inter * 1e3:.2f} MB/s vs configured {RATE_GBPS * 1e3:.2f} MB/s "
-          f"({inter / RATE_GBPS:.0%}), latency {pairs['inter']['alpha_us']:.0f} us; inside a node "
-          f"{intra * 1e3:.0f} MB/s, {pairs['intra']['alpha_us']:.0f} us; backend {first['backend']}; "
-          f"profile took {first['profile']['elapsed_s']} s")
+    print(
+        f"\nshaped link: measured {inter * 1e3:.2f} MB/s vs configured {RATE_GBPS * 1e3:.2f} MB/s "
+        f"({inter / RATE_GBPS:.0%}), latency {pairs['inter']['alpha_us']:.0f} us; inside a node "
+        f"{intra * 1e3:.0f} MB/s, {pairs['intra']['alpha_us']:.0f} us; backend {first['backend']}; "
+        f"profile took {first['profile']['elapsed_s']} s"
+    )
     assert abs(inter - RATE_GBPS) <= 0.25 * RATE_GBPS, f"shaped link measured at {inter} GB/s, set to {RATE_GBPS}"
     assert intra > 2 * inter
     # the measurement sits on the link between the nodes and is the descriptor's inter-node figure

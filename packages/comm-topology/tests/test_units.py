@@ -76,10 +76,18 @@ def test_live_nvml_reports_why_it_is_missing() -> None:
 def _gpu(i: int, peers: list[str], links_per_peer: int) -> dict:
     """A V100 in an NVML snapshot with ``links_per_peer`` NVLink 2.0 links to each GPU in ``peers``."""
     remote = [bdf for bdf in peers for _ in range(links_per_peer)]
-    return {"index": i, "name": "Tesla V100-SXM2-16GB", "pci_bus_id": f"00000000:{i + 1:02X}:00.0",
-            "memory_total": 16 << 30, "pcie_gen": 3, "pcie_width": 16,
-            "nvlinks": [{"link": k, "active": True, "version": 2, "remote_pci_bus_id": bdf, "remote_type": "gpu"}
-                        for k, bdf in enumerate(remote)]}
+    return {
+        "index": i,
+        "name": "Tesla V100-SXM2-16GB",
+        "pci_bus_id": f"00000000:{i + 1:02X}:00.0",
+        "memory_total": 16 << 30,
+        "pcie_gen": 3,
+        "pcie_width": 16,
+        "nvlinks": [
+            {"link": k, "active": True, "version": 2, "remote_pci_bus_id": bdf, "remote_type": "gpu"}
+            for k, bdf in enumerate(remote)
+        ],
+    }
 
 
 def test_direct_nvlink_ring_gives_a_mesh_with_pcie_for_the_rest() -> None:
@@ -98,8 +106,9 @@ def test_direct_nvlink_ring_gives_a_mesh_with_pcie_for_the_rest() -> None:
 def test_duplicate_hostnames_get_unique_node_names_and_links_follow() -> None:
     a = discover_host(FIXTURES / "dgx-h100", node_id="a")
     b = discover_host(FIXTURES / "dgx-h100", node_id="b")
-    cluster = ClusterTopology.from_hosts([a, b], [RankInfo(0, "dgx-h100-a", 0, device="cuda:0"),
-                                                  RankInfo(1, "dgx-h100-a#2", 0, device="cuda:0")])
+    cluster = ClusterTopology.from_hosts(
+        [a, b], [RankInfo(0, "dgx-h100-a", 0, device="cuda:0"), RankInfo(1, "dgx-h100-a#2", 0, device="cuda:0")]
+    )
     assert [n.name for n in cluster.nodes] == ["dgx-h100-a", "dgx-h100-a#2"]
     assert {ln.a.split("/")[0] for ln in b.links} == {"dgx-h100-a#2"}
     assert cluster.link_between_ranks(0, 1).kind == "rdma"
@@ -109,8 +118,9 @@ def test_duplicate_hostnames_get_unique_node_names_and_links_follow() -> None:
 def test_fingerprint_follows_hardware_not_ranks_or_measurements() -> None:
     host = discover_host(FIXTURES / "two-socket-4numa")
     base = ClusterTopology.single(host).fingerprint()
-    ranked = ClusterTopology.from_hosts([discover_host(FIXTURES / "two-socket-4numa")],
-                                        [RankInfo(0, "epyc-2s"), RankInfo(1, "epyc-2s", 1)])
+    ranked = ClusterTopology.from_hosts(
+        [discover_host(FIXTURES / "two-socket-4numa")], [RankInfo(0, "epyc-2s"), RankInfo(1, "epyc-2s", 1)]
+    )
     ranked.apply_profile({"backend": "x", "pairs": [{"a": 0, "b": 1, "alpha_us": 5.0, "beta_gbps": 9.0}]})
     assert ranked.fingerprint() == base
     assert ranked.find_link("epyc-2s", "epyc-2s").measured["beta_gbps"] == 9.0

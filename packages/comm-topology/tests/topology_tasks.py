@@ -24,8 +24,12 @@ class TcpTestBackend(TorchDistributedBackend):
 
     name = TEST_BACKEND
     torch_backend = "gloo"
-    capabilities = Capabilities(ops=ALL_OPS, dtypes=FLOAT_DTYPES | INT_DTYPES, devices=frozenset({"cpu"}),
-                                reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, INT_DTYPES))
+    capabilities = Capabilities(
+        ops=ALL_OPS,
+        dtypes=FLOAT_DTYPES | INT_DTYPES,
+        devices=frozenset({"cpu"}),
+        reduce_support=Capabilities.reduce_table(FLOAT_DTYPES, INT_DTYPES),
+    )
 
 
 def network_backend_name() -> str:
@@ -54,22 +58,35 @@ def gather_and_profile(cache_dir: str, budget_s: float) -> dict[str, Any]:
         topo = Topology.discover(backend=comm)
         cluster = cluster_of(topo)
         cache = ProfileCache(cache_dir)
-        first, reused_first = profile_or_reuse(comm, cluster, cache=cache, refresh=True,
-                                               config=ProfileConfig(budget_s=budget_s))
+        first, reused_first = profile_or_reuse(
+            comm, cluster, cache=cache, refresh=True, config=ProfileConfig(budget_s=budget_s)
+        )
         again = cluster_of(topo)
         second, reused_second = profile_or_reuse(comm, again, cache=cache)
         desc = cluster.descriptor(comm.name)
-        return {"backend": comm.name, "num_nodes": topo.num_nodes, "cluster": cluster.to_dict(), "profile": first,
-                "reused": [reused_first, reused_second], "second_created": second["created"],
-                "descriptor": desc.model_dump(mode="json"), **hostname_and_env()}
+        return {
+            "backend": comm.name,
+            "num_nodes": topo.num_nodes,
+            "cluster": cluster.to_dict(),
+            "profile": first,
+            "reused": [reused_first, reused_second],
+            "second_created": second["created"],
+            "descriptor": desc.model_dump(mode="json"),
+            **hostname_and_env(),
+        }
     finally:
         comm.destroy()
 
 
 def hostname_and_env() -> dict[str, Any]:
-    return {"hostname": socket.gethostname(), "rank": os.environ["RANK"], "local_rank": os.environ["LOCAL_RANK"],
-            "master": os.environ["MASTER_ADDR"], "ifname": os.environ.get("GLOO_SOCKET_IFNAME"),
-            "interfaces": sorted(os.listdir("/sys/class/net"))}
+    return {
+        "hostname": socket.gethostname(),
+        "rank": os.environ["RANK"],
+        "local_rank": os.environ["LOCAL_RANK"],
+        "master": os.environ["MASTER_ADDR"],
+        "ifname": os.environ.get("GLOO_SOCKET_IFNAME"),
+        "interfaces": sorted(os.listdir("/sys/class/net")),
+    }
 
 
 def fail_on(rank: int) -> str:

@@ -215,8 +215,7 @@ class CommBackend(ABC):
         **options: Any,
     ) -> CommGroup:
         """The seed's spelling: ``backend.init(rank=0, world_size=1, master_addr=..., master_port=...)``."""
-        return self.init_process_group(world_size, rank, master_addr=master_addr, master_port=master_port,
-                                       **options)
+        return self.init_process_group(world_size, rank, master_addr=master_addr, master_port=master_port, **options)
 
     def destroy(self) -> None:
         """Leave the world and release every group; safe to call twice."""
@@ -299,16 +298,23 @@ class CommBackend(ABC):
     # ------------------------------------------------------------------------------------------------------
     # collectives
     # ------------------------------------------------------------------------------------------------------
-    def all_reduce(self, tensor: torch.Tensor, op: ReduceOp | str = "sum", group: Any = None,
-                   async_op: bool = False) -> Any:
+    def all_reduce(
+        self, tensor: torch.Tensor, op: ReduceOp | str = "sum", group: Any = None, async_op: bool = False
+    ) -> Any:
         """Reduce ``tensor`` across the group in place; returns the tensor (or a Work handle)."""
         g = self._group(group, "all_reduce")
         async_op = self._check_async(async_op, "all_reduce")
         rop = self._reduce_op(op, tensor, "all_reduce")
         return self._run("all_reduce", self._all_reduce, tensor, async_op, tensor, rop, g, async_op)
 
-    def all_gather(self, tensor: torch.Tensor, group: Any = None, async_op: bool = False, *,
-                   output: list[torch.Tensor] | None = None) -> Any:
+    def all_gather(
+        self,
+        tensor: torch.Tensor,
+        group: Any = None,
+        async_op: bool = False,
+        *,
+        output: list[torch.Tensor] | None = None,
+    ) -> Any:
         """Gather every rank's ``tensor``; returns the list (rank order), filling ``output`` if given."""
         g = self._group(group, "all_gather")
         async_op = self._check_async(async_op, "all_gather")
@@ -319,19 +325,27 @@ class CommBackend(ABC):
             self._check_list(output, g.world_size, tensor, "all_gather", "output")
         return self._run("all_gather", self._all_gather, output, async_op, output, tensor, g, async_op)
 
-    def all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: Any = None,
-                               async_op: bool = False) -> Any:
+    def all_gather_into_tensor(
+        self, output: torch.Tensor, tensor: torch.Tensor, group: Any = None, async_op: bool = False
+    ) -> Any:
         """Gather into one tensor of ``world_size * tensor.numel()`` elements (rank-major)."""
         g = self._group(group, "all_gather_into_tensor")
         async_op = self._check_async(async_op, "all_gather_into_tensor")
         self._check_tensor(tensor, "all_gather_into_tensor")
         self._check_tensor(output, "all_gather_into_tensor", "output")
         self._check_sized(output, tensor, g.world_size, "all_gather_into_tensor", "output")
-        return self._run("all_gather_into_tensor", self._all_gather_into_tensor, output, async_op,
-                         output, tensor, g, async_op)
+        return self._run(
+            "all_gather_into_tensor", self._all_gather_into_tensor, output, async_op, output, tensor, g, async_op
+        )
 
-    def reduce_scatter(self, output: torch.Tensor, input: torch.Tensor | Sequence[torch.Tensor],
-                       op: ReduceOp | str = "sum", group: Any = None, async_op: bool = False) -> Any:
+    def reduce_scatter(
+        self,
+        output: torch.Tensor,
+        input: torch.Tensor | Sequence[torch.Tensor],
+        op: ReduceOp | str = "sum",
+        group: Any = None,
+        async_op: bool = False,
+    ) -> Any:
         """Reduce ``input`` across the group and leave chunk ``rank`` in ``output``.
 
         ``input`` is one tensor of ``world_size * output.numel()`` elements, or a list of ``world_size`` tensors
@@ -350,8 +364,7 @@ class CommBackend(ABC):
         rop = self._reduce_op(op, output, "reduce_scatter")
         return self._run("reduce_scatter", self._reduce_scatter, output, async_op, output, flat, rop, g, async_op)
 
-    def broadcast(self, tensor: torch.Tensor, src_rank: int = 0, group: Any = None,
-                  async_op: bool = False) -> Any:
+    def broadcast(self, tensor: torch.Tensor, src_rank: int = 0, group: Any = None, async_op: bool = False) -> Any:
         """Copy ``tensor`` of rank ``src_rank`` to every rank of the group, in place."""
         g = self._group(group, "broadcast")
         async_op = self._check_async(async_op, "broadcast")
@@ -359,8 +372,14 @@ class CommBackend(ABC):
         self._check_peer(src_rank, g, "broadcast", "src_rank", allow_self=True)
         return self._run("broadcast", self._broadcast, tensor, async_op, tensor, src_rank, g, async_op)
 
-    def reduce(self, tensor: torch.Tensor, dst_rank: int = 0, op: ReduceOp | str = "sum", group: Any = None,
-               async_op: bool = False) -> Any:
+    def reduce(
+        self,
+        tensor: torch.Tensor,
+        dst_rank: int = 0,
+        op: ReduceOp | str = "sum",
+        group: Any = None,
+        async_op: bool = False,
+    ) -> Any:
         """Reduce into ``tensor`` of rank ``dst_rank`` (other ranks' tensors are left unspecified, as in NCCL)."""
         g = self._group(group, "reduce")
         async_op = self._check_async(async_op, "reduce")
@@ -368,8 +387,14 @@ class CommBackend(ABC):
         rop = self._reduce_op(op, tensor, "reduce")
         return self._run("reduce", self._reduce, tensor, async_op, tensor, dst_rank, rop, g, async_op)
 
-    def gather(self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst_rank: int = 0,
-               group: Any = None, async_op: bool = False) -> Any:
+    def gather(
+        self,
+        tensor: torch.Tensor,
+        gather_list: list[torch.Tensor] | None = None,
+        dst_rank: int = 0,
+        group: Any = None,
+        async_op: bool = False,
+    ) -> Any:
         """Gather every rank's ``tensor`` on ``dst_rank``; returns the list there and None elsewhere."""
         g = self._group(group, "gather")
         async_op = self._check_async(async_op, "gather")
@@ -384,8 +409,14 @@ class CommBackend(ABC):
             gather_list = None
         return self._run("gather", self._gather, gather_list, async_op, tensor, gather_list, dst_rank, g, async_op)
 
-    def scatter(self, tensor: torch.Tensor, scatter_list: Sequence[torch.Tensor] | None = None, src_rank: int = 0,
-                group: Any = None, async_op: bool = False) -> Any:
+    def scatter(
+        self,
+        tensor: torch.Tensor,
+        scatter_list: Sequence[torch.Tensor] | None = None,
+        src_rank: int = 0,
+        group: Any = None,
+        async_op: bool = False,
+    ) -> Any:
         """Rank ``src_rank`` sends ``scatter_list[i]`` to rank ``i``, which receives it into ``tensor``."""
         g = self._group(group, "scatter")
         async_op = self._check_async(async_op, "scatter")
@@ -400,8 +431,13 @@ class CommBackend(ABC):
             scatter_list = None
         return self._run("scatter", self._scatter, tensor, async_op, tensor, scatter_list, src_rank, g, async_op)
 
-    def all_to_all(self, output: torch.Tensor | list[torch.Tensor], input: torch.Tensor | Sequence[torch.Tensor],
-                   group: Any = None, async_op: bool = False) -> Any:
+    def all_to_all(
+        self,
+        output: torch.Tensor | list[torch.Tensor],
+        input: torch.Tensor | Sequence[torch.Tensor],
+        group: Any = None,
+        async_op: bool = False,
+    ) -> Any:
         """Rank ``i`` sends chunk ``j`` of ``input`` to rank ``j``, which stores it as chunk ``i`` of ``output``.
 
         Either both are lists of ``world_size`` tensors, or both are single tensors split evenly along dim 0.
@@ -416,17 +452,20 @@ class CommBackend(ABC):
             if input.numel() != output.numel() or input.dtype != output.dtype:
                 raise InvalidArgumentError(
                     f"all_to_all: output ({output.numel()} x {output.dtype}) must match input "
-                    f"({input.numel()} x {input.dtype})")
+                    f"({input.numel()} x {input.dtype})"
+                )
             if input.numel() % g.world_size:
                 raise InvalidArgumentError(
-                    f"all_to_all: {input.numel()} elements do not split evenly over {g.world_size} ranks")
+                    f"all_to_all: {input.numel()} elements do not split evenly over {g.world_size} ranks"
+                )
             return self._run("all_to_all", self._all_to_all_single, output, async_op, output, input, g, async_op)
         if isinstance(output, torch.Tensor):
             raise InvalidArgumentError("all_to_all: input is a list, so output must be a list too")
         for name, lst in (("input", input), ("output", output)):
             if not isinstance(lst, (list, tuple)):
-                raise InvalidArgumentError(f"all_to_all: {name} must be a tensor or a list of {g.world_size} tensors, "
-                                           f"got {type(lst).__name__}")
+                raise InvalidArgumentError(
+                    f"all_to_all: {name} must be a tensor or a list of {g.world_size} tensors, got {type(lst).__name__}"
+                )
         inputs, outputs = list(input), list(output)
         for name, lst in (("input", inputs), ("output", outputs)):
             if len(lst) != g.world_size:
@@ -435,12 +474,16 @@ class CommBackend(ABC):
                 self._check_tensor(t, "all_to_all", name)
         dtypes = {t.dtype for t in inputs + outputs}
         if len(dtypes) > 1:
-            raise InvalidArgumentError(f"all_to_all: every input and output tensor must have one dtype, got "
-                                       f"{sorted(str(d).removeprefix('torch.') for d in dtypes)}")
+            raise InvalidArgumentError(
+                f"all_to_all: every input and output tensor must have one dtype, got "
+                f"{sorted(str(d).removeprefix('torch.') for d in dtypes)}"
+            )
         me = g.rank  # this rank's own chunk stays here: its sizes must agree (the other chunks are the peers')
         if inputs[me].numel() != outputs[me].numel():
-            raise InvalidArgumentError(f"all_to_all: output[{me}] has {outputs[me].numel()} elements but input[{me}], "
-                                       f"this rank's chunk for itself, has {inputs[me].numel()}")
+            raise InvalidArgumentError(
+                f"all_to_all: output[{me}] has {outputs[me].numel()} elements but input[{me}], "
+                f"this rank's chunk for itself, has {inputs[me].numel()}"
+            )
         return self._run("all_to_all", self._all_to_all, outputs, async_op, outputs, inputs, g, async_op)
 
     def barrier(self, group: Any = None, async_op: bool = False, timeout: float | None = None) -> Any:
@@ -502,8 +545,10 @@ class CommBackend(ABC):
         results = []
         for p in p2p_ops:
             if not all(hasattr(p, a) for a in ("op", "tensor", "peer")):
-                raise InvalidArgumentError(f"batch_isend_irecv takes P2POp entries (op, tensor, peer, group, tag), got "
-                                           f"{type(p).__name__} {p!r}")
+                raise InvalidArgumentError(
+                    f"batch_isend_irecv takes P2POp entries (op, tensor, peer, group, tag), got "
+                    f"{type(p).__name__} {p!r}"
+                )
             group, tag = getattr(p, "group", None), getattr(p, "tag", 0)
             kind = p.op if isinstance(p.op, str) else getattr(p.op, "__name__", str(p.op))
             if kind not in ("isend", "irecv"):
@@ -535,7 +580,8 @@ class CommBackend(ABC):
         if self._world is None:
             raise NotInitializedError(
                 f"{what} called before init: call init_process_group(world_size=..., rank=...) on the "
-                f"{self.name} backend first (or run under torchrun and call it with no arguments)")
+                f"{self.name} backend first (or run under torchrun and call it with no arguments)"
+            )
         return self._world
 
     def _lookup_group(self, group: CommGroup | str) -> CommGroup:
@@ -545,7 +591,8 @@ class CommBackend(ABC):
         if found is None or (not isinstance(group, str) and found is not group):
             raise GroupNotFoundError(
                 f"group {gid!r} is not a live group of this {self.name} backend (destroyed, or created by another "
-                f"backend instance); known groups: {sorted(self._groups)}")
+                f"backend instance); known groups: {sorted(self._groups)}"
+            )
         return found
 
     def _group(self, group: Any, op: str) -> CommGroup:
@@ -557,7 +604,8 @@ class CommBackend(ABC):
         if g.rank < 0:
             raise RankMismatchError(
                 f"{op}: this process (global rank {self._global_rank}) is not a member of group {g.group_id} "
-                f"(ranks {list(g.global_ranks)}); only members may call ops on it")
+                f"(ranks {list(g.global_ranks)}); only members may call ops on it"
+            )
         return g
 
     def _require_op(self, op: str) -> None:
@@ -567,7 +615,8 @@ class CommBackend(ABC):
     def _unsupported(self, op: str, detail: str = "") -> BackendNotSupportedError:
         return BackendNotSupportedError(
             f"backend {self.name!r} does not support {op}{detail}; it declares ops: "
-            f"{', '.join(sorted(self.capabilities.ops))}. Choose another backend (sagellm-comm info lists them).")
+            f"{', '.join(sorted(self.capabilities.ops))}. Choose another backend (sagellm-comm info lists them)."
+        )
 
     def _check_tensor(self, t: Any, op: str, what: str = "tensor") -> None:
         if not isinstance(t, torch.Tensor):
@@ -581,7 +630,8 @@ class CommBackend(ABC):
         if not caps.non_contiguous and not t.is_contiguous():
             raise InvalidArgumentError(
                 f"{op}: {what} is not contiguous and backend {self.name!r} needs contiguous tensors; "
-                "pass tensor.contiguous() and copy the result back")
+                "pass tensor.contiguous() and copy the result back"
+            )
 
     def _check_list(self, lst: Any, n: int, like: torch.Tensor, op: str, what: str) -> None:
         if not isinstance(lst, (list, tuple)) or len(lst) != n:
@@ -592,14 +642,16 @@ class CommBackend(ABC):
             if t.numel() != like.numel() or t.dtype != like.dtype:
                 raise InvalidArgumentError(
                     f"{op}: every tensor in {what} must have {like.numel()} elements of {like.dtype}, got "
-                    f"{t.numel()} of {t.dtype}")
+                    f"{t.numel()} of {t.dtype}"
+                )
 
     @staticmethod
     def _check_sized(big: torch.Tensor, small: torch.Tensor, n: int, op: str, what: str) -> None:
         if big.numel() != n * small.numel() or big.dtype != small.dtype:
             raise InvalidArgumentError(
                 f"{op}: {what} must hold world_size x {small.numel()} = {n * small.numel()} elements of "
-                f"{small.dtype}, got {big.numel()} of {big.dtype}")
+                f"{small.dtype}, got {big.numel()} of {big.dtype}"
+            )
 
     def _check_peer(self, peer: Any, g: CommGroup, op: str, what: str, *, allow_self: bool) -> None:
         if isinstance(peer, bool) or not isinstance(peer, int):
@@ -607,7 +659,8 @@ class CommBackend(ABC):
         if not 0 <= peer < g.world_size:
             raise RankMismatchError(
                 f"{op}: {what}={peer} is out of range for group {g.group_id} of size {g.world_size} "
-                f"(valid 0..{g.world_size - 1}; ranks are group ranks)")
+                f"(valid 0..{g.world_size - 1}; ranks are group ranks)"
+            )
         if not allow_self and peer == g.rank:
             raise RankMismatchError(f"{op}: {what}={peer} is this process's own rank; {op} needs another rank")
 
@@ -632,20 +685,27 @@ class CommBackend(ABC):
         self._check_tensor(tensor, opname)
         if not self.capabilities.supports_reduce(rop, tensor.dtype):
             ok = sorted(o.value for o, dts in self.capabilities.reduce_support.items() if tensor.dtype in dts)
-            raise self._unsupported(opname, f" with op {rop.value} on {tensor.dtype} (ops it reduces "
-                                            f"{tensor.dtype} with: {', '.join(ok) or 'none'})")
+            raise self._unsupported(
+                opname,
+                f" with op {rop.value} on {tensor.dtype} (ops it reduces "
+                f"{tensor.dtype} with: {', '.join(ok) or 'none'})",
+            )
         return rop
 
     @staticmethod
     def _as_tensor(obj: Any, op: str, writable: bool = False) -> Any:
         """Let byte buffers (bytes, bytearray, memoryview) travel as uint8 tensors (the KV engine sends them)."""
         if writable and (isinstance(obj, bytes) or (isinstance(obj, memoryview) and obj.readonly)):
-            raise InvalidArgumentError(f"{op}: cannot receive into immutable {type(obj).__name__}; pass a "
-                                       "bytearray, a writable memoryview or a tensor")
+            raise InvalidArgumentError(
+                f"{op}: cannot receive into immutable {type(obj).__name__}; pass a "
+                "bytearray, a writable memoryview or a tensor"
+            )
         if isinstance(obj, memoryview) and not obj.contiguous:
             if writable:
-                raise InvalidArgumentError(f"{op}: cannot receive into a non-contiguous memoryview; pass a "
-                                           "contiguous buffer and copy the bytes where they belong")
+                raise InvalidArgumentError(
+                    f"{op}: cannot receive into a non-contiguous memoryview; pass a "
+                    "contiguous buffer and copy the bytes where they belong"
+                )
             obj = obj.tobytes()  # sent as a copy, as bytes are
         if isinstance(obj, (bytes, bytearray, memoryview)):
             if len(obj) == 0:
@@ -677,8 +737,9 @@ class CommBackend(ABC):
             if p2p_check is not None and not async_op:
                 p2p_check(None)
         except BaseException as exc:
-            error = exc if isinstance(exc, CommError) or not isinstance(exc, Exception) else \
-                self._translate_error(op, exc)
+            error = (
+                exc if isinstance(exc, CommError) or not isinstance(exc, Exception) else self._translate_error(op, exc)
+            )
             if p2p_check is not None and not isinstance(error, RankMismatchError):
                 try:
                     p2p_check(error)
@@ -738,45 +799,53 @@ class CommBackend(ABC):
         raise self._unsupported("create_group")
 
     def _not_implemented(self, op: str) -> BackendNotSupportedError:
-        return BackendNotSupportedError(f"backend {self.name!r} declares {op} but does not implement it (a bug in "
-                                        "the plugin; report it to its authors)")
+        return BackendNotSupportedError(
+            f"backend {self.name!r} declares {op} but does not implement it (a bug in "
+            "the plugin; report it to its authors)"
+        )
 
     def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> Work | None:
         raise self._not_implemented("all_reduce")
 
-    def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup,
-                    async_op: bool) -> Work | None:
+    def _all_gather(
+        self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         raise self._not_implemented("all_gather")
 
-    def _all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup,
-                                async_op: bool) -> Work | None:
+    def _all_gather_into_tensor(
+        self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         raise self._not_implemented("all_gather_into_tensor")
 
-    def _reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup,
-                        async_op: bool) -> Work | None:
+    def _reduce_scatter(
+        self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool
+    ) -> Work | None:
         raise self._not_implemented("reduce_scatter")
 
     def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> Work | None:
         raise self._not_implemented("broadcast")
 
-    def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup,
-                async_op: bool) -> Work | None:
+    def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup, async_op: bool) -> Work | None:
         raise self._not_implemented("reduce")
 
-    def _gather(self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup,
-                async_op: bool) -> Work | None:
+    def _gather(
+        self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup, async_op: bool
+    ) -> Work | None:
         raise self._not_implemented("gather")
 
-    def _scatter(self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup,
-                 async_op: bool) -> Work | None:
+    def _scatter(
+        self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup, async_op: bool
+    ) -> Work | None:
         raise self._not_implemented("scatter")
 
-    def _all_to_all(self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup,
-                    async_op: bool) -> Work | None:
+    def _all_to_all(
+        self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup, async_op: bool
+    ) -> Work | None:
         raise self._not_implemented("all_to_all")
 
-    def _all_to_all_single(self, output: torch.Tensor, input: torch.Tensor, group: CommGroup,
-                           async_op: bool) -> Work | None:
+    def _all_to_all_single(
+        self, output: torch.Tensor, input: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         raise self._not_implemented("all_to_all")
 
     def _barrier(self, group: CommGroup, async_op: bool, timeout: float | None) -> Work | None:
@@ -798,8 +867,10 @@ class CommBackend(ABC):
         """Start every ``(kind, tensor, peer, group, tag)`` (kind ``"isend"``/``"irecv"``), one Work per item in
         order. The default starts them one by one; an engine whose sends block until matched (NCCL) overrides it to
         fuse them, or a ring of them deadlocks."""
-        return [self._isend(t, peer, g, tag) if kind == "isend" else self._irecv(t, peer, g, tag)
-                for kind, t, peer, g, tag in items]
+        return [
+            self._isend(t, peer, g, tag) if kind == "isend" else self._irecv(t, peer, g, tag)
+            for kind, t, peer, g, tag in items
+        ]
 
     def __repr__(self) -> str:
         state = f"rank {self._global_rank}/{self._world.world_size}" if self._world else "not initialized"

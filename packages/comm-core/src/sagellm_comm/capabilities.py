@@ -57,8 +57,9 @@ class Capabilities:
         if unknown:
             raise ValueError(f"unknown op names in capabilities: {sorted(unknown)}; known: {sorted(ALL_OPS)}")
         if self.concurrent_progress and not self.async_ops:
-            raise ValueError("concurrent_progress=True needs async_ops=True: only async ops can progress in the "
-                             "background")
+            raise ValueError(
+                "concurrent_progress=True needs async_ops=True: only async ops can progress in the background"
+            )
 
     @property
     def reduce_ops(self) -> frozenset[ReduceOp]:

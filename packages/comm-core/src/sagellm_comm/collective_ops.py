@@ -20,20 +20,25 @@ __all__ = ["CollectiveOps"]
 def _resolve(group: CommGroup | None) -> CommGroup:
     if group is not None:
         if not isinstance(group, CommGroup):
-            raise GroupNotFoundError(f"CollectiveOps: group must be a CommGroup (CommGroup.create(...) or "
-                                     f"backend.create_group(...)), got {type(group).__name__} {group!r}")
+            raise GroupNotFoundError(
+                f"CollectiveOps: group must be a CommGroup (CommGroup.create(...) or "
+                f"backend.create_group(...)), got {type(group).__name__} {group!r}"
+            )
         return group
     backend = current_backend()
     if backend is None:
-        raise NotInitializedError("CollectiveOps called with no group and no initialized backend: create one with "
-                                  "CommGroup.create(world_size=..., rank=...) and pass group=")
+        raise NotInitializedError(
+            "CollectiveOps called with no group and no initialized backend: create one with "
+            "CommGroup.create(world_size=..., rank=...) and pass group="
+        )
     return backend.world_group
 
 
 class CollectiveOps:
     @staticmethod
-    def all_reduce(tensor: torch.Tensor, op: Any = "sum", group: CommGroup | None = None,
-                   async_op: bool = False) -> Any:
+    def all_reduce(
+        tensor: torch.Tensor, op: Any = "sum", group: CommGroup | None = None, async_op: bool = False
+    ) -> Any:
         return _resolve(group).all_reduce(tensor, op, async_op)
 
     @staticmethod
@@ -41,18 +46,21 @@ class CollectiveOps:
         return _resolve(group).all_gather(tensor, async_op)
 
     @staticmethod
-    def reduce_scatter(output: torch.Tensor, input: Any, op: Any = "sum", group: CommGroup | None = None,
-                       async_op: bool = False) -> Any:
+    def reduce_scatter(
+        output: torch.Tensor, input: Any, op: Any = "sum", group: CommGroup | None = None, async_op: bool = False
+    ) -> Any:
         return _resolve(group).reduce_scatter(output, input, op, async_op)
 
     @staticmethod
-    def broadcast(tensor: torch.Tensor, src_rank: int = 0, group: CommGroup | None = None,
-                  async_op: bool = False) -> Any:
+    def broadcast(
+        tensor: torch.Tensor, src_rank: int = 0, group: CommGroup | None = None, async_op: bool = False
+    ) -> Any:
         return _resolve(group).broadcast(tensor, src_rank, async_op)
 
     @staticmethod
-    def reduce(tensor: torch.Tensor, dst_rank: int = 0, op: Any = "sum", group: CommGroup | None = None,
-               async_op: bool = False) -> Any:
+    def reduce(
+        tensor: torch.Tensor, dst_rank: int = 0, op: Any = "sum", group: CommGroup | None = None, async_op: bool = False
+    ) -> Any:
         return _resolve(group).reduce(tensor, dst_rank, op, async_op)
 
     @staticmethod

@@ -102,8 +102,11 @@ def check_call(backend: Any, group: Any, op: str, args: tuple[Any, ...], seqs: d
     channel.set(f"{seq}/{group.rank}", mine)
     owners = [f"rank {r}" for r in group.global_ranks]
     try:
-        channel.wait([f"{seq}/{r}" for r in range(group.world_size)], owners=owners,
-                     what=f"reach call #{seq} on group {group.group_id} ({mine} here)")
+        channel.wait(
+            [f"{seq}/{r}" for r in range(group.world_size)],
+            owners=owners,
+            what=f"reach call #{seq} on group {group.group_id} ({mine} here)",
+        )
     except CommTimeoutError:
         raise
     calls = [channel.get(f"{seq}/{r}").decode() for r in range(group.world_size)]
@@ -117,4 +120,5 @@ def check_call(backend: Any, group: Any, op: str, args: tuple[Any, ...], seqs: d
         raise RankMismatchError(
             f"call #{seq} on group {group.group_id}: the ranks are not running the same collective -- {listing}. "
             "Every rank must call the same ops in the same order with matching tensors (found by "
-            f"{DEBUG_ENV}=detail before the engine saw the call).")
+            f"{DEBUG_ENV}=detail before the engine saw the call)."
+        )

@@ -30,8 +30,9 @@ def _shape(tensor: torch.Tensor) -> str:
     return f"{str(tensor.dtype).removeprefix('torch.')} x{tensor.numel()}"
 
 
-def p2p_lane_check(backend: Any, op: str, args: tuple[Any, ...], counters: dict[tuple[Any, ...], int]
-                   ) -> Callable[[BaseException | None], None] | None:
+def p2p_lane_check(
+    backend: Any, op: str, args: tuple[Any, ...], counters: dict[tuple[Any, ...], int]
+) -> Callable[[BaseException | None], None] | None:
     """For a send: post its shape and return None. For a receive: return ``check(error)``, to call when the
     receive completed (``error`` None) or failed; it raises ``COMM_RANK_MISMATCH`` when the shapes differ."""
     tensor, peer, group, tag = args
@@ -64,6 +65,7 @@ def p2p_lane_check(backend: Any, op: str, args: tuple[Any, ...], counters: dict[
                 f"message #{n} from rank {names[src]} to rank {names[dst]} (tag {tag}, group {group.group_id}): "
                 f"rank {names[src]} sent {theirs}, rank {names[dst]} received into {mine}"
                 f"{'; the buffer holds garbage' if error is None else ''}. Send and receive must use the same dtype "
-                "and element count (found by SAGELLM_COMM_DEBUG=detail).")
+                "and element count (found by SAGELLM_COMM_DEBUG=detail)."
+            )
 
     return check

@@ -88,8 +88,10 @@ class CommGroup:
             comm = backend
         else:
             existing = current_backend(backend)
-            if existing is not None and (world_size is None or existing.get_world_size() == world_size) and (
-                rank is None or existing.get_rank() == rank
+            if (
+                existing is not None
+                and (world_size is None or existing.get_world_size() == world_size)
+                and (rank is None or existing.get_rank() == rank)
             ):
                 return existing.world_group
             comm = get_comm_backend(backend)
@@ -110,8 +112,10 @@ class CommGroup:
         if isinstance(group_rank, bool) or not isinstance(group_rank, int):
             raise InvalidArgumentError(f"group rank must be an int, got {group_rank!r}")
         if not 0 <= group_rank < self.world_size:
-            raise RankMismatchError(f"group rank {group_rank} is out of range for group {self.group_id} of size "
-                                    f"{self.world_size} (valid 0..{self.world_size - 1})")
+            raise RankMismatchError(
+                f"group rank {group_rank} is out of range for group {self.group_id} of size "
+                f"{self.world_size} (valid 0..{self.world_size - 1})"
+            )
         return self.global_ranks[group_rank]
 
     def group_rank(self, global_rank: int) -> int:
@@ -129,8 +133,14 @@ class CommGroup:
         except ValueError:
             btype = CommBackendType.CUSTOM
         meta = {"backend_name": self.backend.name, "rank": self.rank}
-        info = CommGroupInfo(group_id=self.group_id, backend=btype, world_size=self.world_size,
-                             ranks=list(self.global_ranks), root_rank=0, metadata=meta)
+        info = CommGroupInfo(
+            group_id=self.group_id,
+            backend=btype,
+            world_size=self.world_size,
+            ranks=list(self.global_ranks),
+            root_rank=0,
+            metadata=meta,
+        )
         if self.timeout_s is not None:
             info.timeout_ms = self.timeout_s * 1000.0
         return info
@@ -173,5 +183,7 @@ class CommGroup:
         return self.backend.recv(tensor, src_rank, self, tag)
 
     def __repr__(self) -> str:
-        return (f"CommGroup(id={self.group_id!r}, backend={self.backend.name!r}, ranks={list(self.global_ranks)}, "
-                f"rank={self.rank})")
+        return (
+            f"CommGroup(id={self.group_id!r}, backend={self.backend.name!r}, ranks={list(self.global_ranks)}, "
+            f"rank={self.rank})"
+        )

@@ -27,8 +27,10 @@ def meta_extras() -> tuple[str | None, list[str]]:
 
 def _extras_line(version: str | None, extras: list[str]) -> str:
     if version is None:
-        return (f"{META_DISTRIBUTION} (the distribution whose extras pull the plugins) is not installed; "
-                f"`pip install {META_DISTRIBUTION}` gives the CPU backends")
+        return (
+            f"{META_DISTRIBUTION} (the distribution whose extras pull the plugins) is not installed; "
+            f"`pip install {META_DISTRIBUTION}` gives the CPU backends"
+        )
     backends = [e for e in extras if e not in _NOT_EXTRAS]
     return f"the extras of {META_DISTRIBUTION} {version} are: {', '.join(backends) or 'none'}"
 
@@ -38,8 +40,10 @@ def hint_for_backend(name: str) -> str:
     version, extras = meta_extras()
     if name in extras:
         return f"install it with: pip install '{META_DISTRIBUTION}[{name}]'"
-    return (f"no extra of {META_DISTRIBUTION} is named {name!r} ({_extras_line(version, extras)}); a third-party "
-            "plugin providing it must be installed on its own")
+    return (
+        f"no extra of {META_DISTRIBUTION} is named {name!r} ({_extras_line(version, extras)}); a third-party "
+        "plugin providing it must be installed on its own"
+    )
 
 
 def hint_for_device(device_type: str) -> str:

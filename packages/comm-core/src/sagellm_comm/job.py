@@ -66,4 +66,6 @@ def check_job(store: Any, rank: int, where: str, wait: Any) -> None:
         detail = f"the job there was started with another {JOB_TOKEN_ENV} than this process"
     raise GroupInvalidError(
         f"rank {rank}: the rendezvous store at {where} belongs to another job: {detail}. Nothing was written to "
-        "it. Give each job its own MASTER_PORT, and all ranks of one job the same job token", retryable=False)
+        "it. Give each job its own MASTER_PORT, and all ranks of one job the same job token",
+        retryable=False,
+    )

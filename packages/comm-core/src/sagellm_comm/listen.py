@@ -39,8 +39,9 @@ def _is_loopback(addr: str) -> bool:
         return False
 
 
-def bind_rule(master_addr: str, configured: str, resolve: Callable[[str], Sequence[str] | None]
-              ) -> tuple[str, str] | None:
+def bind_rule(
+    master_addr: str, configured: str, resolve: Callable[[str], Sequence[str] | None]
+) -> tuple[str, str] | None:
     """The address to listen on for ``master_addr`` and why: ``(address, reason)``, ``""`` meaning every
     interface; None when ``master_addr`` does not resolve. ``configured`` is ``SAGELLM_COMM_BIND_ADDR``'s value,
     ``resolve(name)`` the addresses a name resolves to (None when it does not)."""
@@ -70,7 +71,9 @@ def bind_address(master_addr: str) -> tuple[str, str]:
     if rule is None:
         raise GroupInvalidError(
             f"MASTER_ADDR={master_addr!r} does not resolve on this host; rank 0 must be able to listen on it: use "
-            "this host's address or name", retryable=False)
+            "this host's address or name",
+            retryable=False,
+        )
     return rule
 
 
@@ -96,5 +99,8 @@ def listen_socket(master_addr: str, port: int, *, retry_s: float = BIND_RETRY_S)
     """A listening socket for rank 0's store, on :func:`bind_address`; ``OSError`` (``EADDRINUSE`` and the like)
     once the port stayed taken for ``retry_s``."""
     address, _ = bind_address(master_addr)
-    return retry(lambda: _bind(address, port),
-                 retry_on=lambda e: isinstance(e, OSError) and e.errno == errno.EADDRINUSE, deadline_s=retry_s)
+    return retry(
+        lambda: _bind(address, port),
+        retry_on=lambda e: isinstance(e, OSError) and e.errno == errno.EADDRINUSE,
+        deadline_s=retry_s,
+    )

@@ -16,8 +16,18 @@ CommOp = ReduceOp
 
 # dtypes as small integers where ranks exchange descriptions of tensors (shm step tags, gloo P2P frames): the
 # position in this tuple. Append only: ranks of one job must agree on it.
-WIRE_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8,
-                                        torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool)
+WIRE_DTYPES: tuple[torch.dtype, ...] = (
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int8,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+)
 
 _ALIASES: dict[str, ReduceOp] = {op.value: op for op in ReduceOp}
 _ALIASES.update({op.name.lower(): op for op in ReduceOp})

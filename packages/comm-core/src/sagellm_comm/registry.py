@@ -92,7 +92,8 @@ class BackendSpec:
             hint = self.install_hint or hint_for_backend(self.name)
             raise BackendNotSupportedError(
                 f"backend {self.name!r} (plugin {self.plugin!r}) could not be loaded from {self.factory}: "
-                f"{type(exc).__name__}: {exc}. {hint}") from exc
+                f"{type(exc).__name__}: {exc}. {hint}"
+            ) from exc
 
     def loaded_class(self) -> type | None:
         """The factory class if it is already imported (never imports anything)."""
@@ -145,8 +146,9 @@ class BackendRegistry:
         self._plugin: str = "in-process"
         self._lock = threading.RLock()
 
-    def register(self, spec: BackendSpec | str, factory: Callable[..., CommBackend] | None = None,
-                 **fields: Any) -> BackendSpec:
+    def register(
+        self, spec: BackendSpec | str, factory: Callable[..., CommBackend] | None = None, **fields: Any
+    ) -> BackendSpec:
         """``register(BackendSpec(...))`` or ``register("name", factory, devices=..., priority=...)``."""
         if isinstance(spec, str):
             if factory is None:
@@ -250,13 +252,28 @@ def register_plugin(plugin: Any, name: str) -> PluginRecord:
     return man.register_object(plugin, name, _register_plugin(reg, man))
 
 
-def register_comm_backend(name: str, factory: Callable[..., CommBackend] | str, *, devices: Iterable[str] = ("cpu",),
-                          priority: int = 0, available: Callable[[], tuple[bool, str]] | str | None = None,
-                          description: str = "", install_hint: str = "") -> BackendSpec:
+def register_comm_backend(
+    name: str,
+    factory: Callable[..., CommBackend] | str,
+    *,
+    devices: Iterable[str] = ("cpu",),
+    priority: int = 0,
+    available: Callable[[], tuple[bool, str]] | str | None = None,
+    description: str = "",
+    install_hint: str = "",
+) -> BackendSpec:
     """Register a backend from this process (no entry point needed); replaces one of the same name."""
-    return backend_registry().register(BackendSpec(name=name, factory=factory, devices=frozenset(devices),
-                                                   priority=priority, available=available,
-                                                   description=description, install_hint=install_hint))
+    return backend_registry().register(
+        BackendSpec(
+            name=name,
+            factory=factory,
+            devices=frozenset(devices),
+            priority=priority,
+            available=available,
+            description=description,
+            install_hint=install_hint,
+        )
+    )
 
 
 def _device_type(device: Any) -> str:
@@ -274,9 +291,16 @@ def _status(spec: BackendSpec) -> BackendStatus:
     cls = spec.loaded_class()  # capabilities only of factories already imported: listing imports no engine
     if cls is not None and hasattr(cls, "capabilities"):
         caps = cls.capabilities.describe()
-    return BackendStatus(name=spec.name, available=ok, reason=reason, devices=tuple(sorted(spec.devices)),
-                         priority=spec.priority, plugin=spec.plugin, description=spec.description,
-                         capabilities=caps)
+    return BackendStatus(
+        name=spec.name,
+        available=ok,
+        reason=reason,
+        devices=tuple(sorted(spec.devices)),
+        priority=spec.priority,
+        plugin=spec.plugin,
+        description=spec.description,
+        capabilities=caps,
+    )
 
 
 def list_comm_backends() -> list[BackendStatus]:
@@ -285,9 +309,14 @@ def list_comm_backends() -> list[BackendStatus]:
     out = [_status(s) for s in reg.specs()]
     for rec in man.records.values():
         if rec.status == "failed":
-            out.append(BackendStatus(name=rec.name, available=False, plugin=rec.name,
-                                     reason=f"plugin {rec.name!r} ({rec.distribution or '?'}) failed to load: "
-                                            f"{rec.error}"))
+            out.append(
+                BackendStatus(
+                    name=rec.name,
+                    available=False,
+                    plugin=rec.name,
+                    reason=f"plugin {rec.name!r} ({rec.distribution or '?'}) failed to load: {rec.error}",
+                )
+            )
     return out
 
 
@@ -334,9 +363,11 @@ def select_backend(device: Any = None) -> tuple[str, str]:
     known = ", ".join(f"{s.name} ({'/'.join(sorted(s.devices))})" for s in reg.specs()) or "none"
     if reasons and any(s.scope != "composite" for s in candidates):  # a composite alone has nothing to compose
         raise BackendNotSupportedError(
-            f"no available backend for {dev_type!r} tensors: {'; '.join(reasons)}; known backends: {known}")
+            f"no available backend for {dev_type!r} tensors: {'; '.join(reasons)}; known backends: {known}"
+        )
     raise BackendNotSupportedError(
-        f"no installed backend handles {dev_type!r} tensors (known backends: {known}); {hint_for_device(dev_type)}")
+        f"no installed backend handles {dev_type!r} tensors (known backends: {known}); {hint_for_device(dev_type)}"
+    )
 
 
 def get_comm_backend(name: str | None = None, *, device: Any = None, **options: Any) -> CommBackend:
@@ -355,7 +386,8 @@ def get_comm_backend(name: str | None = None, *, device: Any = None, **options: 
         why = f"plugin {key!r} failed to load: {failed[key]}; " if key in failed else ""
         raise BackendNotSupportedError(
             f"unknown comm backend {name!r}; known backends: {', '.join(reg.names()) or 'none'}. {why}"
-            f"{hint_for_backend(key)}; `sagellm-comm info` shows what is installed.")
+            f"{hint_for_backend(key)}; `sagellm-comm info` shows what is installed."
+        )
     ok, reason = spec.check()
     if not ok:
         raise BackendNotSupportedError(f"comm backend {key!r} is installed but unavailable here: {reason}")

@@ -19,8 +19,16 @@ from urllib.parse import urlparse
 
 from sagellm_comm.errors import InvalidArgumentError, RankMismatchError
 
-__all__ = ["DEFAULT_MASTER_ADDR", "DEFAULT_MASTER_PORT", "DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "Rendezvous",
-           "check_timeout", "launcher_layout", "resolve_rendezvous"]
+__all__ = [
+    "DEFAULT_MASTER_ADDR",
+    "DEFAULT_MASTER_PORT",
+    "DEFAULT_TIMEOUT_S",
+    "MAX_TIMEOUT_S",
+    "Rendezvous",
+    "check_timeout",
+    "launcher_layout",
+    "resolve_rendezvous",
+]
 
 DEFAULT_MASTER_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500  # torch.distributed's default
@@ -130,19 +138,29 @@ def resolve_rendezvous(
         timeout_s = DEFAULT_TIMEOUT_S if env_s is None else check_timeout("SAGELLM_COMM_TIMEOUT_S", env_s)
     else:
         timeout_s = check_timeout("timeout", timeout)
-    return Rendezvous(rank=rk, world_size=ws, local_rank=rk if local is None else local, master_addr=addr,
-                      master_port=port, timeout_s=timeout_s, init_method=init_method)
+    return Rendezvous(
+        rank=rk,
+        world_size=ws,
+        local_rank=rk if local is None else local,
+        master_addr=addr,
+        master_port=port,
+        timeout_s=timeout_s,
+        init_method=init_method,
+    )
 
 
 def _check_init_method(url: Any) -> None:
     """A string; for ``file://`` its directory must exist (torch's FileStore would otherwise retry for 5 minutes
     while holding the GIL, whatever the timeout)."""
     if not isinstance(url, str):
-        raise InvalidArgumentError(f"init_method must be a URL string (tcp://host:port, file:///path, env://), got "
-                                   f"{url!r}")
+        raise InvalidArgumentError(
+            f"init_method must be a URL string (tcp://host:port, file:///path, env://), got {url!r}"
+        )
     parsed = urlparse(url)
     if parsed.scheme == "file" and parsed.path:
         folder = os.path.dirname(parsed.path) or "."
         if not os.path.isdir(folder):
-            raise InvalidArgumentError(f"init_method {url!r}: directory {folder} does not exist; every rank must see "
-                                       "the same existing directory")
+            raise InvalidArgumentError(
+                f"init_method {url!r}: directory {folder} does not exist; every rank must see "
+                "the same existing directory"
+            )

@@ -16,8 +16,14 @@ __all__ = ["retry"]
 T = TypeVar("T")
 
 
-def retry(step: Callable[[], T], *, retry_on: Callable[[BaseException], bool], deadline_s: float,
-          first_wait_s: float = 0.05, max_wait_s: float = 1.0) -> T:
+def retry(
+    step: Callable[[], T],
+    *,
+    retry_on: Callable[[BaseException], bool],
+    deadline_s: float,
+    first_wait_s: float = 0.05,
+    max_wait_s: float = 1.0,
+) -> T:
     """``step()`` until it returns, re-raising at once any error ``retry_on`` rejects; a retryable error is retried
     after waiting ``first_wait_s``, doubling up to ``max_wait_s``, until ``deadline_s`` seconds have passed, then
     the last error is raised."""

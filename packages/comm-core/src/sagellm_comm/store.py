@@ -80,8 +80,9 @@ class SideChannel:
 
     def scope(self, name: str, timeout_s: float | None = None) -> SideChannel:
         """A nested namespace ``<prefix><name>/`` (e.g. one per group), optionally with its own timeout."""
-        return SideChannel(self.base, f"{self.prefix}{name}/", self.timeout_s if timeout_s is None else timeout_s,
-                           base=self.base)
+        return SideChannel(
+            self.base, f"{self.prefix}{name}/", self.timeout_s if timeout_s is None else timeout_s, base=self.base
+        )
 
     # ---------------------------------------------------------------------------------------------- basics
     def set(self, key: str, value: bytes | str) -> None:
@@ -98,8 +99,14 @@ class SideChannel:
         self.wait([key], owners=[owner], what=what, timeout=timeout)
         return bytes(self.store.get(key))
 
-    def wait(self, keys: Sequence[str], *, owners: Sequence[Any] | None = None, what: str = "publish their keys",
-             timeout: float | None = None) -> None:
+    def wait(
+        self,
+        keys: Sequence[str],
+        *,
+        owners: Sequence[Any] | None = None,
+        what: str = "publish their keys",
+        timeout: float | None = None,
+    ) -> None:
         """Wait until every key exists; on timeout raise ``COMM_TIMEOUT`` naming the owners of the missing keys."""
         limit = self.timeout_s if timeout is None else float(timeout)
         try:
@@ -113,11 +120,21 @@ class SideChannel:
             raise CommTimeoutError(
                 f"side channel {self.prefix!r}: {', '.join(map(str, missing)) or '?'} did not {what} within "
                 f"{limit:.1f}s ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); they are not "
-                "running, are stuck, or were started with another MASTER_ADDR/MASTER_PORT", retryable=False) from exc
+                "running, are stuck, or were started with another MASTER_ADDR/MASTER_PORT",
+                retryable=False,
+            ) from exc
 
     # ---------------------------------------------------------------------------------------- group helpers
-    def exchange(self, key: str, value: bytes | str, rank: int, world_size: int, *,
-                 names: Sequence[Any] | None = None, what: str = "join") -> list[bytes]:
+    def exchange(
+        self,
+        key: str,
+        value: bytes | str,
+        rank: int,
+        world_size: int,
+        *,
+        names: Sequence[Any] | None = None,
+        what: str = "join",
+    ) -> list[bytes]:
         """All-gather through the store: every rank posts ``value`` under ``key/<rank>`` and gets all of them in
         rank order. ``names`` (e.g. global ranks) are used in the timeout message."""
         self.set(f"{key}/{rank}", value)
@@ -126,8 +143,16 @@ class SideChannel:
         self.wait(keys, owners=owners, what=what)
         return [bytes(self.store.get(k)) for k in keys]
 
-    def broadcast(self, key: str, value: bytes | str | None, root: int, rank: int, *, root_name: Any = None,
-                  what: str = "publish it") -> bytes:
+    def broadcast(
+        self,
+        key: str,
+        value: bytes | str | None,
+        root: int,
+        rank: int,
+        *,
+        root_name: Any = None,
+        what: str = "publish it",
+    ) -> bytes:
         """Root posts ``value`` under ``key``; everyone returns it (the NCCL unique-id pattern)."""
         if rank == root:
             if value is None:
@@ -175,21 +200,28 @@ def _open_base(rdzv: Any, session: int) -> _Shared:
     if rdzv.init_method or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         url = rdzv.init_method or "env://"
         store, _, _ = _bounded(
-            lambda: next(dist.rendezvous(url, rank=rank, world_size=world_size, timeout=timeout)), timeout_s,
+            lambda: next(dist.rendezvous(url, rank=rank, world_size=world_size, timeout=timeout)),
+            timeout_s,
             f"rank {rank}: the rendezvous at {url} did not complete within {timeout_s:.1f}s; are all {world_size} "
-            "ranks started with the same address?")
+            "ranks started with the same address?",
+        )
         return _Shared(store, hosting=rank == 0 and url.startswith("tcp://"))
     where = f"{rdzv.master_addr}:{rdzv.master_port}"
-    stuck = (f"rank {rank} connected to {where} but no rendezvous store answered within {timeout_s:.1f}s: another "
-             f"process (not rank 0 of this job) holds port {rdzv.master_port} on {rdzv.master_addr}, or rank 0 is "
-             "stuck; pick a free MASTER_PORT (or check what listens there: ss -ltnp)")
+    stuck = (
+        f"rank {rank} connected to {where} but no rendezvous store answered within {timeout_s:.1f}s: another "
+        f"process (not rank 0 of this job) holds port {rdzv.master_port} on {rdzv.master_addr}, or rank 0 is "
+        "stuck; pick a free MASTER_PORT (or check what listens there: ss -ltnp)"
+    )
     try:
         if rank == 0:
             store = _host_store(rdzv, timeout)
             store.set(f"{OPENED}/{session}", "1")
         else:
-            store = retry(lambda: _live_client(rdzv, stuck, session), retry_on=lambda e: not isinstance(e, CommError)
-                          or isinstance(e, CommTimeoutError), deadline_s=timeout_s)
+            store = retry(
+                lambda: _live_client(rdzv, stuck, session),
+                retry_on=lambda e: not isinstance(e, CommError) or isinstance(e, CommTimeoutError),
+                deadline_s=timeout_s,
+            )
     except CommTimeoutError:
         raise
     except Exception as exc:
@@ -198,10 +230,13 @@ def _open_base(rdzv: Any, session: int) -> _Shared:
             raise GroupInvalidError(
                 f"rank 0 could not host the rendezvous store on {where} ({text}); another process holds port "
                 f"{rdzv.master_port}: pick a free MASTER_PORT (ss -ltnp shows who listens there)",
-                retryable=True) from exc
+                retryable=True,
+            ) from exc
         raise CommTimeoutError(
             f"rank {rank} could not reach the rendezvous store at {where} within {timeout_s:.1f}s ({text}); rank 0 "
-            "hosts it: is it running, with the same MASTER_ADDR/MASTER_PORT?", retryable=True) from exc
+            "hosts it: is it running, with the same MASTER_ADDR/MASTER_PORT?",
+            retryable=True,
+        ) from exc
     return _Shared(store, hosting=rank == 0, session=session)
 
 
@@ -215,8 +250,16 @@ def _host_store(rdzv: Any, timeout: datetime.timedelta) -> Any:
 
     def make(fd: int | None) -> Any:
         extra = {} if fd is None else {"master_listen_fd": fd}
-        return dist.TCPStore(rdzv.master_addr, rdzv.master_port, rdzv.world_size, is_master=True, timeout=timeout,
-                             wait_for_workers=False, multi_tenant=True, **extra)
+        return dist.TCPStore(
+            rdzv.master_addr,
+            rdzv.master_port,
+            rdzv.world_size,
+            is_master=True,
+            timeout=timeout,
+            wait_for_workers=False,
+            multi_tenant=True,
+            **extra,
+        )
 
     try:
         sock = listen_socket(rdzv.master_addr, rdzv.master_port, retry_s=0.0)
@@ -241,7 +284,9 @@ class _NotOpened(CommTimeoutError):
         super().__init__(
             f"rank {rdzv.rank}: the rendezvous store at {rdzv.url} was not (re)opened by rank 0 for this "
             f"initialization within {rdzv.timeout_s:.1f}s; rank 0 did not initialize as often as this rank, or is "
-            "stuck", retryable=True)
+            "stuck",
+            retryable=True,
+        )
 
 
 def _live_client(rdzv: Any, stuck: str, session: int) -> Any:
@@ -254,9 +299,18 @@ def _live_client(rdzv: Any, stuck: str, session: int) -> Any:
     import torch.distributed as dist
 
     attempt = min(rdzv.timeout_s, CLIENT_ATTEMPT_S)
-    store = _bounded(lambda: dist.TCPStore(rdzv.master_addr, rdzv.master_port, rdzv.world_size, is_master=False,
-                                           timeout=datetime.timedelta(seconds=attempt), wait_for_workers=False),
-                     attempt, stuck)
+    store = _bounded(
+        lambda: dist.TCPStore(
+            rdzv.master_addr,
+            rdzv.master_port,
+            rdzv.world_size,
+            is_master=False,
+            timeout=datetime.timedelta(seconds=attempt),
+            wait_for_workers=False,
+        ),
+        attempt,
+        stuck,
+    )
     try:
         opened = store.check([f"{OPENED}/{session}"])
     except Exception as exc:  # reset by a store that just went down
@@ -269,6 +323,7 @@ def _live_client(rdzv: Any, stuck: str, session: int) -> Any:
 
 def _check_job(shared: _Shared, rdzv: Any) -> None:
     """The job-token check (:mod:`sagellm_comm.job`), before this rank writes anything to the store."""
+
     def wait(key: str) -> bytes:
         try:
             shared.store.wait([key], datetime.timedelta(seconds=rdzv.timeout_s))
@@ -276,7 +331,9 @@ def _check_job(shared: _Shared, rdzv: Any) -> None:
             raise CommTimeoutError(
                 f"rank {rdzv.rank}: rank 0 did not publish the job record at {rdzv.url} within "
                 f"{rdzv.timeout_s:.1f}s ({type(exc).__name__}); rank 0 is not running, is stuck, or the store there "
-                "is not a sagellm-comm job's", retryable=True) from exc
+                "is not a sagellm-comm job's",
+                retryable=True,
+            ) from exc
         return bytes(shared.store.get(key))
 
     check_job(shared.store, rdzv.rank, rdzv.url, wait)

@@ -22,8 +22,10 @@ __all__ = ["TOPOLOGY_FILE_ENV", "Device", "Topology"]
 # A topology JSON file that pins (replays) the topology instead of discovering it; read by topology plugins.
 TOPOLOGY_FILE_ENV = "SAGELLM_COMM_TOPOLOGY_FILE"
 
-NO_PLUGIN_NOTE = ("host-only view: install a topology plugin (pip install 'isagellm-comm[topology]') for NUMA, "
-                  "PCIe, NICs, links, the multi-node view and link profiling")
+NO_PLUGIN_NOTE = (
+    "host-only view: install a topology plugin (pip install 'isagellm-comm[topology]') for NUMA, "
+    "PCIe, NICs, links, the multi-node view and link profiling"
+)
 
 
 @dataclass
@@ -85,8 +87,13 @@ class Topology:
         """
         hostname = socket.gethostname()
         devices, reason = _torch_devices()
-        topo = cls(hostname=hostname, node_id=_node_id(hostname), cpu_count=os.cpu_count() or 1,
-                   devices=devices, accelerator_reason=reason)
+        topo = cls(
+            hostname=hostname,
+            node_id=_node_id(hostname),
+            cpu_count=os.cpu_count() or 1,
+            devices=devices,
+            accelerator_reason=reason,
+        )
         if not enrich:
             return topo
         from sagellm_comm.registry import plugin_manager
@@ -99,8 +106,9 @@ class Topology:
         if backend is None and group is not None:
             backend = group.backend
         if backend is not None:
-            found = plugin_manager().call_first("sagellm_comm_topology_gather", isolate=False, topology=topo,
-                                        backend=backend, group=group)
+            found = plugin_manager().call_first(
+                "sagellm_comm_topology_gather", isolate=False, topology=topo, backend=backend, group=group
+            )
             if found is None:
                 topo.notes.append(NO_PLUGIN_NOTE + " (each rank reports its own host only)")
             else:
@@ -116,29 +124,43 @@ class Topology:
 
     def to_descriptor(self, backend: CommBackendType | str | None = None) -> CommTopologyDescriptor:
         """The protocol descriptor: from a topology plugin's model when one answers, else from the host view."""
-        meta = {"hostname": self.hostname, "node_id": self.node_id, "cpu_count": self.cpu_count,
-                "accelerators": self.gpus_per_node, "accelerator_reason": self.accelerator_reason,
-                "facts": self.facts}
+        meta = {
+            "hostname": self.hostname,
+            "node_id": self.node_id,
+            "cpu_count": self.cpu_count,
+            "accelerators": self.gpus_per_node,
+            "accelerator_reason": self.accelerator_reason,
+            "facts": self.facts,
+        }
         key = None if backend is None else str(getattr(backend, "value", backend))
         from sagellm_comm.registry import plugin_manager
 
-        found = plugin_manager().call_first("sagellm_comm_topology_descriptor", isolate=True, topology=self,
-                                            backend=key)
+        found = plugin_manager().call_first(
+            "sagellm_comm_topology_descriptor", isolate=True, topology=self, backend=key
+        )
         if found is not None and isinstance(found[1], CommTopologyDescriptor):
             desc = found[1]
             return desc.model_copy(update={"metadata": {**meta, **desc.metadata, "descriptor_from": found[0]}})
         if backend is None:
             kinds = {d.kind for d in self.devices}
-            backend = (CommBackendType.HCCL if "npu" in kinds
-                       else CommBackendType.NCCL if self.gpus_per_node else CommBackendType.GLOO)
+            backend = (
+                CommBackendType.HCCL
+                if "npu" in kinds
+                else CommBackendType.NCCL
+                if self.gpus_per_node
+                else CommBackendType.GLOO
+            )
         try:
             btype = CommBackendType(backend)
         except ValueError:
             btype = CommBackendType.CUSTOM
         ttype = TopologyType.FULLY_CONNECTED if self.num_nodes == 1 else TopologyType.HYBRID
         return CommTopologyDescriptor(
-            topology_type=ttype, num_nodes=self.num_nodes, gpus_per_node=max(self.gpus_per_node, 1),
-            backend=btype, metadata=meta,
+            topology_type=ttype,
+            num_nodes=self.num_nodes,
+            gpus_per_node=max(self.gpus_per_node, 1),
+            backend=btype,
+            metadata=meta,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -121,8 +121,10 @@ class FlightRecorder:
             try:
                 entries = int(raw)
             except ValueError:
-                raise InvalidArgumentError(f"{TRACE_ENTRIES_ENV}={raw!r} is not an integer (how many operations the "
-                                           "flight recorder keeps; 0 turns it off)") from None
+                raise InvalidArgumentError(
+                    f"{TRACE_ENTRIES_ENV}={raw!r} is not an integer (how many operations the "
+                    "flight recorder keeps; 0 turns it off)"
+                ) from None
         self.backend = backend
         self.enabled = entries > 0
         self.entries: collections.deque[list[Any]] = collections.deque(maxlen=max(entries, 1))
@@ -153,16 +155,30 @@ class FlightRecorder:
     @staticmethod
     def as_dict(entry: list[Any]) -> dict[str, Any]:
         gid, seq, op, summary, async_op, start, end, state, error = entry
-        out = {"group": gid, "seq": seq, "op": op, "signature": describe(op, summary), "async": async_op,
-               "start": start, "end": end, "state": state}
+        out = {
+            "group": gid,
+            "seq": seq,
+            "op": op,
+            "signature": describe(op, summary),
+            "async": async_op,
+            "start": start,
+            "end": end,
+            "state": state,
+        }
         if error:
             out["error"] = error
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        return {"backend": self.backend, "rank": self.rank, "world_size": self.world_size, "pid": os.getpid(),
-                "host": socket.gethostname(), "written": time.time(),
-                "entries": [self.as_dict(e) for e in list(self.entries)]}
+        return {
+            "backend": self.backend,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "written": time.time(),
+            "entries": [self.as_dict(e) for e in list(self.entries)],
+        }
 
     def dump(self, path: str | os.PathLike[str] | None = None, reason: str = "on demand") -> Path:
         """Write the buffer as JSON; return the path (also logged)."""
@@ -172,8 +188,7 @@ class FlightRecorder:
             path = folder / f"{self.backend}-rank{self.rank}-{os.getpid()}.json"
         target = Path(path)
         target.write_text(json.dumps({**self.snapshot(), "reason": reason}, indent=1))
-        log.warning("sagellm-comm flight recorder (%s): %d operations written to %s", reason, len(self.entries),
-                    target)
+        log.warning("sagellm-comm flight recorder (%s): %d operations written to %s", reason, len(self.entries), target)
         return target
 
     def reset(self) -> None:
@@ -193,8 +208,11 @@ def check_dump(dump: Any, where: str = "trace") -> None:
         raise InvalidArgumentError(f"{where} (rank {rank}) is not a flight-recorder dump: 'entries' must be a list")
     kinds = {"group": str, "seq": int, "signature": str, "state": str}
     for i, e in enumerate(entries):
-        bad = [k for k, kind in kinds.items() if not isinstance(e, dict) or not isinstance(e.get(k), kind)
-               or isinstance(e.get(k), bool)]
+        bad = [
+            k
+            for k, kind in kinds.items()
+            if not isinstance(e, dict) or not isinstance(e.get(k), kind) or isinstance(e.get(k), bool)
+        ]
         if bad:
             raise InvalidArgumentError(f"{where} (rank {rank}): entry {i} has no valid {', '.join(bad)}")
 

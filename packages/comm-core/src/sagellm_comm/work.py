@@ -92,12 +92,18 @@ def engine_error(op: str, exc: BaseException, engine: str = "") -> CommError:
     if "timeout" in text.lower() or "timed out" in text.lower():
         return CommTimeoutError(
             f"{who} timed out ({text.splitlines()[0]}); a peer rank is stuck, gone or never called the same op. The "
-            "group's state is unknown: destroy the group and form a new one.", retryable=False)
+            "group's state is unknown: destroy the group and form a new one.",
+            retryable=False,
+        )
     if op in ("send", "recv", "isend", "irecv"):
-        return P2PFailedError(f"{who} failed: {text}. Check that the peer posted the matching op; if a peer rank "
-                              "exited, destroy the group and form a new one.")
-    return CollectiveFailedError(f"{who} failed: {text}. Check that every rank called the same op with matching "
-                                 "tensors; if a peer rank exited, destroy the group and form a new one.")
+        return P2PFailedError(
+            f"{who} failed: {text}. Check that the peer posted the matching op; if a peer rank "
+            "exited, destroy the group and form a new one."
+        )
+    return CollectiveFailedError(
+        f"{who} failed: {text}. Check that every rank called the same op with matching "
+        "tensors; if a peer rank exited, destroy the group and form a new one."
+    )
 
 
 class Work(ABC):
@@ -203,7 +209,8 @@ class Work(ABC):
             raise CommTimeoutError(
                 f"{self.op}: the device stream did not reach the op's end within {timeout:.3f}s; the device is busy "
                 "or a peer has not joined. Call synchronize() again to keep waiting, or destroy the group.",
-                retryable=True)
+                retryable=True,
+            )
         return True
 
     def result(self, timeout: float | None = None) -> Any:

@@ -13,8 +13,12 @@ from sagellm_comm_cxl_ub._version import __version__
 
 __all__ = ["CxlBackend", "MemoryBackend", "ShmBackend", "UbBackend", "__version__"]
 
-_LAZY = {"MemoryBackend": "sagellm_comm_cxl_ub.backend", "CxlBackend": "sagellm_comm_cxl_ub.kinds",
-         "ShmBackend": "sagellm_comm_cxl_ub.kinds", "UbBackend": "sagellm_comm_cxl_ub.kinds"}
+_LAZY = {
+    "MemoryBackend": "sagellm_comm_cxl_ub.backend",
+    "CxlBackend": "sagellm_comm_cxl_ub.kinds",
+    "ShmBackend": "sagellm_comm_cxl_ub.kinds",
+    "UbBackend": "sagellm_comm_cxl_ub.kinds",
+}
 
 
 def __getattr__(name: str) -> Any:

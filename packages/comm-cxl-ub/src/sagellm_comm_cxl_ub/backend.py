@@ -75,9 +75,12 @@ class GroupState:
         if not self.queue.close():
             # the progress thread is still inside the region: unmapping it now would crash the process; the name is
             # already gone, so the memory is returned when the process exits
-            warnings.warn(f"{self.counters.group_id}: an async op did not stop within "
-                          f"{CLOSE_WAIT_S:.0f}s of destroy(); its shared region stays mapped until the process exits",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.counters.group_id}: an async op did not stop within "
+                f"{CLOSE_WAIT_S:.0f}s of destroy(); its shared region stays mapped until the process exits",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return
         self.p2p.close()
         self.counters.release()
@@ -85,8 +88,15 @@ class GroupState:
         self.region.close()
 
 
-def _tagged(st: GroupState, fn: Callable[[GroupState], None], op: str, dtype: torch.dtype | None, size: int, root: int,
-            reduce_op: ReduceOp | None) -> None:
+def _tagged(
+    st: GroupState,
+    fn: Callable[[GroupState], None],
+    op: str,
+    dtype: torch.dtype | None,
+    size: int,
+    root: int,
+    reduce_op: ReduceOp | None,
+) -> None:
     """Run ``fn`` on the group's engine with its steps tagged by the call's signature."""
     st.engine.expect(op, dtype, size, root, reduce_op)
     fn(st)
@@ -130,8 +140,12 @@ class MemoryBackend(CommBackend):
         self._rank = rendezvous.rank
         self._timeout_s = rendezvous.timeout_s
         try:
-            return self._setup(tuple(range(rendezvous.world_size)), "world", rendezvous.timeout_s,
-                               rendezvous.store.scope("groups/world"))
+            return self._setup(
+                tuple(range(rendezvous.world_size)),
+                "world",
+                rendezvous.timeout_s,
+                rendezvous.store.scope("groups/world"),
+            )
         except BaseException:
             self._release_all()
             raise
@@ -148,8 +162,9 @@ class MemoryBackend(CommBackend):
         return self._setup(ranks, group_id, timeout_s, self.group_channel(group_id, timeout_s))
 
     # --------------------------------------------------------------------------------------- group setup
-    def _setup(self, members: tuple[int, ...], group_id: str, timeout_s: float,
-               channel: SideChannel) -> GroupState | None:
+    def _setup(
+        self, members: tuple[int, ...], group_id: str, timeout_s: float, channel: SideChannel
+    ) -> GroupState | None:
         index = next(self._index)
         assert self.config is not None and self._provider_obj is not None
         provider = self._provider_obj
@@ -165,7 +180,8 @@ class MemoryBackend(CommBackend):
             if provider.host_local and not same_host:
                 raise BackendNotSupportedError(
                     f"{self.name} joins ranks of one host only, but the ranks of group {group_id} are on several "
-                    "hosts; use gloo across hosts (or cxl with a CXL pool every host shares)")
+                    "hosts; use gloo across hosts (or cxl with a CXL pool every host shares)"
+                )
             host_local = same_host
         # group rank 0 sizes the region; the others take its layout from what it publishes
         layout = Layout(n, self.config.slot_for(n if host_local else 1), self.config.chunk_bytes)
@@ -173,22 +189,36 @@ class MemoryBackend(CommBackend):
         region, layout = self._make_region(provider, layout, channel, members, me, index, mine)
         try:
             pids = self._read_pids(region, layout, n)
-            engines = [struct.unpack_from("<i", region.mapping, region.offset + layout.engine_word(r))[0]
-                       for r in range(n)]
+            engines = [
+                struct.unpack_from("<i", region.mapping, region.offset + layout.engine_word(r))[0] for r in range(n)
+            ]
             use_native, reason = self._group_engine(engines, members, group_id)
             mm = region.mapping
-            base = torch.frombuffer(mm, dtype=torch.uint8)[region.offset:region.offset + layout.size]
+            base = torch.frombuffer(mm, dtype=torch.uint8)[region.offset : region.offset + layout.size]
             spin, yld = self.config.wait_budget(n if host_local else 1)
-            counters = StepCounters(mm, region.offset, [layout.step_word(r) for r in range(n)], me,
-                                    list(members), pids, host_local, spin, timeout_s, group_id, yield_s=yld)
+            counters = StepCounters(
+                mm,
+                region.offset,
+                [layout.step_word(r) for r in range(n)],
+                me,
+                list(members),
+                pids,
+                host_local,
+                spin,
+                timeout_s,
+                group_id,
+                yield_s=yld,
+            )
             engine = RegionEngine(base, layout, me, counters)
             engine.algo = self.config.allreduce
             addr = ctypes.addressof(ctypes.c_char.from_buffer(mm)) + region.offset
             if use_native:
-                engine.bind_native(native.make_group(addr, layout, me, pids, host_local, spin, yld, timeout_s,
-                                                     NATIVE_SPLIT_MIN_BYTES))
-            p2p = P2PEngine(mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s,
-                            exited=counters.exited)
+                engine.bind_native(
+                    native.make_group(addr, layout, me, pids, host_local, spin, yld, timeout_s, NATIVE_SPLIT_MIN_BYTES)
+                )
+            p2p = P2PEngine(
+                mm, base, region.offset, addr, layout, me, list(members), group_id, timeout_s, exited=counters.exited
+            )
         except BaseException:
             region.close()
             raise
@@ -205,8 +235,10 @@ class MemoryBackend(CommBackend):
         if path == "native" and not others:
             return True, why
         if path == "native":
-            text = (f"group {group_id}: rank(s) {others} cannot run the native engine (not built there, another ABI, "
-                    "or SAGELLM_COMM_SHM_ENGINE=python), so the whole group runs the Python engine")
+            text = (
+                f"group {group_id}: rank(s) {others} cannot run the native engine (not built there, another ABI, "
+                "or SAGELLM_COMM_SHM_ENGINE=python), so the whole group runs the Python engine"
+            )
             if self.config.engine == "native":
                 raise BackendNotSupportedError(f"{self.name}: engine=native was asked for, but {text}")
             return False, text
@@ -223,17 +255,25 @@ class MemoryBackend(CommBackend):
         hosts = channel.exchange("host", ident, me, len(members), names=members, what="announce its host")
         return all(h.decode() == ident for h in hosts)
 
-    def _make_region(self, provider: RegionProvider, layout: Layout, channel: SideChannel, members: tuple[int, ...],
-                     me: int, index: int, engine_code: int) -> tuple[Region, Layout]:
+    def _make_region(
+        self,
+        provider: RegionProvider,
+        layout: Layout,
+        channel: SideChannel,
+        members: tuple[int, ...],
+        me: int,
+        index: int,
+        engine_code: int,
+    ) -> tuple[Region, Layout]:
         n = len(members)
         if me == 0:
             key = uuid.uuid4().hex
             region = provider.create(key, layout.size, index)
             try:
                 mm, o = region.mapping, region.offset
-                mm[o:o + layout.slots_off] = bytes(layout.slots_off)  # a reused device window starts clean
+                mm[o : o + layout.slots_off] = bytes(layout.slots_off)  # a reused device window starts clean
                 struct.pack_into("<QIIQQ", mm, o, MAGIC, VERSION, n, layout.slot_bytes, layout.chunk_bytes)
-                mm[o + layout.token_off:o + layout.token_off + 32] = key.encode()
+                mm[o + layout.token_off : o + layout.token_off + 32] = key.encode()
             except BaseException:
                 provider.release_name(region)
                 region.close()
@@ -255,8 +295,9 @@ class MemoryBackend(CommBackend):
             channel.set(f"mapped/{me}", "1")
             if channel.add("mapped", 1) == n:
                 provider.release_name(region)
-            channel.wait([f"mapped/{r}" for r in range(n)], owners=[f"rank {m}" for m in members],
-                         what="map the region")
+            channel.wait(
+                [f"mapped/{r}" for r in range(n)], owners=[f"rank {m}" for m in members], what="map the region"
+            )
         except BaseException:
             provider.release_name(region)  # nobody may be left to remove it
             region.close()
@@ -267,13 +308,19 @@ class MemoryBackend(CommBackend):
     @staticmethod
     def _check_header(region: Region, layout: Layout, n: int, key: str) -> None:
         magic, version, world, slot, chunk = struct.unpack_from("<QIIQQ", region.mapping, region.offset)
-        token = bytes(region.mapping[region.offset + layout.token_off:region.offset + layout.token_off + 32])
-        if (magic, version, world, slot, chunk) != (MAGIC, VERSION, n, layout.slot_bytes, layout.chunk_bytes) \
-                or token != key.encode():
+        token = bytes(region.mapping[region.offset + layout.token_off : region.offset + layout.token_off + 32])
+        if (magic, version, world, slot, chunk) != (
+            MAGIC,
+            VERSION,
+            n,
+            layout.slot_bytes,
+            layout.chunk_bytes,
+        ) or token != key.encode():
             region.close()
             raise GroupInvalidError(
                 f"region {region.handle} does not hold this group (header {magic:#x} v{version}, {world} ranks, slot "
-                f"{slot}, chunk {chunk}): another job overwrote it, or ranks were given different region settings")
+                f"{slot}, chunk {chunk}): another job overwrote it, or ranks were given different region settings"
+            )
 
     @staticmethod
     def _read_pids(region: Region, layout: Layout, n: int) -> list[int]:
@@ -301,9 +348,17 @@ class MemoryBackend(CommBackend):
         for t, tmp in backs:
             t.copy_(tmp)
 
-    def _submit(self, op: str, group: CommGroup, async_op: bool, fn: Callable[[GroupState], None],
-                tensor: torch.Tensor | None = None, root: int = -1, reduce_op: ReduceOp | None = None,
-                numel: int | None = None) -> FutureWork | None:
+    def _submit(
+        self,
+        op: str,
+        group: CommGroup,
+        async_op: bool,
+        fn: Callable[[GroupState], None],
+        tensor: torch.Tensor | None = None,
+        root: int = -1,
+        reduce_op: ReduceOp | None = None,
+        numel: int | None = None,
+    ) -> FutureWork | None:
         """Run ``fn`` on the group's engine: inline (blocking call) or on its progress thread (``async_op``). The
         call's signature (op, ``tensor``'s dtype and size, root, reduce op) tags its steps: ranks that disagree
         raise ``COMM_RANK_MISMATCH`` instead of exchanging data."""
@@ -333,8 +388,9 @@ class MemoryBackend(CommBackend):
             st = self._state(group)
             st.queue.run(st.engine.tagged_all_reduce, tensor, op)
             return None
-        return self._submit("all_reduce", group, async_op, lambda st: st.engine.all_reduce(tensor, op), tensor,
-                            reduce_op=op)
+        return self._submit(
+            "all_reduce", group, async_op, lambda st: st.engine.all_reduce(tensor, op), tensor, reduce_op=op
+        )
 
     def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup, async_op: bool) -> Any:
         def run(st: GroupState) -> None:
@@ -344,15 +400,24 @@ class MemoryBackend(CommBackend):
 
         return self._submit("all_gather", group, async_op, run, tensor)
 
-    def _all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup,
-                                async_op: bool) -> Any:
-        return self._submit("all_gather_into_tensor", group, async_op,
-                            lambda st: st.engine.all_gather_tensor(output, tensor), tensor)
+    def _all_gather_into_tensor(
+        self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Any:
+        return self._submit(
+            "all_gather_into_tensor", group, async_op, lambda st: st.engine.all_gather_tensor(output, tensor), tensor
+        )
 
-    def _reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup,
-                        async_op: bool) -> Any:
-        return self._submit("reduce_scatter", group, async_op, lambda st: st.engine.reduce_scatter(output, input, op),
-                            output, reduce_op=op)
+    def _reduce_scatter(
+        self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool
+    ) -> Any:
+        return self._submit(
+            "reduce_scatter",
+            group,
+            async_op,
+            lambda st: st.engine.reduce_scatter(output, input, op),
+            output,
+            reduce_op=op,
+        )
 
     def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> Any:
         return self._submit("broadcast", group, async_op, lambda st: st.engine.broadcast(tensor, src), tensor, src)
@@ -360,8 +425,9 @@ class MemoryBackend(CommBackend):
     def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup, async_op: bool) -> Any:
         return self._submit("reduce", group, async_op, lambda st: st.engine.reduce(tensor, dst, op), tensor, dst, op)
 
-    def _gather(self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup,
-                async_op: bool) -> Any:
+    def _gather(
+        self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup, async_op: bool
+    ) -> Any:
         def run(st: GroupState) -> None:
             views, backs = self._byte_views(gather_list) if gather_list is not None else (None, [])
             st.engine.gather(tensor, views, dst)
@@ -369,16 +435,18 @@ class MemoryBackend(CommBackend):
 
         return self._submit("gather", group, async_op, run, tensor, dst)
 
-    def _scatter(self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup,
-                 async_op: bool) -> Any:
+    def _scatter(
+        self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup, async_op: bool
+    ) -> Any:
         def run(st: GroupState) -> None:
             views = self._byte_views(scatter_list)[0] if scatter_list is not None else None
             st.engine.scatter(tensor, views, src)
 
         return self._submit("scatter", group, async_op, run, tensor, src)
 
-    def _all_to_all(self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup,
-                    async_op: bool) -> Any:
+    def _all_to_all(
+        self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup, async_op: bool
+    ) -> Any:
         def run(st: GroupState) -> None:
             outs, backs = self._byte_views(output)
             ins = self._byte_views(input)[0]
@@ -397,7 +465,9 @@ class MemoryBackend(CommBackend):
             ob = out.as_strided((out.numel(),), (1,)).view(torch.uint8)
             ib = src.as_strided((src.numel(),), (1,)).view(torch.uint8)
             k = ob.numel() // n
-            st.engine.all_to_all([ob[i * k:(i + 1) * k] for i in range(n)], [ib[i * k:(i + 1) * k] for i in range(n)])
+            st.engine.all_to_all(
+                [ob[i * k : (i + 1) * k] for i in range(n)], [ib[i * k : (i + 1) * k] for i in range(n)]
+            )
             if out is not output:
                 output.copy_(out)
 
@@ -427,4 +497,3 @@ class MemoryBackend(CommBackend):
     def memory_bytes(self) -> int:
         """Bytes of shared regions this process has mapped now (all groups)."""
         return sum(st.layout.size for st in self._states)
-

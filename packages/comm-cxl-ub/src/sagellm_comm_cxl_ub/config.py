@@ -37,8 +37,19 @@ DEFAULT_CHUNK_BYTES = 256 << 10
 MAX_BYTES = 1 << 40  # a size option beyond this is a typo, not a region anyone can map
 ALLREDUCE_ALGOS = ("auto", "direct", "split")
 ENGINES = ("auto", "native", "python")
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
-          "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1 << 10,
+    "KB": 1 << 10,
+    "KIB": 1 << 10,
+    "M": 1 << 20,
+    "MB": 1 << 20,
+    "MIB": 1 << 20,
+    "G": 1 << 30,
+    "GB": 1 << 30,
+    "GIB": 1 << 30,
+}
 
 
 def parse_bytes(name: str, value: Any) -> int:
@@ -48,7 +59,7 @@ def parse_bytes(name: str, value: Any) -> int:
         text = str(value).strip().upper()
         digits = text.rstrip("KMGIB")
         try:
-            n = int(float(digits) * _UNITS[text[len(digits):].strip()])
+            n = int(float(digits) * _UNITS[text[len(digits) :].strip()])
         except (KeyError, ValueError, OverflowError):  # OverflowError: "inf", "1e400"
             raise InvalidArgumentError(f"{name}={value!r} is not a size (examples: 1048576, 256K, 4M)") from None
     if n <= 0:
@@ -108,8 +119,7 @@ class MemoryConfig:
         o = options or {}
         raw_slot = _opt(o, "slot_bytes", "SAGELLM_COMM_SHM_SLOT_BYTES", None)
         slot = None if raw_slot is None else parse_bytes("slot_bytes", raw_slot)
-        chunk = parse_bytes("chunk_bytes", _opt(o, "chunk_bytes", "SAGELLM_COMM_SHM_CHUNK_BYTES",
-                                                DEFAULT_CHUNK_BYTES))
+        chunk = parse_bytes("chunk_bytes", _opt(o, "chunk_bytes", "SAGELLM_COMM_SHM_CHUNK_BYTES", DEFAULT_CHUNK_BYTES))
         spin_us = _micros(o, "spin_us", "SAGELLM_COMM_SHM_SPIN_US")
         yield_us = _micros(o, "yield_us", "SAGELLM_COMM_SHM_YIELD_US")
         offset = _opt(o, "cxl_offset", "SAGELLM_COMM_CXL_OFFSET", 0)

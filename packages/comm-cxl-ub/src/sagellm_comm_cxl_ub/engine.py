@@ -53,8 +53,18 @@ NATIVE_SPLIT_MIN_BYTES = 64 << 10
 _TAG = struct.Struct("<iiqii")  # op, dtype, numel, root, reduce op (the step counters already align the steps)
 assert _TAG.size <= TAG_BYTES
 # ops whose steps are interchangeable share a code (all_gather into a list or into one tensor store the same chunks)
-OP_CODES = {"barrier": 1, "all_reduce": 2, "reduce": 3, "broadcast": 4, "all_gather": 5, "all_gather_into_tensor": 5,
-            "gather": 6, "scatter": 7, "reduce_scatter": 8, "all_to_all": 9}
+OP_CODES = {
+    "barrier": 1,
+    "all_reduce": 2,
+    "reduce": 3,
+    "broadcast": 4,
+    "all_gather": 5,
+    "all_gather_into_tensor": 5,
+    "gather": 6,
+    "scatter": 7,
+    "reduce_scatter": 8,
+    "all_to_all": 9,
+}
 _OP_NAMES = {v: k for k, v in reversed(OP_CODES.items())}
 _DTYPES = WIRE_DTYPES
 _DTYPE_CODES = {d: i + 1 for i, d in enumerate(_DTYPES)}  # 0: the call has no tensor
@@ -101,8 +111,10 @@ class RegionEngine:
         self.step = 0
         self.slot = layout.slot_bytes
         self.algo = "auto"  # all_reduce: "auto", "direct" or "split" (SAGELLM_COMM_SHM_ALLREDUCE)
-        self._parity = [base[layout.parity_off(p):layout.parity_off(p) + self.n * self.slot].view(self.n, self.slot)
-                        for p in (0, 1)]
+        self._parity = [
+            base[layout.parity_off(p) : layout.parity_off(p) + self.n * self.slot].view(self.n, self.slot)
+            for p in (0, 1)
+        ]
         self._mem: memoryview | None = memoryview(base.numpy())
         self._tag_offs = [[layout.tag_off(r, p) for p in (0, 1)] for r in range(self.n)]
         self._tag = _TAG.pack(0, 0, -1, -1, -1)
@@ -130,16 +142,27 @@ class RegionEngine:
         self.base = None  # type: ignore[assignment]
         self._parity = []
 
-    def expect(self, op: str, dtype: torch.dtype | None = None, numel: int = -1, root: int = -1,
-               reduce_op: ReduceOp | None = None) -> None:
+    def expect(
+        self,
+        op: str,
+        dtype: torch.dtype | None = None,
+        numel: int = -1,
+        root: int = -1,
+        reduce_op: ReduceOp | None = None,
+    ) -> None:
         """Declare the call the next steps belong to; every rank's declaration is compared at each step."""
         key = (op, dtype, numel, root, reduce_op)
         tag = self._tags.get(key)
         if tag is None:
             if len(self._tags) > 4096:
                 self._tags.clear()
-            tag = self._tags[key] = _TAG.pack(OP_CODES[op], _DTYPE_CODES.get(dtype, 0) if dtype is not None else 0,
-                                              numel, root, _REDOPS.index(reduce_op) if reduce_op is not None else -1)
+            tag = self._tags[key] = _TAG.pack(
+                OP_CODES[op],
+                _DTYPE_CODES.get(dtype, 0) if dtype is not None else 0,
+                numel,
+                root,
+                _REDOPS.index(reduce_op) if reduce_op is not None else -1,
+            )
         self._tag = tag
 
     # --------------------------------------------------------------------------------------------- plumbing
@@ -156,13 +179,13 @@ class RegionEngine:
         mem, parity, mine, size = self._mem, step & 1, self._tag, _TAG.size
         if mem is not None:
             off = self._tag_offs[self.rank][parity]
-            mem[off:off + size] = mine
+            mem[off : off + size] = mine
         self.counters.signal(step)
         self.counters.wait_all(step, timeout_s)
         if mem is not None:
             for j, offs in enumerate(self._tag_offs):
                 off = offs[parity]
-                if mem[off:off + size] != mine and j != self.rank:
+                if mem[off : off + size] != mine and j != self.rank:
                     self._mismatch(step, parity)
 
     def _failed(self, status: int, step: int, timeout_s: float | None = None) -> None:
@@ -172,7 +195,7 @@ class RegionEngine:
 
     def _mismatch(self, step: int, parity: int) -> None:
         assert self._mem is not None
-        seen = [_TAG.unpack(bytes(self._mem[o[parity]:o[parity] + _TAG.size])) for o in self._tag_offs]
+        seen = [_TAG.unpack(bytes(self._mem[o[parity] : o[parity] + _TAG.size])) for o in self._tag_offs]
         names = ("op", "dtype", "numel", "root", "reduce op")
         differ = [names[i] for i in range(len(names)) if len({t[i] for t in seen}) > 1]
         calls = "; ".join(f"rank {self.counters.global_ranks[j]}: {_describe(t)}" for j, t in enumerate(seen))
@@ -180,7 +203,8 @@ class RegionEngine:
         raise RankMismatchError(
             f"group {self.counters.group_id}: the ranks are not running the same collective (they differ in "
             f"{', '.join(differ)}) -- {calls}. Every rank must call the same ops in the same order with matching "
-            "tensors; no data was exchanged for this call, the group stays usable.")
+            "tensors; no data was exchanged for this call, the group stays usable."
+        )
 
     def _rows(self, slots: torch.Tensor, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
         rows = slots[:, :nbytes]
@@ -209,7 +233,7 @@ class RegionEngine:
             algo = "split" if self.n > 2 and min(numel, per) * esize >= SPLIT_MIN_BYTES else "direct"
         run = self._all_reduce_split if algo == "split" and self.n > 1 else self._all_reduce_direct
         for a in range(0, max(numel, 1), per):
-            run(flat[a:min(numel, a + per)], op)
+            run(flat[a : min(numel, a + per)], op)
         if back:
             back()
 
@@ -223,8 +247,15 @@ class RegionEngine:
         for."""
         g = self._native
         g.step = self.step
-        status = self._call(self._gaddr, flat.data_ptr(), flat.numel(), _DTYPE_CODES[flat.dtype], _REDOP_CODES[op],
-                            self._tag, _ALGO_CODES[self.algo])
+        status = self._call(
+            self._gaddr,
+            flat.data_ptr(),
+            flat.numel(),
+            _DTYPE_CODES[flat.dtype],
+            _REDOP_CODES[op],
+            self._tag,
+            _ALGO_CODES[self.algo],
+        )
         self.step = g.step
         if status == SG_UNSUPPORTED:
             return False
@@ -243,25 +274,25 @@ class RegionEngine:
     def _all_reduce_split(self, chunk: torch.Tensor, op: ReduceOp) -> None:
         n, esize, numel = self.n, chunk.element_size(), chunk.numel()
         step, slots = self._next()
-        slots[self.rank, :numel * esize].copy_(_bytes(chunk))
+        slots[self.rank, : numel * esize].copy_(_bytes(chunk))
         self._sync(step)
         piece = (numel + n - 1) // n
         lo, hi = min(numel, self.rank * piece), min(numel, (self.rank + 1) * piece)
         step2, out_slots = self._next()
         if hi > lo:
             rows = self._rows(slots, numel * esize, chunk.dtype)[:, lo:hi]
-            reduce_rows(rows, op, out_slots[self.rank, :(hi - lo) * esize].view(chunk.dtype))
+            reduce_rows(rows, op, out_slots[self.rank, : (hi - lo) * esize].view(chunk.dtype))
         self._sync(step2)
         for j in range(n):
             jl, jh = min(numel, j * piece), min(numel, (j + 1) * piece)
             if jh > jl:
-                chunk[jl:jh].copy_(out_slots[j, :(jh - jl) * esize].view(chunk.dtype))
+                chunk[jl:jh].copy_(out_slots[j, : (jh - jl) * esize].view(chunk.dtype))
 
     def reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp) -> None:
         flat, back = _flat(tensor)
         per = self._elems_per_chunk(flat)
         for a in range(0, max(flat.numel(), 1), per):
-            chunk = flat[a:a + per]
+            chunk = flat[a : a + per]
             step, slots = self._next()
             nbytes = chunk.numel() * chunk.element_size()
             slots[self.rank, :nbytes].copy_(_bytes(chunk))
@@ -275,13 +306,13 @@ class RegionEngine:
         flat, back = _flat(tensor)
         data = _bytes(flat)
         for a in range(0, max(data.numel(), 1), self.slot):
-            piece = data[a:a + self.slot]
+            piece = data[a : a + self.slot]
             step, slots = self._next()
             if self.rank == src:
-                slots[src, :piece.numel()].copy_(piece)
+                slots[src, : piece.numel()].copy_(piece)
             self._sync(step)
             if self.rank != src:
-                piece.copy_(slots[src, :piece.numel()])
+                piece.copy_(slots[src, : piece.numel()])
         if back and self.rank != src:
             back()
 
@@ -297,13 +328,13 @@ class RegionEngine:
         total = data.numel()
         out2d = _bytes(out_flat).view(self.n, total) if total else None
         for a in range(0, max(total, 1), self.slot):
-            piece = data[a:a + self.slot]
+            piece = data[a : a + self.slot]
             k = piece.numel()
             step, slots = self._next()
             slots[self.rank, :k].copy_(piece)
             self._sync(step)
             if k and out2d is not None:
-                out2d[:, a:a + k].copy_(slots[:, :k])
+                out2d[:, a : a + k].copy_(slots[:, :k])
         if back:
             back()
 
@@ -315,14 +346,14 @@ class RegionEngine:
         ``outputs[j]`` (all ranks for all_gather, the root for gather)."""
         data = _bytes(_flat(tensor)[0])
         for a in range(0, max(data.numel(), 1), self.slot):
-            piece = data[a:a + self.slot]
+            piece = data[a : a + self.slot]
             k = piece.numel()
             step, slots = self._next()
             slots[self.rank, :k].copy_(piece)
             self._sync(step)
             if k and outputs is not None:
                 for j, out in enumerate(outputs):
-                    out[a:a + k].copy_(slots[j, :k])
+                    out[a : a + k].copy_(slots[j, :k])
 
     def scatter(self, tensor: torch.Tensor, inputs: Sequence[torch.Tensor] | None, src: int) -> None:
         """Rank ``src`` stores piece ``j`` of every input in slot ``j``; rank ``j`` reads its own slot."""
@@ -333,10 +364,10 @@ class RegionEngine:
             step, slots = self._next()
             if self.rank == src and inputs is not None and k > 0:
                 for j, inp in enumerate(inputs):
-                    slots[j, :k].copy_(inp[a:a + k])
+                    slots[j, :k].copy_(inp[a : a + k])
             self._sync(step)
             if k > 0:
-                data[a:a + k].copy_(slots[self.rank, :k])
+                data[a : a + k].copy_(slots[self.rank, :k])
         if back:
             back()
 
@@ -353,11 +384,11 @@ class RegionEngine:
             c = b - a
             step, slots = self._next()
             if c and blocks is not None:
-                mine = slots[self.rank, :n * c * esize].view(out.dtype).view(n, c)
+                mine = slots[self.rank, : n * c * esize].view(out.dtype).view(n, c)
                 mine.copy_(blocks[:, a:b])
             self._sync(step)
             if c:
-                rows = slots[:, :n * c * esize].view(out.dtype).view(n, n, c)[:, self.rank, :]
+                rows = slots[:, : n * c * esize].view(out.dtype).view(n, n, c)[:, self.rank, :]
                 reduce_rows(rows, op, out[a:b])
         if back:
             back()
@@ -373,9 +404,9 @@ class RegionEngine:
             for j, inp in enumerate(inputs):
                 k = min(sub, inp.numel() - a)
                 if k > 0:
-                    slots[self.rank, j * sub:j * sub + k].copy_(inp[a:a + k])
+                    slots[self.rank, j * sub : j * sub + k].copy_(inp[a : a + k])
             self._sync(step)
             for i, out in enumerate(outputs):
                 k = min(sub, out.numel() - a)
                 if k > 0:
-                    out[a:a + k].copy_(slots[i, self.rank * sub:self.rank * sub + k])
+                    out[a : a + k].copy_(slots[i, self.rank * sub : self.rank * sub + k])

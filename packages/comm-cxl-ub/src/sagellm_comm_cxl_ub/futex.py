@@ -53,8 +53,15 @@ def wait(addr: int, expected: int, timeout_s: float) -> None:
     """Sleep while ``*addr == expected``, at most ``timeout_s``; returns on wake, timeout, signal or mismatch."""
     sec = int(timeout_s)
     ts = _Timespec(sec, int((timeout_s - sec) * 1e9))
-    rc = _syscall(_NR, ctypes.c_void_p(addr), _FUTEX_WAIT, ctypes.c_int(expected), ctypes.byref(ts),  # type: ignore[misc]
-                  None, 0)
+    rc = _syscall(
+        _NR,
+        ctypes.c_void_p(addr),
+        _FUTEX_WAIT,
+        ctypes.c_int(expected),
+        ctypes.byref(ts),  # type: ignore[misc]
+        None,
+        0,
+    )
     if rc == -1:
         err = ctypes.get_errno()
         if err not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):

@@ -69,16 +69,20 @@ class Group(ctypes.Structure):
 
 def _load() -> tuple[ctypes.CDLL | None, str]:
     if not LIBRARY.exists():
-        return None, (f"the native engine was not built into this install ({LIBRARY.name} missing: no C compiler at "
-                      f"build time, or SAGELLM_COMM_BUILD_NATIVE=0); rebuild with {REBUILD_HINT}")
+        return None, (
+            f"the native engine was not built into this install ({LIBRARY.name} missing: no C compiler at "
+            f"build time, or SAGELLM_COMM_BUILD_NATIVE=0); rebuild with {REBUILD_HINT}"
+        )
     try:
         so = ctypes.CDLL(str(LIBRARY))
     except OSError as exc:
         return None, f"cannot load {LIBRARY}: {exc}; rebuild with {REBUILD_HINT}"
     so.sg_abi_version.restype = ctypes.c_int
     if so.sg_abi_version() != ABI_VERSION:
-        return None, (f"{LIBRARY.name} is a stale build (ABI {so.sg_abi_version()}, this package needs "
-                      f"{ABI_VERSION}); rebuild with {REBUILD_HINT}")
+        return None, (
+            f"{LIBRARY.name} is a stale build (ABI {so.sg_abi_version()}, this package needs "
+            f"{ABI_VERSION}); rebuild with {REBUILD_HINT}"
+        )
     i64, i32, vp, dbl = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p, ctypes.c_double
     g = vp  # every call takes the group's address
     for name, args, res in (
@@ -109,8 +113,14 @@ def _entries(so: ctypes.CDLL | None) -> tuple[dict[str, Callable[..., int]], int
     try:
         from sagellm_comm_cxl_ub._native import _sgshm  # type: ignore[attr-defined]
     except ImportError as exc:
-        return plain, None, (f"ctypes (the _sgshm extension was not built: {exc}; Ctrl-C reaches a rank stuck in "
-                             "a collective only at the group timeout)")
+        return (
+            plain,
+            None,
+            (
+                f"ctypes (the _sgshm extension was not built: {exc}; Ctrl-C reaches a rank stuck in "
+                "a collective only at the group timeout)"
+            ),
+        )
     if _sgshm.ABI_VERSION != ABI_VERSION:
         return plain, None, f"ctypes (_sgshm is a stale build, ABI {_sgshm.ABI_VERSION}; rebuild with {REBUILD_HINT})"
     calls = {"all_reduce": _sgshm.all_reduce, "sync": _sgshm.sync, "wait": _sgshm.wait}
@@ -122,16 +132,37 @@ calls, SIGNAL_CHECK, ALL_REDUCE_ENTRY = _entries(lib)
 NATIVE_AVAILABLE = lib is not None
 
 
-def make_group(addr: int, layout: Layout, rank: int, pids: list[int], host_local: bool, spin_s: float,
-               yield_s: float, timeout_s: float, split_min: int) -> Group:
+def make_group(
+    addr: int,
+    layout: Layout,
+    rank: int,
+    pids: list[int],
+    host_local: bool,
+    spin_s: float,
+    yield_s: float,
+    timeout_s: float,
+    split_min: int,
+) -> Group:
     """The ``sg_group`` of one group's region mapped at ``addr`` (its pid array kept alive with it); all_reduce
     moves a slot per step."""
     n = layout.world_size
     pid_array = (ctypes.c_int64 * n)(*pids)
-    g = Group(base=addr, pids=ctypes.addressof(pid_array), slot=layout.slot_bytes, flags_off=layout.flags_off,
-              step=0, chunk=layout.slot_bytes, split_min=split_min,
-              spin_s=spin_s, yield_s=yield_s, timeout_s=timeout_s, n=n, rank=rank, host_local=int(host_local),
-              interrupted=SIGNAL_CHECK)
+    g = Group(
+        base=addr,
+        pids=ctypes.addressof(pid_array),
+        slot=layout.slot_bytes,
+        flags_off=layout.flags_off,
+        step=0,
+        chunk=layout.slot_bytes,
+        split_min=split_min,
+        spin_s=spin_s,
+        yield_s=yield_s,
+        timeout_s=timeout_s,
+        n=n,
+        rank=rank,
+        host_local=int(host_local),
+        interrupted=SIGNAL_CHECK,
+    )
     g.parity_off[0], g.parity_off[1] = layout.parity_off(0), layout.parity_off(1)
     g._keep = pid_array  # type: ignore[attr-defined]
     return g

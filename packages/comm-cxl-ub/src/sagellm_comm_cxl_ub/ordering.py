@@ -40,5 +40,7 @@ def supported() -> tuple[bool, str]:
         return True, f"acquire/release atomics of the native library ({machine})"
     if machine in TSO_MACHINES:
         return True, "x86-64 total store order"
-    return False, (f"on {machine} the engine's flags need memory fences, which come from the native library, and "
-                   f"it is not available: {native.NATIVE_REASON}")
+    return False, (
+        f"on {machine} the engine's flags need memory fences, which come from the native library, and "
+        f"it is not available: {native.NATIVE_REASON}"
+    )

@@ -68,9 +68,19 @@ class _Inbound:
 
 
 class P2PEngine:
-    def __init__(self, mapping: object, base_tensor: torch.Tensor, base_off: int, base_addr: int, layout: Layout,
-                 rank: int, global_ranks: list[int], group_id: str, timeout_s: float,
-                 exited: Callable[[int], bool] | None = None) -> None:
+    def __init__(
+        self,
+        mapping: object,
+        base_tensor: torch.Tensor,
+        base_off: int,
+        base_addr: int,
+        layout: Layout,
+        rank: int,
+        global_ranks: list[int],
+        group_id: str,
+        timeout_s: float,
+        exited: Callable[[int], bool] | None = None,
+    ) -> None:
         self.exited = exited  # whether a peer's process is gone (a receive from a dead rank fails at once)
         self.layout = layout
         self.rank = rank
@@ -95,7 +105,7 @@ class P2PEngine:
                     for w in (0, 1):
                         off = layout.mailbox(s, d, w)
                         hdr = np.ndarray((5,), dtype=np.int64, buffer=mapping, offset=base_off + off)  # type: ignore
-                        self.box[(s, d, w)] = (hdr, base_tensor[off + _HDR:off + _HDR + self.chunk])
+                        self.box[(s, d, w)] = (hdr, base_tensor[off + _HDR : off + _HDR + self.chunk])
         # chunks this rank wrote to / read from each peer so far (mirrors of its own counters)
         self.n_sent = dict.fromkeys(range(n), 0)
         self.n_recv = dict.fromkeys(range(n), 0)
@@ -153,7 +163,9 @@ class P2PEngine:
                         f"group {self.group_id}: rank {self.global_ranks[op.peer]} exited before it "
                         f"{'received' if op.kind == 'send' else 'sent'} what rank {self.global_ranks[self.rank]} "
                         f"{what} it ({op.done_bytes} of {op.data.numel()} bytes moved); the group cannot continue: "
-                        "destroy() the backend and start the job again", retryable=False)
+                        "destroy() the backend and start the job again",
+                        retryable=False,
+                    )
             futex.wait(self.bell_addrs[self.rank], bell, SLEEP_SLICE_S)
         if op.error is not None:
             raise op.error
@@ -192,7 +204,7 @@ class P2PEngine:
         a = op.done_bytes
         c = min(self.chunk, op.data.numel() - a)
         if c:
-            box[:c].copy_(op.data[a:a + c])
+            box[:c].copy_(op.data[a : a + c])
         hdr[:] = (op.data.numel(), c, a, op.tag, op.dtype)
         self.n_sent[peer] = k + 1
         release_fence()  # box and header before the count
@@ -212,7 +224,7 @@ class P2PEngine:
             if inbound is None:
                 inbound = self.inbound[peer] = self._bind(peer, tag, total, dtype)
             if c:
-                inbound.target[a:a + c].copy_(box[:c])  # before the ack: the ack lets the sender reuse the box
+                inbound.target[a : a + c].copy_(box[:c])  # before the ack: the ack lets the sender reuse the box
             self.n_recv[peer] = k + 1
             release_fence()  # done reading the box before the ack lets the sender reuse it
             self.acked[(peer, self.rank)][0] = _as_int32(k + 1)
@@ -267,7 +279,9 @@ class P2PEngine:
         op.error = P2PFailedError(
             f"group {self.group_id}: rank {self.global_ranks[op.peer]} sent {total} bytes of {_dtype_name(dtype)} "
             f"(tag {op.tag}) but rank {self.global_ranks[self.rank]} posted a receive of {op.data.numel()} bytes of "
-            f"{_dtype_name(op.dtype)}; sizes and dtypes of matching send/recv must agree", retryable=False)
+            f"{_dtype_name(op.dtype)}; sizes and dtypes of matching send/recv must agree",
+            retryable=False,
+        )
         op.done.set()
 
     def _ring(self, peer: int) -> None:
@@ -280,14 +294,15 @@ class P2PEngine:
         return CommTimeoutError(
             f"group {self.group_id}: rank {self.global_ranks[self.rank]} could not {what} rank "
             f"{self.global_ranks[op.peer]} within {limit:.1f}s ({op.done_bytes} of {op.data.numel()} bytes moved); "
-            "the peer never posted the matching op or is stuck", retryable=True)
+            "the peer never posted the matching op or is stuck",
+            retryable=True,
+        )
 
     # ------------------------------------------------------------------------------------------ async driver
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop = False
-            self._thread = threading.Thread(target=self._drive, name=f"sagellm-comm-p2p-{self.group_id}",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._drive, name=f"sagellm-comm-p2p-{self.group_id}", daemon=True)
             self._thread.start()
 
     def _drive(self) -> None:

@@ -44,8 +44,10 @@ def _mib(n: int) -> str:
 def _memory_note(cfg: MemoryConfig) -> str:
     two = Layout(2, cfg.slot_for(2), cfg.chunk_bytes).size
     four = Layout(4, cfg.slot_for(4), cfg.chunk_bytes).size
-    return (f"region per group: {_mib(two)} at 2 ranks, {_mib(four)} at 4 on this host (slots "
-            f"{_mib(cfg.slot_for(2))} / {_mib(cfg.slot_for(4))}, mailboxes {_mib(cfg.chunk_bytes)})")
+    return (
+        f"region per group: {_mib(two)} at 2 ranks, {_mib(four)} at 4 on this host (slots "
+        f"{_mib(cfg.slot_for(2))} / {_mib(cfg.slot_for(4))}, mailboxes {_mib(cfg.chunk_bytes)})"
+    )
 
 
 def _engine_ok() -> tuple[bool, str]:
@@ -62,7 +64,8 @@ def cxl_provider(cfg: MemoryConfig) -> RegionProvider:
     if not cfg.cxl_path:
         raise BackendNotSupportedError(
             "cxl: no CXL memory configured; set SAGELLM_COMM_CXL_PATH (or cxl_path=) to a directory on CXL-backed "
-            "memory, a DAX device (/dev/daxX.Y) or a file on CXL memory")
+            "memory, a DAX device (/dev/daxX.Y) or a file on CXL memory"
+        )
     if os.path.isdir(cfg.cxl_path):
         return DirectoryRegionProvider(cfg.cxl_path, kind="cxl", host_local=True)
     return DeviceRegionProvider(cfg.cxl_path, cfg.cxl_offset, kind="cxl-device", host_local=False)
@@ -84,11 +87,13 @@ def ub_provider(cfg: MemoryConfig) -> RegionProvider:
     if dev is None:
         raise BackendNotSupportedError(
             "ub: no UB device on this host (neither /sys/class/ubcore nor /sys/bus/ub lists one: the ubcore driver "
-            "is not loaded or there is no Unified Bus hardware)")
+            "is not loaded or there is no Unified Bus hardware)"
+        )
     if not cfg.ub_segment:
         raise BackendNotSupportedError(
             f"ub: UB device {dev} found but no segment configured; set SAGELLM_COMM_UB_SEGMENT (or ub_segment=) "
-            "to the device node through which the exported UB segment is mapped")
+            "to the device node through which the exported UB segment is mapped"
+        )
     return DeviceRegionProvider(cfg.ub_segment, cfg.cxl_offset, kind="ub", host_local=False)
 
 
@@ -124,8 +129,10 @@ def one_host_job() -> tuple[bool, str]:
     one host's ranks, e.g. inside the hierarchical composite)."""
     layout = launcher_layout()
     if layout is not None and layout[0] != layout[1]:
-        return False, (f"ranks span several hosts (WORLD_SIZE={layout[0]}, LOCAL_WORLD_SIZE={layout[1]}); shm joins "
-                       "ranks of one host only")
+        return False, (
+            f"ranks span several hosts (WORLD_SIZE={layout[0]}, LOCAL_WORLD_SIZE={layout[1]}); shm joins "
+            "ranks of one host only"
+        )
     return True, "ok"
 
 

@@ -46,9 +46,20 @@ def _as_int32(v: int) -> int:
 
 
 class StepCounters:
-    def __init__(self, mapping: object, base: int, offsets: Sequence[int], rank: int, ranks_global: Sequence[int],
-                 pids: Sequence[int], host_local: bool, spin_s: float, timeout_s: float, group_id: str,
-                 yield_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        mapping: object,
+        base: int,
+        offsets: Sequence[int],
+        rank: int,
+        ranks_global: Sequence[int],
+        pids: Sequence[int],
+        host_local: bool,
+        spin_s: float,
+        timeout_s: float,
+        group_id: str,
+        yield_s: float = 0.0,
+    ) -> None:
         self.rank = rank
         self.n = len(offsets)
         self.global_ranks = list(ranks_global)
@@ -61,8 +72,10 @@ class StepCounters:
         self._anchor = ctypes.c_char.from_buffer(mapping)  # type: ignore[arg-type]
         addr0 = ctypes.addressof(self._anchor) + base
         self.addrs = [addr0 + off for off in offsets]
-        self.words = [np.ndarray((1,), dtype=np.int32, buffer=mapping, offset=base + off)  # type: ignore[call-overload]
-                      for off in offsets]
+        self.words = [
+            np.ndarray((1,), dtype=np.int32, buffer=mapping, offset=base + off)  # type: ignore[call-overload]
+            for off in offsets
+        ]
         self.peers = [j for j in range(self.n) if j != rank]
         self.aborted = False
         self.native: Any = None  # the group's native ``Group`` (native.py) once bound
@@ -116,8 +129,9 @@ class StepCounters:
             raise self._exited_error(self.native.err_peer, step)
         if status == SG_ABORTED:
             raise self._aborted_error(step)
-        raise CollectiveFailedError(f"group {self.group_id}: native engine status {status} at step {step}",
-                                    retryable=False)
+        raise CollectiveFailedError(
+            f"group {self.group_id}: native engine status {status} at step {step}", retryable=False
+        )
 
     def _wait_one(self, j: int, target: int, step: int, timeout_s: float | None) -> None:
         word = self.words[j]
@@ -176,12 +190,16 @@ class StepCounters:
         return CollectiveFailedError(
             f"group {self.group_id}: rank {self.global_ranks[j]} (pid {self.pids[j]}) exited while rank "
             f"{self.global_ranks[self.rank]} waited for it at step {step}; the group cannot continue: destroy() "
-            "the backend and start the job again", retryable=False)
+            "the backend and start the job again",
+            retryable=False,
+        )
 
     def _aborted_error(self, step: int) -> CollectiveFailedError:
         return CollectiveFailedError(
             f"group {self.group_id}: destroyed while rank {self.global_ranks[self.rank]} waited at step {step} "
-            "for a peer; the op was abandoned", retryable=False)
+            "for a peer; the op was abandoned",
+            retryable=False,
+        )
 
     def _timeout(self, step: int, limit: float) -> None:
         target = step & _MASK
@@ -189,4 +207,6 @@ class StepCounters:
         raise CommTimeoutError(
             f"group {self.group_id}: rank {self.global_ranks[self.rank]} waited {limit:.1f}s at step {step} for "
             f"rank(s) {stuck}, which never reached it: they are stuck, slower than the timeout, or called a "
-            "different op. Raise the timeout (SAGELLM_COMM_TIMEOUT_S) or find the stuck rank.", retryable=False)
+            "different op. Raise the timeout (SAGELLM_COMM_TIMEOUT_S) or find the stuck rank.",
+            retryable=False,
+        )

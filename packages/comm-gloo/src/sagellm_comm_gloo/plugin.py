@@ -9,9 +9,14 @@ from sagellm_comm.registry import BackendRegistry, BackendSpec
 
 @hookimpl
 def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
-    registry.register(BackendSpec(
-        name="gloo", factory="sagellm_comm_gloo.backend:GlooBackend", devices=frozenset({"cpu"}), priority=10,
-        available="sagellm_comm_gloo.probes:gloo_available",
-        install_hint="pip install 'isagellm-comm[gloo]' (isagellm-comm-gloo)",
-        description="torch.distributed Gloo: CPU tensors over TCP, any number of hosts",
-    ))
+    registry.register(
+        BackendSpec(
+            name="gloo",
+            factory="sagellm_comm_gloo.backend:GlooBackend",
+            devices=frozenset({"cpu"}),
+            priority=10,
+            available="sagellm_comm_gloo.probes:gloo_available",
+            install_hint="pip install 'isagellm-comm[gloo]' (isagellm-comm-gloo)",
+            description="torch.distributed Gloo: CPU tensors over TCP, any number of hosts",
+        )
+    )

@@ -55,8 +55,22 @@ _FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
 _REDUCIBLE = _FLOATS | {torch.int8, torch.int32, torch.int64}
 
 HCCL_CAPABILITIES = Capabilities(
-    ops=frozenset({"all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter", "broadcast", "reduce",
-                   "scatter", "all_to_all", "barrier", "send", "recv", "batch_p2p"}),
+    ops=frozenset(
+        {
+            "all_reduce",
+            "all_gather",
+            "all_gather_into_tensor",
+            "reduce_scatter",
+            "broadcast",
+            "reduce",
+            "scatter",
+            "all_to_all",
+            "barrier",
+            "send",
+            "recv",
+            "batch_p2p",
+        }
+    ),
     dtypes=_FLOATS | {torch.float64, torch.int8, torch.uint8, torch.int32, torch.int64, torch.bool},
     devices=frozenset({"npu"}),
     reduce_support={

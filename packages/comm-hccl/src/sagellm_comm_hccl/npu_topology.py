@@ -140,29 +140,35 @@ def _chip_count(npu: dict[str, Any]) -> int:
     return count if isinstance(count, int) and count > 0 else 1
 
 
-def npu_smi_devices(listing: list[dict[str, Any]], table: list[dict[str, Any]],
-                    mapping: dict[tuple[int, int], dict[str, Any]]) -> list[dict[str, Any]]:
+def npu_smi_devices(
+    listing: list[dict[str, Any]], table: list[dict[str, Any]], mapping: dict[tuple[int, int], dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One entry per compute chip (a torch ``npu:<index>`` device), from the three parsed outputs.
 
     The chips come from the table, else from the listing's chip counts (then without name or memory); the index is
     the mapping's logical id, else the listed order; chips the mapping gives no logical id are not devices.
     """
-    chips = table or [{"npu_id": n["npu_id"], "chip_id": c, "name": str(n.get("product_name", ""))}
-                      for n in listing for c in range(_chip_count(n))]
+    chips = table or [
+        {"npu_id": n["npu_id"], "chip_id": c, "name": str(n.get("product_name", ""))}
+        for n in listing
+        for c in range(_chip_count(n))
+    ]
     devices: list[dict[str, Any]] = []
     for order, chip in enumerate(chips):
         mapped = mapping.get((chip["npu_id"], chip["chip_id"]))
         if mapped is not None and mapped["logic_id"] is None:
             continue
         rest = {k: v for k, v in chip.items() if k not in ("name", "memory_mb")}
-        devices.append({
-            "index": order if mapped is None else mapped["logic_id"],
-            "index_source": "listed order" if mapped is None else "npu-smi info -m",
-            "name": (mapped or {}).get("chip_name") or chip.get("name", ""),
-            "memory_bytes": int(chip.get("memory_mb", 0)) * MIB,
-            "chip_model": chip.get("name", ""),
-            **rest,
-        })
+        devices.append(
+            {
+                "index": order if mapped is None else mapped["logic_id"],
+                "index_source": "listed order" if mapped is None else "npu-smi info -m",
+                "name": (mapped or {}).get("chip_name") or chip.get("name", ""),
+                "memory_bytes": int(chip.get("memory_mb", 0)) * MIB,
+                "chip_model": chip.get("name", ""),
+                **rest,
+            }
+        )
     return devices
 
 
@@ -181,8 +187,9 @@ def _run(path: str, args: list[str], deadline: float) -> tuple[str | None, str]:
     if timeout <= 0:
         return None, f"{command}: skipped, the npu-smi time budget ({NPU_SMI_BUDGET_S:.0f} s) is spent"
     try:
-        done = subprocess.run([path, *args], capture_output=True, text=True, timeout=timeout, check=False,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [path, *args], capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         return None, f"{command} timed out after {timeout:.1f} s"
     except OSError as exc:
@@ -206,8 +213,12 @@ def _from_npu_smi(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     table = parse_npu_table(outputs["info"])
     mapping = parse_chip_mapping(outputs["info -m"])
     devices = npu_smi_devices(listing, table, mapping)
-    facts: dict[str, Any] = {"source": "npu-smi", "npu_smi": path, "version": parse_npu_smi_version(outputs["info"]),
-                             "cards": listing}
+    facts: dict[str, Any] = {
+        "source": "npu-smi",
+        "npu_smi": path,
+        "version": parse_npu_smi_version(outputs["info"]),
+        "cards": listing,
+    }
     if errors:
         facts["errors"] = errors
     return facts, devices
@@ -236,8 +247,15 @@ def _append(topology: Topology, devices: list[dict[str, Any]], source: str) -> i
         if ("npu", dev["index"]) in present:
             continue
         props = {k: v for k, v in dev.items() if k not in ("index", "name", "memory_bytes")}
-        topology.devices.append(Device(kind="npu", index=dev["index"], name=dev["name"],
-                                       memory_bytes=dev["memory_bytes"], properties={**props, "source": source}))
+        topology.devices.append(
+            Device(
+                kind="npu",
+                index=dev["index"],
+                name=dev["name"],
+                memory_bytes=dev["memory_bytes"],
+                properties={**props, "source": source},
+            )
+        )
         present.add(("npu", dev["index"]))
         added += 1
     return added
@@ -260,8 +278,13 @@ def npu_facts(topology: Topology) -> dict[str, Any]:
             facts, reason = {}, NO_NPU_SMI
         devices, why = _from_torch_npu()
         if devices:
-            return {**facts, "source": "torch_npu", "npu_smi_reason": reason, "npus": devices,
-                    "devices_added": _append(topology, devices, "torch_npu")}
+            return {
+                **facts,
+                "source": "torch_npu",
+                "npu_smi_reason": reason,
+                "npus": devices,
+                "devices_added": _append(topology, devices, "torch_npu"),
+            }
         return {**facts, "npus": [], "reason": reason, "torch_npu": why}
     except Exception as exc:  # discovery must never break Topology.discover()
         return {"npus": [], "reason": f"NPU discovery failed: {type(exc).__name__}: {exc}"}

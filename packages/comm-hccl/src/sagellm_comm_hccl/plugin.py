@@ -20,13 +20,18 @@ __all__ = ["sagellm_comm_register_backends", "sagellm_comm_topology_facts"]
 
 @hookimpl
 def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
-    registry.register(BackendSpec(
-        name="hccl", factory="sagellm_comm_hccl.backend:HcclBackend", devices=frozenset({"npu"}), priority=20,
-        available="sagellm_comm_hccl.probes:hccl_available",
-        install_hint="pip install 'isagellm-comm[hccl]' (isagellm-comm-hccl), plus torch-npu matching your torch",
-        description="torch_npu's HCCL process group: Huawei Ascend NPUs (one per rank), HCCS within a host, RoCE "
-                    "between hosts",
-    ))
+    registry.register(
+        BackendSpec(
+            name="hccl",
+            factory="sagellm_comm_hccl.backend:HcclBackend",
+            devices=frozenset({"npu"}),
+            priority=20,
+            available="sagellm_comm_hccl.probes:hccl_available",
+            install_hint="pip install 'isagellm-comm[hccl]' (isagellm-comm-hccl), plus torch-npu matching your torch",
+            description="torch_npu's HCCL process group: Huawei Ascend NPUs (one per rank), HCCS within a host, RoCE "
+            "between hosts",
+        )
+    )
 
 
 @hookimpl

@@ -20,11 +20,15 @@ def torch_npu_install_hint() -> str:
     import torch
 
     base = torch.__version__.split("+", 1)[0]
-    hint = (f"pip install 'torch-npu=={base}.*' (the release for torch {torch.__version__}; isagellm-comm[hccl] does "
-            "not pull it: torch_npu pins an exact torch)")
+    hint = (
+        f"pip install 'torch-npu=={base}.*' (the release for torch {torch.__version__}; isagellm-comm[hccl] does "
+        "not pull it: torch_npu pins an exact torch)"
+    )
     if getattr(torch.version, "cuda", None) or getattr(torch.version, "hip", None):
-        hint += (f"; torch_npu is meant for the CPU build of torch (pip install torch=={base} --index-url "
-                 "https://download.pytorch.org/whl/cpu), and this one is built for CUDA/ROCm")
+        hint += (
+            f"; torch_npu is meant for the CPU build of torch (pip install torch=={base} --index-url "
+            "https://download.pytorch.org/whl/cpu), and this one is built for CUDA/ROCm"
+        )
     return hint
 
 
@@ -45,9 +49,11 @@ def load_torch_npu() -> tuple[ModuleType | None, str]:
     except Exception as exc:  # its import loads the CANN runtime: a missing toolkit or a torch mismatch shows here
         import torch
 
-        return None, (f"torch_npu is installed but importing it failed ({type(exc).__name__}: {exc}); it must match "
-                      f"torch {torch.__version__} and the CANN toolkit environment must be set (source "
-                      "/usr/local/Ascend/ascend-toolkit/set_env.sh)")
+        return None, (
+            f"torch_npu is installed but importing it failed ({type(exc).__name__}: {exc}); it must match "
+            f"torch {torch.__version__} and the CANN toolkit environment must be set (source "
+            "/usr/local/Ascend/ascend-toolkit/set_env.sh)"
+        )
 
 
 def hccl_available() -> tuple[bool, str]:

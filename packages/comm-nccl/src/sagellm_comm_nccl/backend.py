@@ -100,8 +100,11 @@ class NcclBackend(TorchDistributedBackend):
             if want or self._path == "direct" or not isinstance(exc, Exception):
                 super()._destroy()
                 raise
-            log.warning("%s: no direct path (CUDA graph capture of collectives will be refused): %s", self.name,
-                        self._direct_reason)
+            log.warning(
+                "%s: no direct path (CUDA graph capture of collectives will be refused): %s",
+                self.name,
+                self._direct_reason,
+            )
         return handle
 
     def _destroy(self) -> None:
@@ -113,8 +116,15 @@ class NcclBackend(TorchDistributedBackend):
     def _new_group(self, ranks: tuple[int, ...], group_id: str, timeout_s: float) -> Any:
         pg = super()._new_group(ranks, group_id, timeout_s)
         if self._direct is not None and self._global_rank in ranks:
-            self._direct.open(group_id, self.group_channel(group_id, timeout_s), ranks.index(self._global_rank),
-                              len(ranks), self.device, timeout_s, root_name=ranks[0])
+            self._direct.open(
+                group_id,
+                self.group_channel(group_id, timeout_s),
+                ranks.index(self._global_rank),
+                len(ranks),
+                self.device,
+                timeout_s,
+                root_name=ranks[0],
+            )
         return pg
 
     def direct_communicator(self, group: CommGroup | str | None = None) -> NcclCommunicator:
@@ -123,8 +133,9 @@ class NcclBackend(TorchDistributedBackend):
         g = self._require_world("direct_communicator") if group is None else self._lookup_group(group)
         comm = self._direct.get(g.group_id) if self._direct is not None else None
         if comm is None:
-            raise BackendNotSupportedError(f"{self.name}: group {g.group_id} has no direct communicator: "
-                                           f"{self._direct_reason}")
+            raise BackendNotSupportedError(
+                f"{self.name}: group {g.group_id} has no direct communicator: {self._direct_reason}"
+            )
         return comm
 
     # --------------------------------------------------------------------------------------------- routing
@@ -137,13 +148,15 @@ class NcclBackend(TorchDistributedBackend):
         if self._path == "process_group":
             raise BackendNotSupportedError(
                 f"{self.name} {op} inside CUDA graph capture needs the direct path, but path='process_group' was "
-                "chosen; use path='auto'")
+                "chosen; use path='auto'"
+            )
         comm = self._direct.get(group.group_id) if self._direct is not None else None
         if comm is None:
             where = "inside CUDA graph capture" if capturing else "with path='direct'"
             raise BackendNotSupportedError(
                 f"{self.name} {op} {where} needs the direct NCCL communicator of group {group.group_id}, which "
-                f"does not exist: {self._direct_reason}")
+                f"does not exist: {self._direct_reason}"
+            )
         return comm
 
     @staticmethod

@@ -50,8 +50,14 @@ class StreamWork(Work):
 def agree_unique_id(library: NcclLibrary, channel: SideChannel, rank: int, root_name: Any = 0) -> bytes:
     """Group rank 0 draws an ``ncclUniqueId`` and publishes it on ``channel``; every rank returns the same 128 bytes
     (bounded by the channel's timeout, naming the root if it never publishes)."""
-    return channel.broadcast(UID_KEY, library.unique_id() if rank == 0 else None, 0, rank, root_name=root_name,
-                             what="publish the NCCL unique id of the direct path")
+    return channel.broadcast(
+        UID_KEY,
+        library.unique_id() if rank == 0 else None,
+        0,
+        rank,
+        root_name=root_name,
+        what="publish the NCCL unique id of the direct path",
+    )
 
 
 class DirectPath:
@@ -61,8 +67,16 @@ class DirectPath:
         self.library = library
         self._comms: dict[str, NcclCommunicator] = {}
 
-    def open(self, group_id: str, channel: SideChannel, rank: int, world_size: int, device: torch.device,
-             timeout_s: float, root_name: Any = 0) -> NcclCommunicator:
+    def open(
+        self,
+        group_id: str,
+        channel: SideChannel,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        timeout_s: float,
+        root_name: Any = 0,
+    ) -> NcclCommunicator:
         """Collective over the group's members: form the group's communicator (``rank`` is the group rank)."""
         uid = agree_unique_id(self.library, channel, rank, root_name)
         comm = NcclCommunicator(self.library, uid, rank, world_size, device, timeout_s=timeout_s)

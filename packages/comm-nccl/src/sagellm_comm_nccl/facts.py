@@ -24,5 +24,10 @@ def library_facts(flavor: str) -> dict[str, Any]:
         torch_nccl = ".".join(map(str, torch.cuda.nccl.version()))
     except Exception:  # a torch built without NCCL
         torch_nccl = None
-    return {"library": lib.path, "source": lib.source, "version": lib.version_string, "torch_nccl": torch_nccl,
-            "env": env}
+    return {
+        "library": lib.path,
+        "source": lib.source,
+        "version": lib.version_string,
+        "torch_nccl": torch_nccl,
+        "env": env,
+    }

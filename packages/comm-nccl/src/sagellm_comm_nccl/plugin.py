@@ -11,13 +11,18 @@ from sagellm_comm.registry import BackendRegistry, BackendSpec
 
 @hookimpl
 def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
-    registry.register(BackendSpec(
-        name="nccl", factory="sagellm_comm_nccl.backend:NcclBackend", devices=frozenset({"cuda"}), priority=20,
-        available="sagellm_comm_nccl.probes:nccl_available",
-        install_hint="pip install 'isagellm-comm[nccl]' (isagellm-comm-nccl)",
-        description="NVIDIA NCCL: CUDA tensors, torch.distributed's NCCL process group plus a CUDA-graph-safe "
-                    "direct path (ctypes libnccl)",
-    ))
+    registry.register(
+        BackendSpec(
+            name="nccl",
+            factory="sagellm_comm_nccl.backend:NcclBackend",
+            devices=frozenset({"cuda"}),
+            priority=20,
+            available="sagellm_comm_nccl.probes:nccl_available",
+            install_hint="pip install 'isagellm-comm[nccl]' (isagellm-comm-nccl)",
+            description="NVIDIA NCCL: CUDA tensors, torch.distributed's NCCL process group plus a CUDA-graph-safe "
+            "direct path (ctypes libnccl)",
+        )
+    )
 
 
 @hookimpl

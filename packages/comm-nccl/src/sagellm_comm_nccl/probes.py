@@ -16,8 +16,10 @@ def nccl_available() -> tuple[bool, str]:
     version = torch.__version__
     hip = getattr(torch.version, "hip", None)
     if hip:
-        return False, (f"torch {version} is a ROCm build (HIP {hip}): its 'nccl' process group is RCCL; use the rccl "
-                       "backend (pip install 'isagellm-comm[rccl]')")
+        return False, (
+            f"torch {version} is a ROCm build (HIP {hip}): its 'nccl' process group is RCCL; use the rccl "
+            "backend (pip install 'isagellm-comm[rccl]')"
+        )
     if not getattr(torch.version, "cuda", None):
         return False, f"torch {version} is not a CUDA build (torch.version.cuda is None); install a CUDA build of torch"
     if not dist.is_available():

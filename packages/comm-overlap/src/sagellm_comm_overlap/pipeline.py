@@ -58,8 +58,16 @@ class Stage:
 class PipelineError(CommError):
     """Stage ``stage`` failed on chunk ``chunk`` (0-based) of ``chunks``; ``__cause__`` is the original error."""
 
-    def __init__(self, message: str, *, stage: str = "", chunk: int = -1, chunks: int = 0, code: Any = None,
-                 retryable: bool | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str = "",
+        chunk: int = -1,
+        chunks: int = 0,
+        code: Any = None,
+        retryable: bool | None = None,
+    ) -> None:
         super().__init__(message, code=code, retryable=retryable)
         self.stage, self.chunk, self.chunks = stage, chunk, chunks
 
@@ -71,8 +79,14 @@ class PipelineCancelled(PipelineError):
 def _stage_error(stage: str, index: int, n: int, cause: BaseException) -> PipelineError:
     code = cause.code if isinstance(cause, CommError) else None
     retryable = cause.retryable if isinstance(cause, CommError) else None
-    return PipelineError(f"pipeline stage {stage!r} failed on chunk {index} of {n}: {type(cause).__name__}: {cause}",
-                         stage=stage, chunk=index, chunks=n, code=code, retryable=retryable)
+    return PipelineError(
+        f"pipeline stage {stage!r} failed on chunk {index} of {n}: {type(cause).__name__}: {cause}",
+        stage=stage,
+        chunk=index,
+        chunks=n,
+        code=code,
+        retryable=retryable,
+    )
 
 
 def _run_stage(fn: Callable[[Any], Any], value: Any, timeout_s: float | None) -> Any:
@@ -95,8 +109,15 @@ class _Chunk:
 class MultiStreamPipeline:
     """Run ``stages`` over chunks with compute and communication overlapped (see the module doc)."""
 
-    def __init__(self, stages: Sequence[Stage], *, device: Any = "cpu", stream: CommStream | None = None,
-                 max_in_flight: int = 2, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        *,
+        device: Any = "cpu",
+        stream: CommStream | None = None,
+        max_in_flight: int = 2,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    ) -> None:
         stages = list(stages)
         if not stages or not all(isinstance(s, Stage) for s in stages):
             raise InvalidArgumentError("a pipeline needs a non-empty list of Stage objects")
@@ -133,8 +154,9 @@ class MultiStreamPipeline:
         try:
             while started < n or active:
                 if self._cancel.is_set():
-                    raise PipelineCancelled(f"pipeline cancelled with {n - started} of {n} chunks not started",
-                                            chunks=n)
+                    raise PipelineCancelled(
+                        f"pipeline cancelled with {n - started} of {n} chunks not started", chunks=n
+                    )
                 if self._step_ready(active, n):
                     pass
                 elif started < n and len(active) < self.max_in_flight:
@@ -185,8 +207,9 @@ class MultiStreamPipeline:
         stage = self.stages[chunk.next]
         self.order.append((chunk.index, stage.name))
         if stage.on == COMM:
-            chunk.value = self._stream.submit(_run_stage, stage.fn, chunk.value, self.timeout_s,
-                                              name=f"{stage.name}#{chunk.index}")
+            chunk.value = self._stream.submit(
+                _run_stage, stage.fn, chunk.value, self.timeout_s, name=f"{stage.name}#{chunk.index}"
+            )
             chunk.next += 1
             return
         if chunk.pending() is not None:

@@ -35,8 +35,15 @@ import torch
 
 from sagellm_comm.errors import CommError, CommTimeoutError, InvalidArgumentError
 
-__all__ = ["CancelledError", "CommStream", "DeviceStream", "StreamEvent", "StreamTaskError", "ThreadStream",
-           "comm_stream"]
+__all__ = [
+    "CancelledError",
+    "CommStream",
+    "DeviceStream",
+    "StreamEvent",
+    "StreamTaskError",
+    "ThreadStream",
+    "comm_stream",
+]
 
 _ids = itertools.count(1)
 
@@ -60,9 +67,11 @@ def _deadline_wait(poll: Callable[[], bool], timeout: float | None, what: str) -
     pause = 20e-6
     while not poll():
         if deadline is not None and time.monotonic() >= deadline:
-            raise CommTimeoutError(f"{what} did not complete within {timeout:.3f}s; the communication is stuck or a "
-                                   "peer rank has not joined. Wait again, or cancel and destroy the group.",
-                                   retryable=True)
+            raise CommTimeoutError(
+                f"{what} did not complete within {timeout:.3f}s; the communication is stuck or a "
+                "peer rank has not joined. Wait again, or cancel and destroy the group.",
+                retryable=True,
+            )
         time.sleep(pause)
         pause = min(pause * 2, 1e-3)
 
@@ -153,9 +162,12 @@ class _ThreadEvent(StreamEvent):
 
     def synchronize(self, timeout: float | None = None) -> None:
         if not self._done.wait(timeout):
-            raise CommTimeoutError(f"stream work {self.name!r} did not complete within {timeout:.3f}s; the "
-                                   "communication is stuck or a peer rank has not joined. Wait again, or cancel "
-                                   "and destroy the group.", retryable=True)
+            raise CommTimeoutError(
+                f"stream work {self.name!r} did not complete within {timeout:.3f}s; the "
+                "communication is stuck or a peer rank has not joined. Wait again, or cancel "
+                "and destroy the group.",
+                retryable=True,
+            )
         if self._error is not None:
             raise self._error
 
@@ -173,8 +185,9 @@ class _ThreadEvent(StreamEvent):
 def _task_error(name: str, exc: BaseException) -> StreamTaskError:
     code = exc.code if isinstance(exc, CommError) else None
     retryable = exc.retryable if isinstance(exc, CommError) else None
-    error = StreamTaskError(f"stream work {name!r} failed: {type(exc).__name__}: {exc}", task=name, code=code,
-                            retryable=retryable)
+    error = StreamTaskError(
+        f"stream work {name!r} failed: {type(exc).__name__}: {exc}", task=name, code=code, retryable=retryable
+    )
     error.__cause__ = exc
     return error
 
@@ -186,7 +199,8 @@ class ThreadStream(CommStream):
         self.device = torch.device("cpu")
         self.name = f"{name}-{next(_ids)}"
         self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], _ThreadEvent] | None] = (
-            queue.SimpleQueue())
+            queue.SimpleQueue()
+        )
         self._failed: StreamTaskError | None = None
         self._closed = False
         self._pending = 0
@@ -225,13 +239,18 @@ class ThreadStream(CommStream):
                 dropped = event._seq < self._cancel_upto  # type: ignore[attr-defined]
                 failed = self._failed
             if dropped:
-                event._finish(error=CancelledError(f"stream work {event.name!r} was cancelled before it started",
-                                                   task=event.name))
+                event._finish(
+                    error=CancelledError(f"stream work {event.name!r} was cancelled before it started", task=event.name)
+                )
                 continue
             if failed is not None:
-                skipped = StreamTaskError(f"stream work {event.name!r} did not run: an earlier task on stream "
-                                          f"{self.name} failed ({failed.task!r})", task=event.name, code=failed.code,
-                                          retryable=False)
+                skipped = StreamTaskError(
+                    f"stream work {event.name!r} did not run: an earlier task on stream "
+                    f"{self.name} failed ({failed.task!r})",
+                    task=event.name,
+                    code=failed.code,
+                    retryable=False,
+                )
                 skipped.__cause__ = failed
                 event._finish(error=skipped)
                 continue
@@ -259,8 +278,11 @@ class ThreadStream(CommStream):
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            raise CommTimeoutError(f"stream {self.name}: the running work did not finish within {timeout}s of close; "
-                                   "it is blocked in communication (its own timeout ends it)", retryable=True)
+            raise CommTimeoutError(
+                f"stream {self.name}: the running work did not finish within {timeout}s of close; "
+                "it is blocked in communication (its own timeout ends it)",
+                retryable=True,
+            )
 
     @property
     def alive(self) -> bool:
@@ -272,8 +294,9 @@ class ThreadStream(CommStream):
 # accelerators: a side stream
 # ----------------------------------------------------------------------------------------------------------
 class _DeviceEvent(StreamEvent):
-    def __init__(self, name: str, stream: DeviceStream, event: Any, value: Any = None,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self, name: str, stream: DeviceStream, event: Any, value: Any = None, error: BaseException | None = None
+    ) -> None:
         super().__init__(name)
         self._stream, self._event, self._value, self._error = stream, event, value, error
 
@@ -327,8 +350,12 @@ class DeviceStream(CommStream):
         label = name or getattr(fn, "__name__", "work")
         event = self.module.Event()
         if self._failed is not None:
-            skipped = StreamTaskError(f"stream work {label!r} did not run: an earlier task on this stream failed "
-                                      f"({self._failed.task!r})", task=label, code=self._failed.code, retryable=False)
+            skipped = StreamTaskError(
+                f"stream work {label!r} did not run: an earlier task on this stream failed ({self._failed.task!r})",
+                task=label,
+                code=self._failed.code,
+                retryable=False,
+            )
             return _DeviceEvent(label, self, event, error=skipped)
         self.stream.wait_stream(self.module.current_stream(self.device))
         for t in _tensors(args):
@@ -370,8 +397,9 @@ def comm_stream(device: Any = "cpu", name: str = "comm") -> CommStream:
     try:
         module = torch.get_device_module(dev.type)
     except (RuntimeError, AttributeError) as exc:
-        raise InvalidArgumentError(f"no torch device module for {dev.type!r} ({exc}); import its torch extension "
-                                   "(e.g. torch_npu) first") from None
+        raise InvalidArgumentError(
+            f"no torch device module for {dev.type!r} ({exc}); import its torch extension (e.g. torch_npu) first"
+        ) from None
     if not hasattr(module, "Stream"):
         raise InvalidArgumentError(f"torch.{dev.type} has no streams; use the CPU ThreadStream")
     return DeviceStream(dev)

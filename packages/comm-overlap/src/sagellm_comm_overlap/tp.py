@@ -39,12 +39,18 @@ def _check_linear(x: Any, weight: Any, what: str) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
         raise InvalidArgumentError(f"{what}: x and weight must be tensors")
     if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
-        raise InvalidArgumentError(f"{what}: x's last dimension ({tuple(x.shape)}) must match weight [out, in] "
-                                   f"({tuple(weight.shape)})")
+        raise InvalidArgumentError(
+            f"{what}: x's last dimension ({tuple(x.shape)}) must match weight [out, in] ({tuple(weight.shape)})"
+        )
 
 
-def _run(stages: list[Stage], parts: list[torch.Tensor], device: torch.device, stream: CommStream | None,
-         max_in_flight: int | None) -> list[Any]:
+def _run(
+    stages: list[Stage],
+    parts: list[torch.Tensor],
+    device: torch.device,
+    stream: CommStream | None,
+    max_in_flight: int | None,
+) -> list[Any]:
     if len(parts) == 1:  # the plain layer: nothing to overlap with
         value: Any = parts[0]
         for stage in stages:
@@ -55,9 +61,17 @@ def _run(stages: list[Stage], parts: list[torch.Tensor], device: torch.device, s
         return pipe.run(parts)
 
 
-def row_parallel_linear(x: torch.Tensor, weight: torch.Tensor, comm: Any, *, bias: torch.Tensor | None = None,
-                        chunks: int = 1, group: Any = None, stream: CommStream | None = None,
-                        max_in_flight: int | None = None) -> torch.Tensor:
+def row_parallel_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    comm: Any,
+    *,
+    bias: torch.Tensor | None = None,
+    chunks: int = 1,
+    group: Any = None,
+    stream: CommStream | None = None,
+    max_in_flight: int | None = None,
+) -> torch.Tensor:
     """``all_reduce(x @ weight.T) (+ bias)``: ``x`` is ``[..., in_local]``, ``weight`` ``[out, in_local]`` (this
     rank's slice of the input dimension); returns ``[..., out]``, the same on every rank. Each chunk's matmul writes
     its rows of the output directly, and the all_reduce works on them in place (no concatenation)."""
@@ -83,10 +97,17 @@ def row_parallel_linear(x: torch.Tensor, weight: torch.Tensor, comm: Any, *, bia
     return y.reshape(*lead, out_features)
 
 
-def all_gather_column_parallel_linear(x: torch.Tensor, weight: torch.Tensor, comm: Any, *,
-                                      bias: torch.Tensor | None = None, chunks: int = 1, group: Any = None,
-                                      stream: CommStream | None = None, max_in_flight: int | None = None
-                                      ) -> torch.Tensor:
+def all_gather_column_parallel_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    comm: Any,
+    *,
+    bias: torch.Tensor | None = None,
+    chunks: int = 1,
+    group: Any = None,
+    stream: CommStream | None = None,
+    max_in_flight: int | None = None,
+) -> torch.Tensor:
     """``all_gather(x) @ weight.T (+ bias)``: ``x`` is ``[rows_local, in]`` (this rank's rows, the same count on
     every rank), ``weight`` ``[out_local, in]``; returns ``[world * rows_local, out_local]`` with the rows in rank
     order. Each chunk's matmul writes, per source rank, its rows of the output directly (no concatenation)."""
@@ -113,10 +134,9 @@ def all_gather_column_parallel_linear(x: torch.Tensor, weight: torch.Tensor, com
         n = gathered.shape[0] // world
         for r in range(world):  # rank r's rows of this chunk land at rank r's block of the output
             start = r * rows_local + offset
-            torch.mm(gathered[r * n:(r + 1) * n], w_t, out=y[start:start + n])
+            torch.mm(gathered[r * n : (r + 1) * n], w_t, out=y[start : start + n])
 
-    _run([Stage("all_gather", all_gather, on=COMM), Stage("matmul", matmul)], parts, x.device, stream,
-         max_in_flight)
+    _run([Stage("all_gather", all_gather, on=COMM), Stage("matmul", matmul)], parts, x.device, stream, max_in_flight)
     if bias is not None:
         y.add_(bias)
     return y

@@ -12,8 +12,11 @@ def amd_gpus() -> dict[str, Any]:
     try:
         import amdsmi
     except Exception as exc:  # not installed (it comes with ROCm, not from this package), or a broken install
-        return {"gpus": [], "gpus_reason": f"amdsmi is not importable ({type(exc).__name__}: {exc}); it ships with "
-                                           "ROCm (/opt/rocm/share/amd_smi)"}
+        return {
+            "gpus": [],
+            "gpus_reason": f"amdsmi is not importable ({type(exc).__name__}: {exc}); it ships with "
+            "ROCm (/opt/rocm/share/amd_smi)",
+        }
     try:
         amdsmi.amdsmi_init()
     except Exception as exc:
@@ -22,8 +25,11 @@ def amd_gpus() -> dict[str, Any]:
     try:
         for index, handle in enumerate(amdsmi.amdsmi_get_processor_handles()):
             gpu: dict[str, Any] = {"index": index}
-            for key, call in (("bdf", "amdsmi_get_gpu_device_bdf"), ("asic", "amdsmi_get_gpu_asic_info"),
-                              ("vram", "amdsmi_get_gpu_vram_info")):
+            for key, call in (
+                ("bdf", "amdsmi_get_gpu_device_bdf"),
+                ("asic", "amdsmi_get_gpu_asic_info"),
+                ("vram", "amdsmi_get_gpu_vram_info"),
+            ):
                 try:
                     value = getattr(amdsmi, call)(handle)
                     gpu[key] = value if isinstance(value, (str, int)) else {k: str(v) for k, v in dict(value).items()}

@@ -11,14 +11,19 @@ from sagellm_comm.registry import BackendRegistry, BackendSpec
 
 @hookimpl
 def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
-    registry.register(BackendSpec(
-        # ROCm builds of torch name AMD GPUs "cuda" devices, so auto picks rccl for them (nccl is unavailable there)
-        name="rccl", factory="sagellm_comm_rccl.backend:RcclBackend", devices=frozenset({"cuda"}), priority=20,
-        available="sagellm_comm_rccl.probes:rccl_available",
-        install_hint="pip install 'isagellm-comm[rccl]' (isagellm-comm-rccl)",
-        description="AMD RCCL: ROCm GPUs through torch.distributed's process group plus a HIP-graph-safe direct "
-                    "path (ctypes librccl)",
-    ))
+    registry.register(
+        BackendSpec(
+            # ROCm builds of torch name AMD GPUs "cuda" devices, so auto picks rccl for them (nccl is unavailable there)
+            name="rccl",
+            factory="sagellm_comm_rccl.backend:RcclBackend",
+            devices=frozenset({"cuda"}),
+            priority=20,
+            available="sagellm_comm_rccl.probes:rccl_available",
+            install_hint="pip install 'isagellm-comm[rccl]' (isagellm-comm-rccl)",
+            description="AMD RCCL: ROCm GPUs through torch.distributed's process group plus a HIP-graph-safe direct "
+            "path (ctypes librccl)",
+        )
+    )
 
 
 @hookimpl

@@ -17,8 +17,10 @@ def rccl_available() -> tuple[bool, str]:
     hip = getattr(torch.version, "hip", None)
     if not hip:
         built = f"a CUDA {torch.version.cuda} build" if getattr(torch.version, "cuda", None) else "a CPU build"
-        return False, (f"torch {version} is not a ROCm build of torch (torch.version.hip is None; it is {built}); "
-                       "rccl needs a ROCm build (https://pytorch.org/get-started/locally/, ROCm)")
+        return False, (
+            f"torch {version} is not a ROCm build of torch (torch.version.hip is None; it is {built}); "
+            "rccl needs a ROCm build (https://pytorch.org/get-started/locally/, ROCm)"
+        )
     if not dist.is_available():
         return False, f"torch {version} has no torch.distributed"
     if not dist.is_nccl_available():

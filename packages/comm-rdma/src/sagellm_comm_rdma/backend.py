@@ -58,11 +58,15 @@ class RdmaBackend(CommBackend):
 
     def _init(self, rendezvous: Rendezvous, options: dict[str, Any]) -> Any:
         try:
-            engine = TransferEngine(rendezvous.rank, rendezvous.world_size, rendezvous.store.scope("rdma"),
-                                    rendezvous.timeout_s)
+            engine = TransferEngine(
+                rendezvous.rank, rendezvous.world_size, rendezvous.store.scope("rdma"), rendezvous.timeout_s
+            )
         except (NixlFailure, ImportError) as exc:
-            raise P2PFailedError(f"rdma: cannot start a NIXL agent: {exc}. Check that nixl-cu12 (or nixl-cu13) is "
-                                 "installed and `sagellm-comm doctor` is clean", retryable=False) from exc
+            raise P2PFailedError(
+                f"rdma: cannot start a NIXL agent: {exc}. Check that nixl-cu12 (or nixl-cu13) is "
+                "installed and `sagellm-comm doctor` is clean",
+                retryable=False,
+            ) from exc
         self._engine, self._p2p = engine, P2PProtocol(engine)
         return "world"
 

@@ -140,15 +140,21 @@ class Agent:
         return {(k.decode() if isinstance(k, bytes) else str(k)): [bytes(m) for m in v] for k, v in got.items()}
 
     # ------------------------------------------------------------------------------------------- transfers
-    def post(self, op: str, kind: str, local: list[tuple[int, int, int]], remote: list[tuple[int, int, int]],
-             peer: str, message: bytes = b"") -> Any:
+    def post(
+        self,
+        op: str,
+        kind: str,
+        local: list[tuple[int, int, int]],
+        remote: list[tuple[int, int, int]],
+        peer: str,
+        message: bytes = b"",
+    ) -> Any:
         """Create and post one batched transfer (``op`` ``"WRITE"`` or ``"READ"``); the peer receives ``message``
         as a notification once every descriptor has landed. Returns the handle for ``state``/``release``."""
         a = self._agent
 
         def create_and_post() -> Any:
-            handle = a.initialize_xfer(op, a.get_xfer_descs(local, kind), a.get_xfer_descs(remote, kind), peer,
-                                       message)
+            handle = a.initialize_xfer(op, a.get_xfer_descs(local, kind), a.get_xfer_descs(remote, kind), peer, message)
             try:
                 state = a.transfer(handle)
             except BaseException:

@@ -67,11 +67,15 @@ def _spans_of(buffer: Any, what: str) -> tuple[Any, str, int, int, int]:
         try:
             t = torch.frombuffer(buffer, dtype=torch.uint8)
         except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"{what}: expected a tensor or a writable buffer (bytearray, numpy array), got "
-                                       f"{type(buffer).__name__} ({exc})") from exc
+            raise InvalidArgumentError(
+                f"{what}: expected a tensor or a writable buffer (bytearray, numpy array), got "
+                f"{type(buffer).__name__} ({exc})"
+            ) from exc
     if not t.is_contiguous():
-        raise InvalidArgumentError(f"{what}: the tensor is not contiguous; register a contiguous tensor (KV blocks "
-                                   "are one contiguous allocation) or .contiguous() a copy")
+        raise InvalidArgumentError(
+            f"{what}: the tensor is not contiguous; register a contiguous tensor (KV blocks "
+            "are one contiguous allocation) or .contiguous() a copy"
+        )
     nbytes = t.numel() * t.element_size()
     if nbytes == 0:
         raise InvalidArgumentError(f"{what}: the buffer is empty (0 bytes); there is nothing to register")
@@ -79,15 +83,24 @@ def _spans_of(buffer: Any, what: str) -> tuple[Any, str, int, int, int]:
         return t, "DRAM", t.data_ptr(), nbytes, 0
     if t.device.type == "cuda":
         return t, "VRAM", t.data_ptr(), nbytes, t.device.index or 0
-    raise InvalidArgumentError(f"{what}: {t.device.type} memory is not supported by NIXL's UCX backend (CPU and "
-                               "CUDA memory are)")
+    raise InvalidArgumentError(
+        f"{what}: {t.device.type} memory is not supported by NIXL's UCX backend (CPU and CUDA memory are)"
+    )
 
 
 class TransferHandle:
     """One posted batch: ``poll()`` (never blocks), ``wait(timeout)``; raises ``COMM_P2P_FAILED`` if it failed."""
 
-    def __init__(self, engine: TransferEngine, handle: Any, op: str, peer: int, regions: list[MemoryRegion],
-                 nbytes: int, count: int) -> None:
+    def __init__(
+        self,
+        engine: TransferEngine,
+        handle: Any,
+        op: str,
+        peer: int,
+        regions: list[MemoryRegion],
+        nbytes: int,
+        count: int,
+    ) -> None:
         self._engine = engine
         self._handle = handle
         self.op, self.peer, self.nbytes, self.count = op, peer, nbytes, count
@@ -100,8 +113,12 @@ class TransferHandle:
         """True once every descriptor of the batch landed; raises if the transfer failed."""
         with self._lock:
             if not self._done and self._engine.closed:
-                self._done, self._error = True, GroupInvalidError(
-                    f"rdma {self.op} to rank {self.peer}: the transfer engine was closed (backend destroyed)")
+                self._done, self._error = (
+                    True,
+                    GroupInvalidError(
+                        f"rdma {self.op} to rank {self.peer}: the transfer engine was closed (backend destroyed)"
+                    ),
+                )
             if not self._done:
                 try:
                     state = self._engine.agent.state(self._handle)
@@ -112,8 +129,13 @@ class TransferHandle:
                 if state == "DONE":
                     self._finish(None)
                 elif state != "PROC":
-                    self._finish(self._engine._peer_error(self.peer, f"{self.op} of {self.count} block(s), "
-                                                          f"{self.nbytes} bytes", detail or "NIXL reported ERR"))
+                    self._finish(
+                        self._engine._peer_error(
+                            self.peer,
+                            f"{self.op} of {self.count} block(s), {self.nbytes} bytes",
+                            detail or "NIXL reported ERR",
+                        )
+                    )
             if self._error is not None:
                 raise self._error
             return self._done
@@ -134,7 +156,9 @@ class TransferHandle:
                 raise CommTimeoutError(
                     f"rdma {self.op} to rank {self.peer} ({self.count} block(s), {self.nbytes} bytes) did not complete "
                     f"within {limit:.1f}s; rank {self.peer} may be stuck or gone. Wait again, or destroy the "
-                    "backend", retryable=True)
+                    "backend",
+                    retryable=True,
+                )
             time.sleep(pause)
             pause = min(pause * 2, BUSY_POLL_S[1])
         return True
@@ -178,9 +202,17 @@ class TransferEngine:
         self._kick = threading.Event()
         self._stop = False
         self._failure: BaseException | None = None
-        channel.set(f"agent/{rank}", json.dumps({
-            "agent": self.agent_name, "host": socket.gethostname(), "pid": os.getpid(),
-            "md": self.agent.metadata().hex()}))
+        channel.set(
+            f"agent/{rank}",
+            json.dumps(
+                {
+                    "agent": self.agent_name,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "md": self.agent.metadata().hex(),
+                }
+            ),
+        )
         self._thread = threading.Thread(target=self._progress, name=f"sagellm-rdma-progress-r{rank}", daemon=True)
         self._thread.start()
 
@@ -209,8 +241,9 @@ class TransferEngine:
             try:
                 name = self.agent.add_remote(metadata)
             except NixlFailure as exc:
-                raise P2PFailedError(f"rdma: cannot connect to rank {peer} (agent {info['agent']} on "
-                                     f"{info['host']}): {exc}") from exc
+                raise P2PFailedError(
+                    f"rdma: cannot connect to rank {peer} (agent {info['agent']} on {info['host']}): {exc}"
+                ) from exc
             with self._lock:
                 self._peers[peer] = name
                 self._peer_md[peer] = metadata
@@ -229,8 +262,10 @@ class TransferEngine:
 
     def _peer_error(self, peer: int, what: str, detail: str) -> P2PFailedError:
         self._forget(peer)
-        return P2PFailedError(f"rdma {what} with rank {peer} failed: {detail}. Rank {peer} left or restarted; its "
-                              "regions must be looked up again (a restarted rank publishes new ones)")
+        return P2PFailedError(
+            f"rdma {what} with rank {peer} failed: {detail}. Rank {peer} left or restarted; its "
+            "regions must be looked up again (a restarted rank publishes new ones)"
+        )
 
     def transport(self, peer: int) -> str:
         """The transport UCX uses to move data to rank ``peer`` (e.g. ``tcp/eth0 (inter-node)``,
@@ -252,7 +287,8 @@ class TransferEngine:
                 if d.kind == kind and d.device_id == dev and addr < d.address + d.length and d.address < addr + nbytes:
                     raise InvalidArgumentError(
                         f"register: bytes [{addr:#x}, {addr + nbytes:#x}) overlap region {d.region_id} [{d.address:#x},"
-                        f" {d.address + d.length:#x}) registered earlier; deregister it first or reuse that region")
+                        f" {d.address + d.length:#x}) registered earlier; deregister it first or reuse that region"
+                    )
         region = self._register(kept, kind, addr, nbytes, dev)
         with self._lock:
             self._regions[region.descriptor.region_id] = region
@@ -284,8 +320,10 @@ class TransferEngine:
                 raise InvalidArgumentError(f"region {region.descriptor.region_id} is already deregistered")
             busy = sum(1 for h in self._in_flight if any(r is region for r in h._regions))
             if busy:
-                raise InvalidArgumentError(f"region {region.descriptor.region_id} has {busy} transfer(s) in flight; "
-                                           "wait for them before deregistering")
+                raise InvalidArgumentError(
+                    f"region {region.descriptor.region_id} has {busy} transfer(s) in flight; "
+                    "wait for them before deregistering"
+                )
             internal = region.descriptor.region_id not in self._regions
             self._regions.pop(region.descriptor.region_id, None)
             if internal:
@@ -318,8 +356,9 @@ class TransferEngine:
     def lookup(self, peer: int, name: str, timeout: float | None = None) -> list[RegionDescriptor]:
         """Rank ``peer``'s descriptors published under ``name`` (waiting at most ``timeout`` for them)."""
         self._check_rank(peer, "lookup")
-        raw = self.channel.get(f"named/{peer}/{name}", owner=f"rank {peer}", what=f"publish regions {name!r}",
-                               timeout=timeout)
+        raw = self.channel.get(
+            f"named/{peer}/{name}", owner=f"rank {peer}", what=f"publish regions {name!r}", timeout=timeout
+        )
         return decode_descriptors(raw)
 
     def _own(self, region: Any, what: str) -> RegionDescriptor:
@@ -341,13 +380,16 @@ class TransferEngine:
         self._require_open()
         what = op.lower()
         if not isinstance(spans, (list, tuple)) or not spans:
-            raise InvalidArgumentError(f"{what}: give a non-empty list of (local_region, local_offset, "
-                                       "remote_descriptor, remote_offset, length)")
+            raise InvalidArgumentError(
+                f"{what}: give a non-empty list of (local_region, local_offset, "
+                "remote_descriptor, remote_offset, length)"
+            )
         checked = [check_span(i, s, self.rank) for i, s in enumerate(spans)]
         peers = {c[2].rank for c in checked}
         if len(peers) != 1:
-            raise InvalidArgumentError(f"{what}: one batch goes to one peer; this one names ranks {sorted(peers)} "
-                                       "(post one batch per peer)")
+            raise InvalidArgumentError(
+                f"{what}: one batch goes to one peer; this one names ranks {sorted(peers)} (post one batch per peer)"
+            )
         peer = self._check_rank(peers.pop(), what)
         if notify is not None and not isinstance(notify, (bytes, bytearray)):
             raise InvalidArgumentError(f"{what}: notify must be bytes, got {type(notify).__name__}")
@@ -358,7 +400,8 @@ class TransferEngine:
             if remote.agent != name:
                 raise InvalidArgumentError(
                     f"{what}: the remote region {remote.region_id} belongs to rank {peer}'s earlier agent "
-                    f"{remote.agent}; rank {peer} now runs agent {name} (it restarted): look its regions up again")
+                    f"{remote.agent}; rank {peer} now runs agent {name} (it restarted): look its regions up again"
+                )
         kind = checked[0][0].descriptor.kind
         local = [(c[0].address + c[1], c[4], c[0].descriptor.device_id) for c in checked]
         remote_spans = [(c[2].address + c[3], c[4], c[2].device_id) for c in checked]
@@ -371,8 +414,9 @@ class TransferEngine:
                 handle = self.agent.post(op, kind, local, remote_spans, name, bytes(notify or b""))
             except NixlFailure as exc:
                 raise self._peer_error(peer, f"{what} of {len(checked)} block(s)", str(exc)) from exc
-            h = TransferHandle(self, handle, what, peer, [c[0] for c in checked], sum(c[4] for c in checked),
-                               len(checked))
+            h = TransferHandle(
+                self, handle, what, peer, [c[0] for c in checked], sum(c[4] for c in checked), len(checked)
+            )
             with self._lock:
                 self._in_flight.add(h)
         return h
@@ -458,13 +502,17 @@ class TransferEngine:
                 self._raise_if_failed()
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise CommTimeoutError(f"rdma: no notification {message!r} from rank {peer} within {limit:.1f}s; "
-                                           "it has not finished its transfer, or it left", retryable=True)
+                    raise CommTimeoutError(
+                        f"rdma: no notification {message!r} from rank {peer} within {limit:.1f}s; "
+                        "it has not finished its transfer, or it left",
+                        retryable=True,
+                    )
                 self._inbox_cv.wait(min(left, 0.1))
 
     # ------------------------------------------------------------------------------------------- progress
-    def add_poller(self, poll: Callable[[], bool], control: Callable[[int, bytes], None],
-                   on_close: Callable[[], None]) -> None:
+    def add_poller(
+        self, poll: Callable[[], bool], control: Callable[[int, bytes], None], on_close: Callable[[], None]
+    ) -> None:
         """The P2P protocol: ``poll()`` runs on every pass (True: it has work pending); ``control(rank, msg)``
         gets every protocol notification; ``on_close()`` runs once the progress thread stopped, before the engine
         releases anything."""
@@ -497,7 +545,7 @@ class TransferEngine:
                         continue
                     for m in messages:
                         if m.startswith(CONTROL) and self._control is not None:
-                            self._control(rank, m[len(CONTROL):])
+                            self._control(rank, m[len(CONTROL) :])
                         else:
                             with self._inbox_cv:
                                 self._inbox[rank].append(m)
@@ -522,8 +570,10 @@ class TransferEngine:
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
-            raise P2PFailedError(f"rdma: the progress thread stopped: {type(self._failure).__name__}: "
-                                 f"{self._failure}; destroy the backend and initialize again")
+            raise P2PFailedError(
+                f"rdma: the progress thread stopped: {type(self._failure).__name__}: "
+                f"{self._failure}; destroy the backend and initialize again"
+            )
 
     @property
     def closed(self) -> bool:

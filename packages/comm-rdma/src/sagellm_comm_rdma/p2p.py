@@ -67,8 +67,9 @@ class P2PProtocol:
         self._ids = itertools.count(1)
         self._sends: dict[int, _Op] = {}  # op id -> send waiting for its ack
         self._posted: dict[tuple[int, str, int], collections.deque[_Op]] = collections.defaultdict(collections.deque)
-        self._arrived: dict[tuple[int, str, int], collections.deque[dict[str, Any]]] = \
-            collections.defaultdict(collections.deque)
+        self._arrived: dict[tuple[int, str, int], collections.deque[dict[str, Any]]] = collections.defaultdict(
+            collections.deque
+        )
         self._reading: list[tuple[_Op, dict[str, Any]]] = []
         self._closed = False
         engine.add_poller(self._poll, self._on_control, self.close)
@@ -90,8 +91,14 @@ class P2PProtocol:
         t = op.tensor
         staging = t if t.is_contiguous() else t.contiguous()
         flat = staging.reshape(-1).view(torch.uint8) if staging.numel() else staging
-        header: dict[str, Any] = {"k": "rts", "g": op.group, "t": op.tag, "dt": _dtype_name(t.dtype),
-                                  "n": t.numel() * t.element_size(), "shape": list(t.shape)}
+        header: dict[str, Any] = {
+            "k": "rts",
+            "g": op.group,
+            "t": op.tag,
+            "dt": _dtype_name(t.dtype),
+            "n": t.numel() * t.element_size(),
+            "shape": list(t.shape),
+        }
         if header["n"]:
             op.staging = staging
             op.region = self.engine.register_internal(flat)
@@ -171,8 +178,10 @@ class P2PProtocol:
         want = (_dtype_name(t.dtype), t.numel() * t.element_size())
         got = (msg["dt"], int(msg["n"]))
         if want != got:
-            why = (f"the message is {got[1]} bytes of {got[0]} (shape {msg['shape']}) but the receive posted "
-                   f"{want[1]} bytes of {want[0]} (shape {list(t.shape)}); post a matching buffer")
+            why = (
+                f"the message is {got[1]} bytes of {got[0]} (shape {msg['shape']}) but the receive posted "
+                f"{want[1]} bytes of {want[0]} (shape {list(t.shape)}); post a matching buffer"
+            )
             self._answer(op.peer, {"k": "nak", "id": msg["id"], "why": why})
             self._fail(op, RankMismatchError(f"rdma recv from rank {op.peer} (tag {op.tag}): {why}"))
             return
@@ -212,9 +221,14 @@ class P2PProtocol:
                         expired.append((op, "did not send a matching message (no send, or it is stuck or gone)"))
         for op, why in expired:
             self._release(op)
-            self._fail(op, CommTimeoutError(f"rdma {op.kind} with rank {op.peer} (tag {op.tag}) timed out: rank "
-                                            f"{op.peer} {why}. Destroy the backend and initialize again",
-                                            retryable=False))
+            self._fail(
+                op,
+                CommTimeoutError(
+                    f"rdma {op.kind} with rank {op.peer} (tag {op.tag}) timed out: rank "
+                    f"{op.peer} {why}. Destroy the backend and initialize again",
+                    retryable=False,
+                ),
+            )
 
     def _release(self, op: _Op) -> None:
         region, op.region = op.region, None

@@ -10,9 +10,14 @@ from sagellm_comm.registry import BackendRegistry, BackendSpec
 @hookimpl
 def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
     # priority 0: "auto" never picks a backend without collectives over gloo/shm/nccl
-    registry.register(BackendSpec(
-        name="rdma", factory="sagellm_comm_rdma.backend:RdmaBackend", devices=frozenset({"cpu"}), priority=0,
-        available="sagellm_comm_rdma.probes:available",
-        install_hint="pip install 'isagellm-comm[rdma]' (isagellm-comm-rdma)",
-        description="NIXL/UCX: point-to-point and KV-block transfers (RDMA verbs, shared memory or TCP per peer)",
-    ))
+    registry.register(
+        BackendSpec(
+            name="rdma",
+            factory="sagellm_comm_rdma.backend:RdmaBackend",
+            devices=frozenset({"cpu"}),
+            priority=0,
+            available="sagellm_comm_rdma.probes:available",
+            install_hint="pip install 'isagellm-comm[rdma]' (isagellm-comm-rdma)",
+            description="NIXL/UCX: point-to-point and KV-block transfers (RDMA verbs, shared memory or TCP per peer)",
+        )
+    )

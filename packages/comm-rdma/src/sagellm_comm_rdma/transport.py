@@ -93,13 +93,13 @@ class TransportLog:
             base = min(start, self._relayed)
             self._file.seek(base)
             raw = self._file.read()
-            fresh = raw[self._relayed - base:]
+            fresh = raw[self._relayed - base :]
             complete = fresh[: fresh.rfind(b"\n") + 1]
             for line in complete.decode(errors="replace").splitlines():
                 if " UCX  WARN" in line or " UCX  ERROR" in line:
                     _LOG.warning("UCX: %s", line.split(" UCX ", 1)[1].strip())
             self._relayed += len(complete)
-            return raw[start - base:].decode(errors="replace")
+            return raw[start - base :].decode(errors="replace")
 
     def relay_warnings(self) -> None:
         """Pass UCX's new warnings and errors on to the logger (the engine calls it when it closes)."""

@@ -44,8 +44,12 @@ def _best_nic(host: HostTopology) -> Nic | None:
 
 def _best_rdma(host: HostTopology) -> tuple[str, float, str, int] | None:
     """(device, Gb/s, link layer, how many active ports run at that rate) of the fastest active RDMA port."""
-    ports = [(d.name, p.rate_gbits or 0.0, p.link_layer) for d in host.rdma for p in d.ports
-             if p.state == "ACTIVE" and p.rate_gbits]
+    ports = [
+        (d.name, p.rate_gbits or 0.0, p.link_layer)
+        for d in host.rdma
+        for p in d.ports
+        if p.state == "ACTIVE" and p.rate_gbits
+    ]
     if not ports:
         return None
     best = max(ports, key=lambda p: p[1])
@@ -67,27 +71,44 @@ def _network_link(a: HostTopology, b: HostTopology) -> Link:
     ra, rb = _best_rdma(a), _best_rdma(b)
     if ra and rb:
         gbits = min(ra[1], rb[1])
-        return Link(a=a.name, b=b.name, kind="rdma", bandwidth_gbps=gbits / 8.0, source="sysfs",
-                    detail=f"per port; {_rdma_text(ra)} <-> {_rdma_text(rb)}")
+        return Link(
+            a=a.name,
+            b=b.name,
+            kind="rdma",
+            bandwidth_gbps=gbits / 8.0,
+            source="sysfs",
+            detail=f"per port; {_rdma_text(ra)} <-> {_rdma_text(rb)}",
+        )
     na, nb = _best_nic(a), _best_nic(b)
     speeds = [net_gbps(n.speed_mbps) if n else None for n in (na, nb)]
     known = [s for s in speeds if s]
     bw = min(known) if len(known) == 2 else None
-    return Link(a=a.name, b=b.name, kind="ethernet" if na and nb else "network", bandwidth_gbps=bw,
-                source="sysfs" if bw else "unknown", detail=f"{_nic_text(na)} <-> {_nic_text(nb)}")
+    return Link(
+        a=a.name,
+        b=b.name,
+        kind="ethernet" if na and nb else "network",
+        bandwidth_gbps=bw,
+        source="sysfs" if bw else "unknown",
+        detail=f"{_nic_text(na)} <-> {_nic_text(nb)}",
+    )
 
 
 def _rename(host: HostTopology, name: str) -> None:
     """Give a host its unique name in the cluster; its links' endpoints (``old/gpu0``) follow."""
     old, host.name = host.name, name
     for ln in host.links:
-        ln.a = name + ln.a[len(old):] if ln.a == old or ln.a.startswith(old + "/") else ln.a
-        ln.b = name + ln.b[len(old):] if ln.b == old or ln.b.startswith(old + "/") else ln.b
+        ln.a = name + ln.a[len(old) :] if ln.a == old or ln.a.startswith(old + "/") else ln.a
+        ln.b = name + ln.b[len(old) :] if ln.b == old or ln.b.startswith(old + "/") else ln.b
 
 
 def _host_link(host: HostTopology) -> Link:
-    return Link(a=host.name, b=host.name, kind="host", source="unknown",
-                detail="between ranks of this node through host memory (shared memory or loopback)")
+    return Link(
+        a=host.name,
+        b=host.name,
+        kind="host",
+        source="unknown",
+        detail="between ranks of this node through host memory (shared memory or loopback)",
+    )
 
 
 @dataclass
@@ -101,8 +122,9 @@ class ClusterTopology:
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_hosts(cls, hosts: list[HostTopology], ranks: list[RankInfo] | None = None,
-                   backend: str | None = None) -> ClusterTopology:
+    def from_hosts(
+        cls, hosts: list[HostTopology], ranks: list[RankInfo] | None = None, backend: str | None = None
+    ) -> ClusterTopology:
         """Nodes (unique names), node-level links, and ranks with local ranks counted per node."""
         names: dict[str, int] = {}
         for h in hosts:
@@ -111,7 +133,7 @@ class ClusterTopology:
             _rename(h, h.hostname if k == 0 else f"{h.hostname}#{k + 1}")
         links = [_host_link(h) for h in hosts]
         for i, a in enumerate(hosts):
-            links.extend(_network_link(a, b) for b in hosts[i + 1:])
+            links.extend(_network_link(a, b) for b in hosts[i + 1 :])
         return cls(nodes=list(hosts), ranks=sorted(ranks or [], key=lambda r: r.rank), links=links, backend=backend)
 
     @classmethod
@@ -212,13 +234,18 @@ class ClusterTopology:
             except ValueError:
                 btype = CommBackendType.CUSTOM
         return CommTopologyDescriptor(
-            topology_type=self.topology_type(), num_nodes=max(self.num_nodes, 1),
+            topology_type=self.topology_type(),
+            num_nodes=max(self.num_nodes, 1),
             gpus_per_node=max(self.gpus_per_node, 1),
             intra_node_bandwidth_gbps=self._min_gbps(self.intra_node_links()),
             inter_node_bandwidth_gbps=self._min_gbps(self.inter_node_links()),
             backend=btype,
-            metadata={"fingerprint": self.fingerprint(), "nodes": {n.name: self.ranks_on(n.name) for n in self.nodes},
-                      "profiled": self.profile is not None, "source": "sagellm_comm_topology"},
+            metadata={
+                "fingerprint": self.fingerprint(),
+                "nodes": {n.name: self.ranks_on(n.name) for n in self.nodes},
+                "profiled": self.profile is not None,
+                "source": "sagellm_comm_topology",
+            },
         )
 
     # -- identity ----------------------------------------------------------------------------------------------
@@ -227,13 +254,19 @@ class ClusterTopology:
         load and time: the profiler's cache key."""
         sig = []
         for n in sorted(self.nodes, key=lambda n: n.node_id):
-            sig.append({
-                "node": n.node_id, "host": n.hostname, "cpus": n.cpu_count,
-                "numa": [(x.id, len(x.cpus), x.kind) for x in n.numa],
-                "acc": [(a.vendor, a.name, a.pci) for a in n.accelerators],
-                "nics": [(x.name, x.kind, x.speed_mbps) for x in n.nics if x.state == "up" and x.kind != "loopback"],
-                "rdma": [(d.name, [(p.port, p.rate_gbits) for p in d.ports]) for d in n.rdma],
-            })
+            sig.append(
+                {
+                    "node": n.node_id,
+                    "host": n.hostname,
+                    "cpus": n.cpu_count,
+                    "numa": [(x.id, len(x.cpus), x.kind) for x in n.numa],
+                    "acc": [(a.vendor, a.name, a.pci) for a in n.accelerators],
+                    "nics": [
+                        (x.name, x.kind, x.speed_mbps) for x in n.nics if x.state == "up" and x.kind != "loopback"
+                    ],
+                    "rdma": [(d.name, [(p.port, p.rate_gbits) for p in d.ports]) for d in n.rdma],
+                }
+            )
         blob = json.dumps(sig, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -249,8 +282,10 @@ class ClusterTopology:
             if link is None:
                 continue
             link.latency_us = pair.get("alpha_us")
-            link.measured = {k: pair.get(k) for k in ("alpha_us", "beta_gbps", "bulk_bytes", "samples_small",
-                                                      "samples_bulk", "a", "b")}
+            link.measured = {
+                k: pair.get(k)
+                for k in ("alpha_us", "beta_gbps", "bulk_bytes", "samples_small", "samples_bulk", "a", "b")
+            }
             link.measured["backend"] = profile.get("backend")
             if link.source == "unknown":
                 link.source = "profiled"

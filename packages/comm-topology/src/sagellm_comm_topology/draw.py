@@ -37,8 +37,15 @@ ACC_W, ACC_H, ACC_GAP, ACC_COLS = 0.98, 0.42, 0.1, 4
 PAD = 0.15
 WRAP = 74  # monospace characters that fit in a box line
 MIN_W = 7.0  # inches: room for the title
-KIND_COLOR = {"nvlink": "#76b900", "xgmi": "#ed1c24", "rdma": "#6a3d9a", "ethernet": "#1f78b4",
-              "network": "#7f7f7f", "host": "#444444", "pcie": "#ff7f00"}
+KIND_COLOR = {
+    "nvlink": "#76b900",
+    "xgmi": "#ed1c24",
+    "rdma": "#6a3d9a",
+    "ethernet": "#1f78b4",
+    "network": "#7f7f7f",
+    "host": "#444444",
+    "pcie": "#ff7f00",
+}
 VENDOR_COLOR = {"nvidia": "#e3f1c8", "amd": "#f8d7d7", "huawei": "#fde6c8"}
 
 
@@ -47,8 +54,9 @@ def _link_parts(link: Link) -> list[str]:
     if link.bandwidth_gbps:
         parts.append(f"{fmt_gbps(link.bandwidth_gbps)} nominal")
     if link.measured and link.measured.get("beta_gbps"):
-        parts.append(f"{fmt_gbps(link.measured['beta_gbps'])} measured, "
-                     f"{link.measured.get('alpha_us', 0):.0f} us latency")
+        parts.append(
+            f"{fmt_gbps(link.measured['beta_gbps'])} measured, {link.measured.get('alpha_us', 0):.0f} us latency"
+        )
     return parts or ["speed unknown"]
 
 
@@ -73,21 +81,27 @@ def _acc_links(links: list[Link]) -> list[str]:
     groups: dict[tuple[str, str, float | None], int] = {}
     for ln in links:
         groups[(ln.kind, ln.detail, ln.bandwidth_gbps)] = groups.get((ln.kind, ln.detail, ln.bandwidth_gbps), 0) + 1
-    return [f"{n} pair(s) {kind} {fmt_gbps(bw)}" + (f": {detail}" if detail else "")
-            for (kind, detail, bw), n in groups.items()]
+    return [
+        f"{n} pair(s) {kind} {fmt_gbps(bw)}" + (f": {detail}" if detail else "")
+        for (kind, detail, bw), n in groups.items()
+    ]
 
 
 def _node_lines(host: HostTopology, cluster: ClusterTopology) -> list[str]:
     lines = [f"CPU: {len(host.sockets)} socket(s), {host.core_count} cores, {host.cpu_count} threads"]
     lines += [f"  NUMA {n.id} ({n.kind}): {len(n.cpus)} cpus, {fmt_bytes(n.memory_bytes)}" for n in host.numa]
-    nics = [(f"NIC {n.kind} {n.speed_mbps} Mb/s" if n.speed_mbps else f"NIC {n.kind}, speed unknown", n.name)
-            for n in host.nics if n.kind != "loopback" and n.state == "up"]
+    nics = [
+        (f"NIC {n.kind} {n.speed_mbps} Mb/s" if n.speed_mbps else f"NIC {n.kind}, speed unknown", n.name)
+        for n in host.nics
+        if n.kind != "loopback" and n.state == "up"
+    ]
     lines += _grouped(nics)
     rdma = [(f"RDMA {p.rate} {p.link_layer}", d.name) for d in host.rdma for p in d.ports if p.state == "ACTIVE"]
     lines += _grouped(rdma)
     lines += [f"CXL {m.name}: {fmt_bytes(m.ram_bytes)} RAM, {fmt_bytes(m.pmem_bytes)} PMEM" for m in host.cxl_memdevs]
-    lines += [f"  region {r.name} ({r.mode}): {fmt_bytes(r.size_bytes)} -> NUMA {r.numa_node}"
-              for r in host.cxl_regions]
+    lines += [
+        f"  region {r.name} ({r.mode}): {fmt_bytes(r.size_bytes)} -> NUMA {r.numa_node}" for r in host.cxl_regions
+    ]
     if not host.accelerators:
         why = next((s.detail for s in host.sources if s.name == "nvml" and not s.ok), "none found")
         lines.append(f"no GPU: {why}")
@@ -114,15 +128,18 @@ def _positions(cluster: ClusterTopology, tallest: float) -> dict[str, tuple[floa
     n = len(cluster.nodes)
     if n <= 4:
         cols = 1 if n == 1 else 2
-        return {node.name: ((i % cols) * (BOX_W + 2.8), -(i // cols) * (tallest + 1.6))
-                for i, node in enumerate(cluster.nodes)}
+        return {
+            node.name: ((i % cols) * (BOX_W + 2.8), -(i // cols) * (tallest + 1.6))
+            for i, node in enumerate(cluster.nodes)
+        }
     g = nx.cycle_graph([node.name for node in cluster.nodes])
     radius = max(BOX_W + 1.5, tallest + 1.0) * n / (2 * math.pi) + 1.0
     return {k: (float(v[0]) * radius, float(v[1]) * radius) for k, v in nx.circular_layout(g).items()}
 
 
-def _label_point(p: tuple[float, float], q: tuple[float, float], hp: float, hq: float,
-                 frac: float) -> tuple[float, float]:
+def _label_point(
+    p: tuple[float, float], q: tuple[float, float], hp: float, hq: float, frac: float
+) -> tuple[float, float]:
     """A point on segment p-q at ``frac`` of the part that lies outside both node boxes."""
     dx, dy = q[0] - p[0], q[1] - p[1]
 
@@ -137,27 +154,58 @@ def _label_point(p: tuple[float, float], q: tuple[float, float], hp: float, hq: 
 
 
 def _draw_accelerator(ax: Axes, x: float, y: float, acc: Accelerator) -> None:
-    ax.add_patch(FancyBboxPatch((x, y), ACC_W, ACC_H, boxstyle="round,pad=0.02", lw=1.0, zorder=5,
-                                fc=VENDOR_COLOR.get(acc.vendor, "#eeeeee"), ec="#555555"))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x, y),
+            ACC_W,
+            ACC_H,
+            boxstyle="round,pad=0.02",
+            lw=1.0,
+            zorder=5,
+            fc=VENDOR_COLOR.get(acc.vendor, "#eeeeee"),
+            ec="#555555",
+        )
+    )
     name = (acc.name or acc.vendor).replace("NVIDIA ", "")[:16]
     mem = f" {fmt_bytes(acc.memory_bytes)}" if acc.memory_bytes else ""
-    ax.text(x + ACC_W / 2, y + ACC_H / 2, f"{acc.key}{mem}\n{name}", ha="center", va="center", fontsize=FONT - 1.5,
-            zorder=6)
+    ax.text(
+        x + ACC_W / 2, y + ACC_H / 2, f"{acc.key}{mem}\n{name}", ha="center", va="center", fontsize=FONT - 1.5, zorder=6
+    )
 
 
 def _draw_node(ax: Axes, host: HostTopology, lines: list[str], cx: float, cy: float, h: float) -> None:
     left, top = cx - BOX_W / 2, cy + h / 2
-    ax.add_patch(FancyBboxPatch((left, cy - h / 2), BOX_W, h, boxstyle="round,pad=0.05", fc="#f4f7fb",
-                                ec="#2b5797", lw=1.6, zorder=3))
-    ax.text(cx, top - PAD, f"{host.name}   node {host.node_id[:12]}", ha="center", va="top", fontsize=FONT + 2,
-            fontweight="bold", zorder=4)
+    ax.add_patch(
+        FancyBboxPatch(
+            (left, cy - h / 2), BOX_W, h, boxstyle="round,pad=0.05", fc="#f4f7fb", ec="#2b5797", lw=1.6, zorder=3
+        )
+    )
+    ax.text(
+        cx,
+        top - PAD,
+        f"{host.name}   node {host.node_id[:12]}",
+        ha="center",
+        va="top",
+        fontsize=FONT + 2,
+        fontweight="bold",
+        zorder=4,
+    )
     y = top - TITLE_H
     for i, acc in enumerate(host.accelerators):
         row, col = divmod(i, ACC_COLS)
         _draw_accelerator(ax, left + PAD + col * (ACC_W + ACC_GAP), y - (row + 1) * (ACC_H + ACC_GAP) + ACC_GAP, acc)
     y -= _acc_rows(host) * (ACC_H + ACC_GAP) + (0.05 if host.accelerators else 0)
-    ax.text(left + PAD, y, "\n".join(lines), ha="left", va="top", fontsize=FONT, family="monospace", zorder=4,
-            linespacing=1.5)
+    ax.text(
+        left + PAD,
+        y,
+        "\n".join(lines),
+        ha="left",
+        va="top",
+        fontsize=FONT,
+        family="monospace",
+        zorder=4,
+        linespacing=1.5,
+    )
 
 
 def render(cluster: ClusterTopology, path: str | os.PathLike[str]) -> Path:
@@ -187,15 +235,30 @@ def render(cluster: ClusterTopology, path: str | os.PathLike[str]) -> Path:
         nx.draw_networkx_edges(g, pos, ax=ax, edge_color=[d["color"] for _, _, d in g.edges(data=True)], width=2.5)
         for k, (a, b, data) in enumerate(g.edges(data=True)):
             x, y = _label_point(pos[a], pos[b], heights[a], heights[b], 0.5 if k % 3 == 0 else 0.3 + 0.4 * (k % 2))
-            ax.text(x, y, data["label"], ha="center", va="center", fontsize=FONT, zorder=10,
-                    bbox={"boxstyle": "round", "fc": "white", "ec": data["color"]})
+            ax.text(
+                x,
+                y,
+                data["label"],
+                ha="center",
+                va="center",
+                fontsize=FONT,
+                zorder=10,
+                bbox={"boxstyle": "round", "fc": "white", "ec": data["color"]},
+            )
     for node in cluster.nodes:
         _draw_node(ax, node, contents[node.name], *pos[node.name], heights[node.name])
     desc = cluster.descriptor()
-    ax.text((x0 + x1) / 2, y1 - 0.15, f"{cluster.num_nodes} node(s), {len(cluster.ranks)} rank(s): "
-            f"{desc.topology_type.value}, recommended backend {desc.backend.value}\n"
-            f"topology fingerprint {cluster.fingerprint()}", ha="center", va="top", fontsize=FONT + 1,
-            linespacing=1.4)
+    ax.text(
+        (x0 + x1) / 2,
+        y1 - 0.15,
+        f"{cluster.num_nodes} node(s), {len(cluster.ranks)} rank(s): "
+        f"{desc.topology_type.value}, recommended backend {desc.backend.value}\n"
+        f"topology fingerprint {cluster.fingerprint()}",
+        ha="center",
+        va="top",
+        fontsize=FONT + 1,
+        linespacing=1.4,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
     plt.close(fig)

@@ -18,8 +18,9 @@ def _dtypes(backend: CommBackend) -> tuple[torch.dtype, torch.dtype]:
     """(dtype for the lengths, dtype for the payload bytes) among those the backend declares."""
     caps = backend.capabilities
     if not caps.supports_op("all_gather"):
-        raise BackendNotSupportedError(f"{backend.name}: the topology exchange needs all_gather, which this backend "
-                                       "does not declare")
+        raise BackendNotSupportedError(
+            f"{backend.name}: the topology exchange needs all_gather, which this backend does not declare"
+        )
     counts = [dt for dt in (torch.int64, torch.int32, torch.float32) if dt in caps.dtypes]
     if not counts:
         raise BackendNotSupportedError(f"{backend.name}: no int64/int32/float32 dtype for the topology exchange")
@@ -30,8 +31,9 @@ def all_gather_bytes(backend: CommBackend, payload: bytes, group: Any = None) ->
     """Collective: every rank of ``group`` calls it; returns every rank's payload in rank order."""
     len_dt, byte_dt = _dtypes(backend)
     dev = backend.device
-    lengths = [int(t.item()) for t in backend.all_gather(torch.tensor([len(payload)], dtype=len_dt, device=dev),
-                                                          group=group)]
+    lengths = [
+        int(t.item()) for t in backend.all_gather(torch.tensor([len(payload)], dtype=len_dt, device=dev), group=group)
+    ]
     buf = torch.zeros(max(max(lengths), 1), dtype=byte_dt, device=dev)
     if payload:
         buf[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(byte_dt)

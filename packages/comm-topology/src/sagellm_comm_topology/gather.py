@@ -21,8 +21,13 @@ def _device(backend: CommBackend) -> str:
 
 def rank_descriptor(backend: CommBackend, host: HostTopology, group: Any = None) -> dict[str, Any]:
     """What one rank tells the others: who it is, its device, and its host's facts."""
-    return {"rank": backend.get_rank(group), "pid": os.getpid(), "device": _device(backend),
-            "backend": backend.name, "host": host.to_dict()}
+    return {
+        "rank": backend.get_rank(group),
+        "pid": os.getpid(),
+        "device": _device(backend),
+        "backend": backend.name,
+        "host": host.to_dict(),
+    }
 
 
 def gather_cluster(backend: CommBackend, group: Any = None, host: HostTopology | None = None) -> ClusterTopology:
@@ -44,8 +49,9 @@ def gather_cluster(backend: CommBackend, group: Any = None, host: HostTopology |
     counters: dict[str, int] = {}
     for d in sorted(descs, key=lambda d: d["rank"]):
         node = name_of[d["host"]["node_id"]]
-        ranks.append(RankInfo(rank=d["rank"], node=node, local_rank=counters.get(node, 0), pid=d["pid"],
-                              device=d["device"]))
+        ranks.append(
+            RankInfo(rank=d["rank"], node=node, local_rank=counters.get(node, 0), pid=d["pid"], device=d["device"])
+        )
         counters[node] = counters.get(node, 0) + 1
     topo.ranks = ranks
     return topo

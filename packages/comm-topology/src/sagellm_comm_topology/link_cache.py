@@ -26,12 +26,17 @@ def cache_key(transports: tuple[str, str]) -> str:
 
 def _usable(entry: Any) -> bool:
     links = entry.get("links") if isinstance(entry, dict) else None
-    return isinstance(links, dict) and all(isinstance(links.get(k), list) and len(links[k]) == 2
-                                           for k in ("intra", "inter"))
+    return isinstance(links, dict) and all(
+        isinstance(links.get(k), list) and len(links[k]) == 2 for k in ("intra", "inter")
+    )
 
 
-def cached_or_measured(backend: CommBackend, transports: tuple[str, str], measure: Callable[[], dict[str, Any]],
-                       cache: ProfileCache | None = None) -> dict[str, Any]:
+def cached_or_measured(
+    backend: CommBackend,
+    transports: tuple[str, str],
+    measure: Callable[[], dict[str, Any]],
+    cache: ProfileCache | None = None,
+) -> dict[str, Any]:
     """Collective over ``backend``'s world."""
     cache = cache or ProfileCache()
     cluster = gather_cluster(backend)
@@ -41,11 +46,19 @@ def cached_or_measured(backend: CommBackend, transports: tuple[str, str], measur
     found = next((o for o in offers if o), None)
     if found is not None:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(found.get("created", 0)))
-        return {**found["links"], "pairs": found.get("pairs", []),
-                "source": f"comm-topology cache {fp}/{key}, measured {stamp}"}
+        return {
+            **found["links"],
+            "pairs": found.get("pairs", []),
+            "source": f"comm-topology cache {fp}/{key}, measured {stamp}",
+        }
     links = measure()
-    entry = {"backend": key, "fingerprint": fp, "created": time.time(), "pairs": links.get("pairs", []),
-             "links": {k: links[k] for k in ("intra", "inter", "gamma")}}
+    entry = {
+        "backend": key,
+        "fingerprint": fp,
+        "created": time.time(),
+        "pairs": links.get("pairs", []),
+        "links": {k: links[k] for k in ("intra", "inter", "gamma")},
+    }
     me = backend.get_rank()
     if next((r.local_rank for r in cluster.ranks if r.rank == me), 0) == 0:  # one writer per node
         cache.store(entry)

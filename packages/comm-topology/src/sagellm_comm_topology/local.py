@@ -79,14 +79,21 @@ def _pcie_links(host: str, accs: list[Accelerator], direct: list[Link], pci_list
     by_bdf = {d.bdf: d for d in pci_list}
     out = []
     for i, a in enumerate(accs):
-        for b in accs[i + 1:]:
+        for b in accs[i + 1 :]:
             ends = (f"{host}/{a.key}", f"{host}/{b.key}")
             if tuple(sorted(ends)) in linked:
                 continue
             speeds = [s for s in (a.pcie_gbps, b.pcie_gbps) if s]
-            out.append(Link(a=ends[0], b=ends[1], kind="pcie", bandwidth_gbps=min(speeds) if len(speeds) == 2 else None,
-                            source="sysfs" if len(speeds) == 2 else "unknown",
-                            detail=_pcie_relation(by_bdf.get(a.pci or ""), by_bdf.get(b.pci or ""))))
+            out.append(
+                Link(
+                    a=ends[0],
+                    b=ends[1],
+                    kind="pcie",
+                    bandwidth_gbps=min(speeds) if len(speeds) == 2 else None,
+                    source="sysfs" if len(speeds) == 2 else "unknown",
+                    detail=_pcie_relation(by_bdf.get(a.pci or ""), by_bdf.get(b.pci or "")),
+                )
+            )
     return out
 
 
@@ -105,26 +112,40 @@ def _annotate(host: HostTopology) -> None:
             node.kind = "cxl-memory"
 
 
-def discover_host(root: str | os.PathLike[str] | SysRoot = "/", *, hostname: str | None = None,
-                  node_id: str | None = None,
-                  nvml_snapshot: dict[str, Any] | str | os.PathLike[str] | None = None) -> HostTopology:
+def discover_host(
+    root: str | os.PathLike[str] | SysRoot = "/",
+    *,
+    hostname: str | None = None,
+    node_id: str | None = None,
+    nvml_snapshot: dict[str, Any] | str | os.PathLike[str] | None = None,
+) -> HostTopology:
     """Everything this host (or a recorded tree below ``root``) says about itself. Never raises for a missing
     source: ``host.sources`` lists each source with ``ok`` and the reason."""
     sr = root if isinstance(root, SysRoot) else SysRoot(root)
     run = _Runner()
     name = hostname or hostname_of(sr)
     host = HostTopology(hostname=name, node_id=node_id or node_id_of(sr, name))
-    host.cpu_model, host.sockets = run("cpu", lambda: cpu.read_cpus(sr), ("", []),
-                                       lambda r: f"{len(r[1])} socket(s), {sum(s.cores for s in r[1])} cores, "
-                                                 f"{sum(len(s.cpus) for s in r[1])} threads")
+    host.cpu_model, host.sockets = run(
+        "cpu",
+        lambda: cpu.read_cpus(sr),
+        ("", []),
+        lambda r: (
+            f"{len(r[1])} socket(s), {sum(s.cores for s in r[1])} cores, {sum(len(s.cpus) for s in r[1])} threads"
+        ),
+    )
     host.numa = run("numa", lambda: numa.read_numa(sr), [], _count("NUMA node(s)"))
     host.pci = run("pci", lambda: pci.read_pci(sr), [], _count("PCI device(s)"))
     host.nics = run("net", lambda: net.read_nics(sr), [], _count("interface(s)"))
     host.rdma = run("rdma", lambda: rdma.read_rdma(sr), [], _count("RDMA device(s)"))
     host.cxl_memdevs, host.cxl_regions = run(
-        "cxl", lambda: cxl.read_cxl(sr), ([], []), lambda r: f"{len(r[0])} memdev(s), {len(r[1])} region(s)")
-    snapshot = run("nvml", lambda: _nvml_snapshot(sr, nvml_snapshot), None,
-                   lambda s: f"{len(s.get('gpus', []))} GPU(s), driver {s.get('driver_version') or '?'}")
+        "cxl", lambda: cxl.read_cxl(sr), ([], []), lambda r: f"{len(r[0])} memdev(s), {len(r[1])} region(s)"
+    )
+    snapshot = run(
+        "nvml",
+        lambda: _nvml_snapshot(sr, nvml_snapshot),
+        None,
+        lambda s: f"{len(s.get('gpus', []))} GPU(s), driver {s.get('driver_version') or '?'}",
+    )
     nv_accs, nv_links = nvml.parse_snapshot(snapshot, name, host.pci) if snapshot else ([], [])
     amd_accs, amd_links = run("amd-kfd", lambda: amd.read_amd(sr, name, host.pci), ([], []), _count("AMD GPU(s)"))
     known = [*nv_accs, *amd_accs]

@@ -266,8 +266,11 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     if not isinstance(data, dict):
         raise TypeError(f"{cls.__name__} needs a JSON object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    kwargs = {f.name: _convert(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-              if f.name in data}
+    kwargs = {
+        f.name: _convert(hints[f.name], data[f.name])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name in data
+    }
     return cls(**kwargs)
 
 

@@ -70,8 +70,9 @@ def sagellm_comm_topology_render(topology: Any, path: str) -> str:
 
 
 @hookimpl
-def sagellm_comm_topology_profile(topology: Any, backend: str | None, world_size: int,
-                                  budget_s: float) -> dict[str, Any]:
+def sagellm_comm_topology_profile(
+    topology: Any, backend: str | None, world_size: int, budget_s: float
+) -> dict[str, Any]:
     from sagellm_comm_topology.launch_profile import profile_local_ranks
 
     cluster = profile_local_ranks(backend, world_size, budget_s)

@@ -37,8 +37,9 @@ class ProfileConfig:
 
     def __post_init__(self) -> None:
         if self.small_bytes < 1 or self.bulk_bytes < self.small_bytes or not self.budget_s > 0:
-            raise InvalidArgumentError(f"invalid profiler config {self}: need 1 <= small_bytes <= bulk_bytes and "
-                                       "budget_s > 0")
+            raise InvalidArgumentError(
+                f"invalid profiler config {self}: need 1 <= small_bytes <= bulk_bytes and budget_s > 0"
+            )
 
 
 def representative_pairs(cluster: ClusterTopology) -> list[tuple[int, int]]:
@@ -53,15 +54,16 @@ def representative_pairs(cluster: ClusterTopology) -> list[tuple[int, int]]:
         if len(ranks) >= 2:
             pairs.append((ranks[0], ranks[1]))
     for i, a in enumerate(firsts):
-        pairs.extend((min(a, b), max(a, b)) for b in firsts[i + 1:])
+        pairs.extend((min(a, b), max(a, b)) for b in firsts[i + 1 :])
     return pairs
 
 
 def _buffer_dtype(backend: CommBackend) -> torch.dtype:
     caps = backend.capabilities
     if not (caps.supports_op("send") and caps.supports_op("recv")):
-        raise BackendNotSupportedError(f"{backend.name}: the link profiler needs send/recv, which this backend "
-                                       "does not declare")
+        raise BackendNotSupportedError(
+            f"{backend.name}: the link profiler needs send/recv, which this backend does not declare"
+        )
     for dt in (torch.uint8, torch.float32, torch.int32, torch.int64):
         if dt in caps.dtypes:
             return dt
@@ -82,8 +84,9 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def measure_pair(backend: CommBackend, leader: int, follower: int, budget_s: float, cfg: ProfileConfig,
-                 group: Any = None) -> dict[str, Any] | None:
+def measure_pair(
+    backend: CommBackend, leader: int, follower: int, budget_s: float, cfg: ProfileConfig, group: Any = None
+) -> dict[str, Any] | None:
     """Called by both ranks of the pair (others must not call it); the leader returns the measurement."""
     me = backend.get_rank(group)
     lead = me == leader
@@ -132,13 +135,25 @@ def measure_pair(backend: CommBackend, leader: int, follower: int, budget_s: flo
         return None
     alpha = statistics.median(rtts) / 2.0
     one_way = max(statistics.median(pushes) - alpha, 1e-9)
-    return {"a": leader, "b": follower, "alpha_us": round(alpha * 1e6, 3),
-            "beta_gbps": round(nbytes / one_way / 1e9, 6), "bulk_bytes": nbytes, "samples_small": n_small,
-            "samples_bulk": n_bulk}
+    return {
+        "a": leader,
+        "b": follower,
+        "alpha_us": round(alpha * 1e6, 3),
+        "beta_gbps": round(nbytes / one_way / 1e9, 6),
+        "bulk_bytes": nbytes,
+        "samples_small": n_small,
+        "samples_bulk": n_bulk,
+    }
 
 
-def profile_links(backend: CommBackend, cluster: ClusterTopology, *, pairs: list[tuple[int, int]] | None = None,
-                  config: ProfileConfig | None = None, group: Any = None) -> dict[str, Any]:
+def profile_links(
+    backend: CommBackend,
+    cluster: ClusterTopology,
+    *,
+    pairs: list[tuple[int, int]] | None = None,
+    config: ProfileConfig | None = None,
+    group: Any = None,
+) -> dict[str, Any]:
     """Collective: measure every pair (default: ``representative_pairs``), one pair at a time; every rank returns
     the same profile dict (``pairs`` with alpha_us and beta_gbps, plus backend, fingerprint, created)."""
     cfg = config or ProfileConfig()
@@ -160,14 +175,25 @@ def profile_links(backend: CommBackend, cluster: ClusterTopology, *, pairs: list
     parts = all_gather_json(backend, {"started": started, "elapsed": time.monotonic() - t0, "pairs": mine}, group)
     results = [r for part in parts for r in part["pairs"]]
     # the same dict on every rank: the earliest start, the longest elapsed time
-    return {"backend": backend.name, "fingerprint": cluster.fingerprint(),
-            "created": min(p["started"] for p in parts), "elapsed_s": round(max(p["elapsed"] for p in parts), 3),
-            "config": asdict(cfg), "pairs": sorted(results, key=lambda r: (r["a"], r["b"]))}
+    return {
+        "backend": backend.name,
+        "fingerprint": cluster.fingerprint(),
+        "created": min(p["started"] for p in parts),
+        "elapsed_s": round(max(p["elapsed"] for p in parts), 3),
+        "config": asdict(cfg),
+        "pairs": sorted(results, key=lambda r: (r["a"], r["b"])),
+    }
 
 
-def profile_or_reuse(backend: CommBackend, cluster: ClusterTopology, *, cache: ProfileCache | None = None,
-                     refresh: bool = False, config: ProfileConfig | None = None,
-                     group: Any = None) -> tuple[dict[str, Any], bool]:
+def profile_or_reuse(
+    backend: CommBackend,
+    cluster: ClusterTopology,
+    *,
+    cache: ProfileCache | None = None,
+    refresh: bool = False,
+    config: ProfileConfig | None = None,
+    group: Any = None,
+) -> tuple[dict[str, Any], bool]:
     """Collective: the cached profile for this topology and backend if any rank has one (and not ``refresh``),
     else a fresh measurement stored in the cache (by the first rank of each node). Applies it to ``cluster``.
     Returns (profile, reused)."""

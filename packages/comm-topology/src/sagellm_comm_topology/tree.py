@@ -56,8 +56,10 @@ def link_text(link: Link, cluster: ClusterTopology | None = None) -> str:
     text = f"{ends}: {link.kind}, {nominal}"
     if link.measured:
         m = link.measured
-        text += (f"; measured {fmt_gbps(m.get('beta_gbps'))}, latency {m.get('alpha_us', 0):.1f} us "
-                 f"({m.get('backend')}, ranks {m.get('a')}<->{m.get('b')})")
+        text += (
+            f"; measured {fmt_gbps(m.get('beta_gbps'))}, latency {m.get('alpha_us', 0):.1f} us "
+            f"({m.get('backend')}, ranks {m.get('a')}<->{m.get('b')})"
+        )
     elif link.bandwidth_gbps is None:
         text += "; not profiled (sagellm-comm topology --profile)"
     if link.detail:
@@ -73,8 +75,11 @@ def _acc(a: Accelerator) -> str:
 
 
 def _nic(n: Nic) -> str:
-    speed = f"{n.speed_mbps} Mb/s ({fmt_gbps(n.bandwidth_gbps)})" if n.speed_mbps else (
-        f"speed unknown: {n.speed_reason}" if n.speed_reason else "no speed")
+    speed = (
+        f"{n.speed_mbps} Mb/s ({fmt_gbps(n.bandwidth_gbps)})"
+        if n.speed_mbps
+        else (f"speed unknown: {n.speed_reason}" if n.speed_reason else "no speed")
+    )
     where = f", pci {n.pci}" if n.pci else ""
     return f"NIC {n.name}: {n.kind}, {n.state}, {speed}, mtu {n.mtu}{where}"
 
@@ -89,8 +94,9 @@ def _memdev(m: CxlMemdev) -> str:
 
 
 def _pci(d: PciDevice) -> str:
-    link = f", PCIe {d.link_speed_gts:g} GT/s x{d.link_width} = {fmt_gbps(d.bandwidth_gbps)}" if d.bandwidth_gbps \
-        else ""
+    link = (
+        f", PCIe {d.link_speed_gts:g} GT/s x{d.link_width} = {fmt_gbps(d.bandwidth_gbps)}" if d.bandwidth_gbps else ""
+    )
     return f"PCI {d.bdf}: {d.kind} {d.vendor}:{d.device}" + (f" ({d.driver})" if d.driver else "") + link
 
 
@@ -100,8 +106,12 @@ def _device_lines(host: HostTopology, numa: int | None) -> list[str]:
     lines += [_nic(n) for n in host.nics if n.numa_node == numa and n.kind != "loopback" and (n.pci or numa is None)]
     lines += [_rdma(d) for d in host.rdma if d.numa_node == numa]
     lines += [_memdev(m) for m in host.cxl_memdevs if m.numa_node == numa]
-    shown = {a.pci for a in host.accelerators} | {n.pci for n in host.nics} | {d.pci for d in host.rdma} \
+    shown = (
+        {a.pci for a in host.accelerators}
+        | {n.pci for n in host.nics}
+        | {d.pci for d in host.rdma}
         | {m.pci for m in host.cxl_memdevs}
+    )
     lines += [_pci(d) for d in host.pci if d.numa_node == numa and d.kind != "bridge" and d.bdf not in shown]
     return lines
 
@@ -116,8 +126,11 @@ def _node_tree(host: HostTopology, cluster: ClusterTopology, torch_reason: str) 
     head = Text(f"{host.name}", style="bold")
     head.append(f"  node {host.node_id}" + (f", ranks {ranks}" if ranks else ""), style="dim")
     t = Tree(head)
-    cpu = _add(t, f"CPU: {host.cpu_model or 'model unknown'}: {len(host.sockets)} socket(s), {host.core_count} "
-                f"cores, {host.cpu_count} threads")
+    cpu = _add(
+        t,
+        f"CPU: {host.cpu_model or 'model unknown'}: {len(host.sockets)} socket(s), {host.core_count} "
+        f"cores, {host.cpu_count} threads",
+    )
     numa_done: set[int] = set()
     for sock in host.sockets:
         st = _add(cpu, f"socket {sock.id}: {_cpus(sock.cpus)}, {sock.cores} cores")
@@ -146,9 +159,12 @@ def _node_tree(host: HostTopology, cluster: ClusterTopology, torch_reason: str) 
             reasons.append(f"torch: {torch_reason}")
         _add(t, Text("no GPU/NPU: " + "; ".join(reasons), style="yellow"))
     for region in host.cxl_regions:
-        _add(t, f"CXL region {region.name}: {region.mode or '?'} {fmt_bytes(region.size_bytes)}, "
-              f"{region.interleave_ways}-way over {', '.join(region.targets) or '?'}"
-              + (f", NUMA {region.numa_node}" if region.numa_node is not None else ""))
+        _add(
+            t,
+            f"CXL region {region.name}: {region.mode or '?'} {fmt_bytes(region.size_bytes)}, "
+            f"{region.interleave_ways}-way over {', '.join(region.targets) or '?'}"
+            + (f", NUMA {region.numa_node}" if region.numa_node is not None else ""),
+        )
     if host.links:
         lt = _add(t, f"accelerator links ({len(host.links)})")
         for ln in host.links:
@@ -170,8 +186,11 @@ def build_tree(cluster: ClusterTopology, torch_reason: str = "") -> Tree:
     """The whole topology as a rich ``Tree``."""
     desc = cluster.descriptor()
     title = Text("topology", style="bold")
-    title.append(f"  {cluster.num_nodes} node(s), {len(cluster.ranks)} rank(s), type {desc.topology_type.value}, "
-                 f"recommended backend {desc.backend.value}, fingerprint {cluster.fingerprint()}", style="dim")
+    title.append(
+        f"  {cluster.num_nodes} node(s), {len(cluster.ranks)} rank(s), type {desc.topology_type.value}, "
+        f"recommended backend {desc.backend.value}, fingerprint {cluster.fingerprint()}",
+        style="dim",
+    )
     root = Tree(title)
     for host in cluster.nodes:
         _add(root, _node_tree(host, cluster, torch_reason))
@@ -180,6 +199,11 @@ def build_tree(cluster: ClusterTopology, torch_reason: str = "") -> Tree:
         _add(links, link_text(ln, cluster))
     if cluster.profile:
         p = cluster.profile
-        _add(root, Text(f"profile: {p.get('backend')} backend, {len(p.get('pairs', []))} pair(s), "
-                      f"{p.get('elapsed_s', '?')} s", style="dim"))
+        _add(
+            root,
+            Text(
+                f"profile: {p.get('backend')} backend, {len(p.get('pairs', []))} pair(s), {p.get('elapsed_s', '?')} s",
+                style="dim",
+            ),
+        )
     return root

@@ -77,7 +77,8 @@ class Algorithm:
         if impl is None:
             raise InvalidArgumentError(
                 f"algorithm {self.name!r} has no {op}; it implements: {', '.join(self.ops)} "
-                f"(use --algo native or auto for {op})")
+                f"(use --algo native or auto for {op})"
+            )
         return impl
 
     def backend_ops(self, op: str) -> frozenset[str]:
@@ -97,7 +98,8 @@ class Algorithm:
         if missing:
             raise BackendNotSupportedError(
                 f"backend {backend.name!r} cannot run {op} with algorithm {self.name!r}: it does not declare "
-                f"{', '.join(missing)}")
+                f"{', '.join(missing)}"
+            )
 
 
 _ALGORITHMS: dict[str, Algorithm] = {}
@@ -138,7 +140,8 @@ def _load_builtin() -> None:
     _builtin_loaded = True
     from sagellm_comm.algorithms import hierarchical, native, rabenseifner, recursive_doubling, ring, tree
 
-    builtin = {m.ALGORITHM.name: m.ALGORITHM
-               for m in (native, ring, tree, recursive_doubling, rabenseifner, hierarchical)}
+    builtin = {
+        m.ALGORITHM.name: m.ALGORITHM for m in (native, ring, tree, recursive_doubling, rabenseifner, hierarchical)
+    }
     # a name registered before the first lookup keeps its registration
     _ALGORITHMS.update({name: algo for name, algo in builtin.items() if name not in _ALGORITHMS})

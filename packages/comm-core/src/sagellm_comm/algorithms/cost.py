@@ -33,8 +33,18 @@ from typing import Any
 
 from sagellm_comm.rendezvous import launcher_layout
 
-__all__ = ["DEFAULT_LINKS", "LINKS_ENV", "Link", "Network", "choose", "job_network", "links_from", "predict",
-           "predict_op", "predictions"]
+__all__ = [
+    "DEFAULT_LINKS",
+    "LINKS_ENV",
+    "Link",
+    "Network",
+    "choose",
+    "job_network",
+    "links_from",
+    "predict",
+    "predict_op",
+    "predictions",
+]
 
 LINKS_ENV = "SAGELLM_COMM_HIER_LINKS"
 # where nothing was measured: shared memory inside a node, 10 GbE between nodes, a reduction at 10 GB/s
@@ -97,8 +107,12 @@ def predict(algo: str, nbytes: int, net: Network) -> float:
         return lg * (link.alpha_s + n * link.beta_s_per_byte + n * g) + _fold(p, n, link, g)
     if algo == "rabenseifner":
         q = 1 << lg
-        return (2 * lg * link.alpha_s + 2 * ((q - 1) / q) * n * link.beta_s_per_byte + ((q - 1) / q) * n * g
-                + _fold(p, n, link, g))
+        return (
+            2 * lg * link.alpha_s
+            + 2 * ((q - 1) / q) * n * link.beta_s_per_byte
+            + ((q - 1) / q) * n * g
+            + _fold(p, n, link, g)
+        )
     if algo == "hierarchical":
         L, N = net.ranks_per_node, net.nodes
         intra_half = 0.0 if L == 1 else (L - 1) * net.intra.alpha_s + ((L - 1) / L) * n * net.intra.beta_s_per_byte
@@ -132,17 +146,24 @@ def predict_op(op: str, algo: str, nbytes: int, net: Network) -> float:
         if flat:
             link = net.bottleneck
             return (p - 1) * link.alpha_s + ((p - 1) / p) * m * (link.beta_s_per_byte + (g if red else 0.0))
-        across = 0.0 if N == 1 else (N - 1) * shared.alpha_s + ((N - 1) / N) * N * n * (
-            shared.beta_s_per_byte + (g if red else 0.0))
-        inside = 0.0 if L == 1 else (L - 1) * net.intra.alpha_s + ((L - 1) / L) * m * (
-            net.intra.beta_s_per_byte + (g if red else 0.0))
+        across = (
+            0.0
+            if N == 1
+            else (N - 1) * shared.alpha_s + ((N - 1) / N) * N * n * (shared.beta_s_per_byte + (g if red else 0.0))
+        )
+        inside = (
+            0.0
+            if L == 1
+            else (L - 1) * net.intra.alpha_s + ((L - 1) / L) * m * (net.intra.beta_s_per_byte + (g if red else 0.0))
+        )
         return across + inside
     if op == "broadcast":
         if flat:
             link = net.bottleneck
             return _lg(p) * (link.alpha_s + n * link.beta_s_per_byte)
-        return (_lg(N) * (net.inter.alpha_s + n * net.inter.beta_s_per_byte)
-                + _lg(L) * (net.intra.alpha_s + n * net.intra.beta_s_per_byte))
+        return _lg(N) * (net.inter.alpha_s + n * net.inter.beta_s_per_byte) + _lg(L) * (
+            net.intra.alpha_s + n * net.intra.beta_s_per_byte
+        )
     raise ValueError(f"no cost model for op {op!r}; modelled: all_reduce, all_gather, reduce_scatter, broadcast")
 
 
@@ -169,9 +190,11 @@ def links_from(raw: Any, source: str) -> tuple[Link, Link, float]:
         intra, inter = (Link(float(data[k][0]), float(data[k][1])) for k in ("intra", "inter"))
         return intra, inter, float(data.get("gamma", 0.0))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise ValueError(f"{source}: link parameters must be {{\"intra\": [alpha_s, beta_s_per_byte], \"inter\": "
-                         f"[alpha_s, beta_s_per_byte], \"gamma\": s_per_byte}}, got {raw!r} "
-                         f"({type(exc).__name__}: {exc})") from None
+        raise ValueError(
+            f'{source}: link parameters must be {{"intra": [alpha_s, beta_s_per_byte], "inter": '
+            f'[alpha_s, beta_s_per_byte], "gamma": s_per_byte}}, got {raw!r} '
+            f"({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def job_network(world_size: int, env: Any = None) -> tuple[int | None, Network | None]:

@@ -48,8 +48,17 @@ from sagellm_comm.algorithms.p2p import copy_back, finish_reduce_, flat_view, re
 from sagellm_comm.errors import BackendNotSupportedError
 from sagellm_comm.group import CommGroup
 
-__all__ = ["ALGORITHM", "NODE_ID_ENV", "NodeLayout", "layout_all_gather", "layout_all_reduce", "layout_broadcast",
-           "layout_reduce_scatter", "node_layout", "node_name"]
+__all__ = [
+    "ALGORITHM",
+    "NODE_ID_ENV",
+    "NodeLayout",
+    "layout_all_gather",
+    "layout_all_reduce",
+    "layout_broadcast",
+    "layout_reduce_scatter",
+    "node_layout",
+    "node_name",
+]
 
 NODE_ID_ENV = "SAGELLM_COMM_NODE_ID"
 SEGMENT_BYTES = 2 << 20  # pipeline segments of about this size ...
@@ -108,8 +117,9 @@ def group_nodes(names: list[bytes] | list[str]) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(r) for r in order.values())
 
 
-def make_groups(nodes: tuple[tuple[int, ...], ...], me: int, make_intra: Any, make_cross: Any
-                ) -> tuple[int, int, Any, Any]:
+def make_groups(
+    nodes: tuple[tuple[int, ...], ...], me: int, make_intra: Any, make_cross: Any
+) -> tuple[int, int, Any, Any]:
     """(node, local rank, intra group, cross group) for group rank ``me``; ``make_intra(node index, members)`` and
     ``make_cross(members)`` are called for every node and every local rank, in the same order on every rank."""
     node = next(i for i, members in enumerate(nodes) if me in members)
@@ -133,22 +143,27 @@ def node_layout(comm: Any) -> NodeLayout:
     layout = _LAYOUTS.get(world)
     if layout is not None:
         return layout
-    names = comm.side_channel.scope("hierarchical").exchange("nodes", node_name(), world.rank, world.world_size,
-                                                              what="say which node it is on")
+    names = comm.side_channel.scope("hierarchical").exchange(
+        "nodes", node_name(), world.rank, world.world_size, what="say which node it is on"
+    )
     nodes = group_nodes(names)
-    node, local, intra, cross = make_groups(nodes, world.rank, lambda i, m: comm.create_group(list(m)),
-                                            lambda m: comm.create_group(list(m)))
-    layout = NodeLayout(nodes=nodes, node=node, local_rank=local, intra=intra, cross=cross, intra_comm=comm,
-                        cross_comm=comm)
+    node, local, intra, cross = make_groups(
+        nodes, world.rank, lambda i, m: comm.create_group(list(m)), lambda m: comm.create_group(list(m))
+    )
+    layout = NodeLayout(
+        nodes=nodes, node=node, local_rank=local, intra=intra, cross=cross, intra_comm=comm, cross_comm=comm
+    )
     _LAYOUTS[world] = layout
     return layout
 
 
 def _world_only(comm: Any, g: CommGroup, op: str) -> None:
     if g.world_size != comm.world_group.world_size:
-        raise BackendNotSupportedError(f"algorithm 'hierarchical' runs {op} on the world group (its node groups are "
-                                       "created by every rank of the world); use ring or native on sub-groups, or "
-                                       "the 'hier' backend, whose sub-groups are hierarchical too")
+        raise BackendNotSupportedError(
+            f"algorithm 'hierarchical' runs {op} on the world group (its node groups are "
+            "created by every rank of the world); use ring or native on sub-groups, or "
+            "the 'hier' backend, whose sub-groups are hierarchical too"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,8 +191,9 @@ def all_gather(comm: Any, output: torch.Tensor, tensor: torch.Tensor, group: Com
     return copy_back(output, out)
 
 
-def reduce_scatter(comm: Any, output: torch.Tensor, input: torch.Tensor, op: Any = "sum",
-                   group: CommGroup | None = None) -> torch.Tensor:
+def reduce_scatter(
+    comm: Any, output: torch.Tensor, input: torch.Tensor, op: Any = "sum", group: CommGroup | None = None
+) -> torch.Tensor:
     g = world_of(comm, group)
     rop = reduce_op_for(op, output)
     _world_only(comm, g, "reduce_scatter")
@@ -344,14 +360,20 @@ def layout_broadcast(layout: NodeLayout, flat: torch.Tensor, root: int) -> None:
 ALGORITHM = Algorithm(
     name="hierarchical",
     description="two-level collectives for ranks on several nodes: all_reduce = reduce-scatter in the node, "
-                "all_reduce across nodes per local rank, all-gather in the node (leaders when node sizes differ); "
-                "all_gather, reduce_scatter and broadcast cross each node boundary once; world group only",
-    impls={"all_reduce": all_reduce, "all_gather": all_gather, "reduce_scatter": reduce_scatter,
-           "broadcast": broadcast},
-    cost={"all_reduce": "intra reduce-scatter + inter all_reduce of n/L per local rank + intra all-gather "
-                        "(L ranks per node); the nodes' links carry n bytes instead of a flat ring's 2((p-1)/p) n",
-          "all_gather": "inter all-gather of n per rank among N nodes + intra all-gather of N n",
-          "reduce_scatter": "intra reduce-scatter of p n + inter reduce-scatter of N n",
-          "broadcast": "inter broadcast among N nodes + intra broadcast among L ranks"},
+    "all_reduce across nodes per local rank, all-gather in the node (leaders when node sizes differ); "
+    "all_gather, reduce_scatter and broadcast cross each node boundary once; world group only",
+    impls={
+        "all_reduce": all_reduce,
+        "all_gather": all_gather,
+        "reduce_scatter": reduce_scatter,
+        "broadcast": broadcast,
+    },
+    cost={
+        "all_reduce": "intra reduce-scatter + inter all_reduce of n/L per local rank + intra all-gather "
+        "(L ranks per node); the nodes' links carry n bytes instead of a flat ring's 2((p-1)/p) n",
+        "all_gather": "inter all-gather of n per rank among N nodes + intra all-gather of N n",
+        "reduce_scatter": "intra reduce-scatter of p n + inter reduce-scatter of N n",
+        "broadcast": "inter broadcast among N nodes + intra broadcast among L ranks",
+    },
     needs=frozenset({"send", "recv"}),
 )

@@ -25,8 +25,9 @@ def all_gather(comm: Any, output: torch.Tensor, tensor: torch.Tensor, group: Com
     return output
 
 
-def reduce_scatter(comm: Any, output: torch.Tensor, input: torch.Tensor, op: Any = "sum",
-                   group: CommGroup | None = None) -> torch.Tensor:
+def reduce_scatter(
+    comm: Any, output: torch.Tensor, input: torch.Tensor, op: Any = "sum", group: CommGroup | None = None
+) -> torch.Tensor:
     return comm.reduce_scatter(output, input, op=op, group=group)
 
 
@@ -34,8 +35,9 @@ def broadcast(comm: Any, tensor: torch.Tensor, root: int = 0, group: CommGroup |
     return comm.broadcast(tensor, root, group=group)
 
 
-def reduce(comm: Any, tensor: torch.Tensor, root: int = 0, op: Any = "sum",
-           group: CommGroup | None = None) -> torch.Tensor:
+def reduce(
+    comm: Any, tensor: torch.Tensor, root: int = 0, op: Any = "sum", group: CommGroup | None = None
+) -> torch.Tensor:
     return comm.reduce(tensor, root, op=op, group=group)
 
 
@@ -66,7 +68,10 @@ ALGORITHM = Algorithm(
         "all_to_all": all_to_all,
         "sendrecv": sendrecv,
     },
-    cost={op: "the backend's own" for op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce",
-                                              "all_to_all")} | {"sendrecv": "a + n b"},
+    cost={
+        op: "the backend's own"
+        for op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "all_to_all")
+    }
+    | {"sendrecv": "a + n b"},
     needs=None,
 )

@@ -91,8 +91,16 @@ def recv_from(comm: Any, tensor: torch.Tensor, src: int, group: CommGroup) -> No
         comm.recv(tensor, src, group=group)
 
 
-def exchange(comm: Any, group: CommGroup, send: torch.Tensor | None, dst: int, recv: torch.Tensor | None,
-             src: int, *, send_first: bool) -> None:
+def exchange(
+    comm: Any,
+    group: CommGroup,
+    send: torch.Tensor | None,
+    dst: int,
+    recv: torch.Tensor | None,
+    src: int,
+    *,
+    send_first: bool,
+) -> None:
     """Send ``send`` to ``dst`` while receiving ``recv`` from ``src`` (empty tensors and None are skipped on both
     sides, which agree on sizes). With async ops both are posted at once; a backend without them gets blocking
     calls in the order ``send_first`` says, which the caller picks so that no cycle of ranks all wait to
@@ -147,8 +155,9 @@ def fold_out(comm: Any, g: CommGroup, acc: torch.Tensor, rem: int) -> None:
             recv_from(comm, acc, r + 1, g)
 
 
-def folded_all_reduce(comm: Any, tensor: torch.Tensor, op: Any, group: CommGroup | None,
-                      body: Callable[..., None]) -> torch.Tensor:
+def folded_all_reduce(
+    comm: Any, tensor: torch.Tensor, op: Any, group: CommGroup | None, body: Callable[..., None]
+) -> torch.Tensor:
     """An all_reduce whose core needs a power-of-two number of ranks: the checks, the flat work buffer, MPICH's fold
     around ``body(comm, g, acc, scratch, op, position, pof2, rem)`` (run by the ranks that go on; peers are
     ``folded_rank(position ^ bit, rem)``), AVG's division and the copy back into ``tensor``."""

@@ -27,8 +27,9 @@ from sagellm_comm.group import CommGroup
 __all__ = ["ALGORITHM"]
 
 
-def _halving_doubling(comm: Any, g: CommGroup, acc: torch.Tensor, scratch: torch.Tensor, rop: ReduceOp,
-                      position: int, pof2: int, rem: int) -> None:
+def _halving_doubling(
+    comm: Any, g: CommGroup, acc: torch.Tensor, scratch: torch.Tensor, rop: ReduceOp, position: int, pof2: int, rem: int
+) -> None:
     chunks = list(torch.tensor_split(acc, pof2))
     lo, hi = 0, pof2  # the chunk range [lo, hi) this rank is responsible for
     # reduce-scatter by recursive halving: distance pof2/2, pof2/4, ..., 1
@@ -39,8 +40,8 @@ def _halving_doubling(comm: Any, g: CommGroup, acc: torch.Tensor, scratch: torch
         partner = folded_rank(partner_new, rem)
         mid = lo + (hi - lo) // 2
         keep, give = ((lo, mid), (mid, hi)) if position < partner_new else ((mid, hi), (lo, mid))
-        send = acc[_start(chunks, give[0]):_start(chunks, give[1])]
-        kept = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
+        send = acc[_start(chunks, give[0]) : _start(chunks, give[1])]
+        kept = acc[_start(chunks, keep[0]) : _start(chunks, keep[1])]
         tmp = scratch[: kept.numel()]
         exchange(comm, g, send, partner, tmp, partner, send_first=g.rank < partner)
         combine_(kept, tmp, rop)
@@ -49,8 +50,8 @@ def _halving_doubling(comm: Any, g: CommGroup, acc: torch.Tensor, scratch: torch
         half //= 2
     # all-gather by recursive doubling: the same partners in reverse; send what is final, receive the rest
     for partner, keep, give in reversed(steps):
-        send = acc[_start(chunks, keep[0]):_start(chunks, keep[1])]
-        recv = acc[_start(chunks, give[0]):_start(chunks, give[1])]
+        send = acc[_start(chunks, keep[0]) : _start(chunks, keep[1])]
+        recv = acc[_start(chunks, give[0]) : _start(chunks, give[1])]
         exchange(comm, g, send, partner, recv, partner, send_first=g.rank < partner)
 
 
@@ -66,7 +67,7 @@ def _start(chunks: list[torch.Tensor], index: int) -> int:
 ALGORITHM = Algorithm(
     name="rabenseifner",
     description="Rabenseifner over send/recv: reduce-scatter by recursive halving, all-gather by recursive doubling "
-                "(+1 pre/post step if p is not a power of two)",
+    "(+1 pre/post step if p is not a power of two)",
     impls={"all_reduce": all_reduce},
     cost={"all_reduce": "2 lg p a + 2((p-1)/p) n b + ((p-1)/p) n g  (non-power-of-two p: + 2(a + n b))"},
 )

@@ -20,8 +20,9 @@ from sagellm_comm.group import CommGroup
 __all__ = ["ALGORITHM"]
 
 
-def _doubling(comm: Any, g: CommGroup, acc: torch.Tensor, tmp: torch.Tensor, rop: ReduceOp, position: int,
-              pof2: int, rem: int) -> None:
+def _doubling(
+    comm: Any, g: CommGroup, acc: torch.Tensor, tmp: torch.Tensor, rop: ReduceOp, position: int, pof2: int, rem: int
+) -> None:
     mask = 1
     while mask < pof2:
         partner = folded_rank(position ^ mask, rem)
@@ -37,7 +38,7 @@ def all_reduce(comm: Any, tensor: torch.Tensor, op: Any = "sum", group: CommGrou
 ALGORITHM = Algorithm(
     name="recursive_doubling",
     description="recursive doubling over send/recv: lg p whole-buffer exchanges (+1 pre/post step if p is not "
-                "a power of two)",
+    "a power of two)",
     impls={"all_reduce": all_reduce},
     cost={"all_reduce": "lg p (a + n b + n g)  (non-power-of-two p: + 2(a + n b))"},
 )

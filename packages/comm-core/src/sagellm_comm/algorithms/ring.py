@@ -72,8 +72,9 @@ def all_gather(comm: Any, output: torch.Tensor, tensor: torch.Tensor, group: Com
     return output
 
 
-def reduce_scatter(comm: Any, output: torch.Tensor, input: torch.Tensor, op: Any = "sum",
-                   group: CommGroup | None = None) -> torch.Tensor:
+def reduce_scatter(
+    comm: Any, output: torch.Tensor, input: torch.Tensor, op: Any = "sum", group: CommGroup | None = None
+) -> torch.Tensor:
     g = world_of(comm, group)
     rop = reduce_op_for(op, output)
     work = input.reshape(-1).clone()  # the input stays as the caller passed it

@@ -48,8 +48,7 @@ __all__ = ["DEFAULT_ALGORITHM", "Selection", "SelectorConfig", "SelectorRule", "
 
 DEFAULT_ALGORITHM = "native"
 HOOK = "sagellm_comm_select_algorithm"
-_RULE_KEYS = frozenset({"id", "op", "algo", "min_bytes", "max_bytes", "world_sizes", "nodes", "backend",
-                        "description"})
+_RULE_KEYS = frozenset({"id", "op", "algo", "min_bytes", "max_bytes", "world_sizes", "nodes", "backend", "description"})
 COST_MODELLED = ("native", "ring", "rabenseifner", "recursive_doubling", "hierarchical")
 _TOP_KEYS = frozenset({"version", "description", "rules"})
 
@@ -74,11 +73,14 @@ class SelectorRule:
     nodes: tuple[int, ...] | None = None
 
     def matches(self, op: str, nbytes: int, world_size: int, backend: str, nodes: int | None = None) -> bool:
-        return (op in self.ops and nbytes >= self.min_bytes
-                and (self.max_bytes is None or nbytes <= self.max_bytes)
-                and (self.world_sizes is None or world_size in self.world_sizes)
-                and (self.nodes is None or nodes in self.nodes)
-                and (self.backends is None or backend in self.backends))
+        return (
+            op in self.ops
+            and nbytes >= self.min_bytes
+            and (self.max_bytes is None or nbytes <= self.max_bytes)
+            and (self.world_sizes is None or world_size in self.world_sizes)
+            and (self.nodes is None or nodes in self.nodes)
+            and (self.backends is None or backend in self.backends)
+        )
 
     def describe(self) -> str:
         parts = [f"op {'/'.join(self.ops)}"]
@@ -100,8 +102,9 @@ class SelectorConfig:
     source: str = "<memory>"
     description: str = ""
 
-    def match(self, op: str, nbytes: int, world_size: int, backend: str, nodes: int | None = None
-              ) -> SelectorRule | None:
+    def match(
+        self, op: str, nbytes: int, world_size: int, backend: str, nodes: int | None = None
+    ) -> SelectorRule | None:
         return next((rule for rule in self.rules if rule.matches(op, nbytes, world_size, backend, nodes)), None)
 
     @classmethod
@@ -118,6 +121,7 @@ class SelectorConfig:
         rules = doc.get("rules")
         if not isinstance(rules, list):
             raise InvalidArgumentError(f"{where}: 'rules' must be a list of rule objects")
+
         def at(i: int) -> str:
             return f"rules[{i}]" + (f" (line {lines[i]})" if lines is not None and i < len(lines) else "")
 
@@ -125,8 +129,9 @@ class SelectorConfig:
         seen: dict[str, int] = {}
         for i, rule in enumerate(parsed):
             if rule.id in seen:
-                raise InvalidArgumentError(f"{where}: {at(i)}: rule id {rule.id!r} already used by "
-                                           f"{at(seen[rule.id])}; ids must be unique")
+                raise InvalidArgumentError(
+                    f"{where}: {at(i)}: rule id {rule.id!r} already used by {at(seen[rule.id])}; ids must be unique"
+                )
             seen[rule.id] = i
         for i, later in enumerate(parsed):
             for j, earlier in enumerate(parsed[:i]):
@@ -136,14 +141,14 @@ class SelectorConfig:
                         f"{where}: {at(i)} (id {later.id!r}) overlaps {at(j)} (id {earlier.id!r}): both cover {common} "
                         f"at {_overlap(earlier, later)} for the same world sizes, nodes and backends, so their order "
                         "would "
-                        "decide; make the size ranges disjoint")
+                        "decide; make the size ranges disjoint"
+                    )
         return cls(rules=parsed, source=source, description=str(doc.get("description", "")))
 
 
 def _ambiguous(a: SelectorRule, b: SelectorRule) -> bool:
     """Same scope (an op in common, equal world sizes and backends) and overlapping size ranges."""
-    if (not set(a.ops) & set(b.ops) or a.world_sizes != b.world_sizes or a.backends != b.backends
-            or a.nodes != b.nodes):
+    if not set(a.ops) & set(b.ops) or a.world_sizes != b.world_sizes or a.backends != b.backends or a.nodes != b.nodes:
         return False
     a_hi = float("inf") if a.max_bytes is None else a.max_bytes
     b_hi = float("inf") if b.max_bytes is None else b.max_bytes
@@ -228,16 +233,27 @@ def _parse_rule(raw: Any, where: str) -> SelectorRule:
         raise InvalidArgumentError(f"{where}: max_bytes {hi} is below min_bytes {lo}")
     world_sizes, nodes = (_counts(raw.get(key), where, key) for key in ("world_sizes", "nodes"))
     backends = None if raw.get("backend") is None else _names(raw["backend"], where, "backend")
-    return SelectorRule(id=rule_id.strip(), ops=ops, algo=algo.name, min_bytes=lo, max_bytes=hi,
-                        world_sizes=world_sizes, backends=backends, description=str(raw.get("description", "")),
-                        nodes=nodes)
+    return SelectorRule(
+        id=rule_id.strip(),
+        ops=ops,
+        algo=algo.name,
+        min_bytes=lo,
+        max_bytes=hi,
+        world_sizes=world_sizes,
+        backends=backends,
+        description=str(raw.get("description", "")),
+        nodes=nodes,
+    )
 
 
 def _counts(value: Any, where: str, what: str) -> tuple[int, ...] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not value or not all(
-            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in value)
+    ):
         raise InvalidArgumentError(f"{where}: '{what}' must be a non-empty list of ints >= 1, got {value!r}")
     return tuple(value)
 
@@ -252,8 +268,9 @@ def load_selector_config(path: str | Path) -> SelectorConfig:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"selector config {str(p)!r} is not valid JSON: {exc.msg} at line {exc.lineno}, "
-                                   f"column {exc.colno}") from None
+        raise InvalidArgumentError(
+            f"selector config {str(p)!r} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
     return SelectorConfig.from_dict(doc, source=str(p), lines=rule_lines(text))
 
 
@@ -262,8 +279,9 @@ def _from_plugins(op: str, nbytes: int, world_size: int, backend: str) -> tuple[
     from sagellm_comm.registry import plugin_manager
 
     notes: list[str] = []
-    for plugin, answer, error in plugin_manager().call_each(HOOK, op=op, nbytes=nbytes, world_size=world_size,
-                                                            backend=backend):
+    for plugin, answer, error in plugin_manager().call_each(
+        HOOK, op=op, nbytes=nbytes, world_size=world_size, backend=backend
+    ):
         if error is not None:
             notes.append(f"plugin {plugin!r} raised {type(error).__name__}")
             continue
@@ -273,18 +291,27 @@ def _from_plugins(op: str, nbytes: int, world_size: int, backend: str) -> tuple[
             algo = get_algorithm(str(answer))
             algo.fn(op)
         except CommError as exc:
-            warnings.warn(f"sagellm-comm plugin {plugin!r} chose an algorithm that cannot run here: {exc.message}",
-                          stacklevel=3)
+            warnings.warn(
+                f"sagellm-comm plugin {plugin!r} chose an algorithm that cannot run here: {exc.message}", stacklevel=3
+            )
             notes.append(f"plugin {plugin!r} chose {answer!r}, which has no {op}")
             continue
-        return Selection(algo.name, f"hook:{plugin}",
-                         f"plugin {plugin!r} chose {algo.name} through {HOOK}"), notes
+        return Selection(algo.name, f"hook:{plugin}", f"plugin {plugin!r} chose {algo.name} through {HOOK}"), notes
     return None, notes
 
 
-def select(op: str, nbytes: int, world_size: int, backend: str, algo: str = AUTO,
-           config: SelectorConfig | None = None, *, use_plugins: bool = True, nodes: int | None = None,
-           network: Any = None) -> Selection:
+def select(
+    op: str,
+    nbytes: int,
+    world_size: int,
+    backend: str,
+    algo: str = AUTO,
+    config: SelectorConfig | None = None,
+    *,
+    use_plugins: bool = True,
+    nodes: int | None = None,
+    network: Any = None,
+) -> Selection:
     """The algorithm for one call, with the rule that chose it and why. ``nodes``: how many nodes the ranks are on
     (policy rules may name it); ``network``: a :class:`~sagellm_comm.algorithms.cost.Network` for the cost-model
     step (its inputs must be the same on every rank, or ranks choose differently and deadlock)."""

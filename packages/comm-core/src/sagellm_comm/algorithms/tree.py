@@ -22,8 +22,9 @@ __all__ = ["ALGORITHM"]
 
 def check_root(root: int, g: CommGroup, what: str) -> None:
     if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < g.world_size:
-        raise RankMismatchError(f"{what}={root!r} is out of range for a group of {g.world_size} (valid 0.."
-                                f"{g.world_size - 1})")
+        raise RankMismatchError(
+            f"{what}={root!r} is out of range for a group of {g.world_size} (valid 0..{g.world_size - 1})"
+        )
 
 
 def broadcast(comm: Any, tensor: torch.Tensor, root: int = 0, group: CommGroup | None = None) -> torch.Tensor:
@@ -48,8 +49,9 @@ def broadcast(comm: Any, tensor: torch.Tensor, root: int = 0, group: CommGroup |
     return tensor
 
 
-def reduce(comm: Any, tensor: torch.Tensor, root: int = 0, op: Any = "sum",
-           group: CommGroup | None = None) -> torch.Tensor:
+def reduce(
+    comm: Any, tensor: torch.Tensor, root: int = 0, op: Any = "sum", group: CommGroup | None = None
+) -> torch.Tensor:
     g = world_of(comm, group)
     check_root(root, g, "reduce dst_rank")
     rop = reduce_op_for(op, tensor)

@@ -81,8 +81,9 @@ def prepare(cfg: BenchConfig, nproc: int | None = None, *, plot: bool = False) -
     from sagellm_comm.launch.pool import MAX_LOCAL_RANKS
 
     objects = [b for b in cfg.backends if isinstance(b, CommBackend)]
-    if nproc is not None and (isinstance(nproc, bool) or not isinstance(nproc, int)
-                              or not 1 <= nproc <= MAX_LOCAL_RANKS):
+    if nproc is not None and (
+        isinstance(nproc, bool) or not isinstance(nproc, int) or not 1 <= nproc <= MAX_LOCAL_RANKS
+    ):
         raise InvalidArgumentError(f"nproc must be an int in 1..{MAX_LOCAL_RANKS} (local ranks), got {nproc!r}")
     if objects:
         comm = objects[0]
@@ -94,8 +95,10 @@ def prepare(cfg: BenchConfig, nproc: int | None = None, *, plot: bool = False) -
     elif in_torchrun():
         world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
         if nproc is not None and nproc != world:
-            raise InvalidArgumentError(f"--nproc {nproc} conflicts with torchrun's WORLD_SIZE={world}; under torchrun "
-                                       "the world size comes from --nproc_per_node, drop --nproc")
+            raise InvalidArgumentError(
+                f"--nproc {nproc} conflicts with torchrun's WORLD_SIZE={world}; under torchrun "
+                "the world size comes from --nproc_per_node, drop --nproc"
+            )
         spawn = False
     elif nproc is not None:
         world, rank, spawn = nproc, 0, True
@@ -113,8 +116,13 @@ def prepare(cfg: BenchConfig, nproc: int | None = None, *, plot: bool = False) -
     return Prepared(plan=plan, spawn=spawn, rank=rank, plot=plot)
 
 
-def execute(prepared: Prepared, *, progress: bool = True, env: dict[str, str] | None = None,
-            notify: Callable[[str], None] | None = None) -> BenchResult:
+def execute(
+    prepared: Prepared,
+    *,
+    progress: bool = True,
+    env: dict[str, str] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> BenchResult:
     """Run the plan; the reporting process writes the files (and charts) and gets their paths back."""
     plan = prepared.plan
     stamp = datetime.now()
@@ -135,8 +143,14 @@ def execute(prepared: Prepared, *, progress: bool = True, env: dict[str, str] | 
     return result
 
 
-def run_benchmark(cfg: BenchConfig, nproc: int | None = None, *, plot: bool = False, progress: bool = True,
-                  env: dict[str, str] | None = None) -> BenchResult:
+def run_benchmark(
+    cfg: BenchConfig,
+    nproc: int | None = None,
+    *,
+    plot: bool = False,
+    progress: bool = True,
+    env: dict[str, str] | None = None,
+) -> BenchResult:
     """prepare + execute."""
     return execute(prepare(cfg, nproc, plot=plot), progress=progress, env=env)
 
@@ -166,8 +180,17 @@ def run_all_reduce_benchmark(
     backend name (initialized here from the environment, or on ``nproc`` spawned local ranks), or ``"auto"``.
     """
     algos = (algo,) if isinstance(algo, str) else tuple(algo)
-    cfg = BenchConfig(ops=("all_reduce",), backends=(backend,), algos=algos, sizes=tuple(message_sizes),
-                      dtype=dtype, warmup=warmup_iters, iters=benchmark_iters, check=check, compare=compare,
-                      selector_config=None if selector_config is None else str(selector_config),
-                      output_dir=None if output_dir is None else str(output_dir))
+    cfg = BenchConfig(
+        ops=("all_reduce",),
+        backends=(backend,),
+        algos=algos,
+        sizes=tuple(message_sizes),
+        dtype=dtype,
+        warmup=warmup_iters,
+        iters=benchmark_iters,
+        check=check,
+        compare=compare,
+        selector_config=None if selector_config is None else str(selector_config),
+        output_dir=None if output_dir is None else str(output_dir),
+    )
     return run_benchmark(cfg, nproc, plot=plot, progress=progress).records

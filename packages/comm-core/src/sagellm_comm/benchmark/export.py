@@ -69,10 +69,17 @@ def versions() -> dict[str, str]:
     return {"sagellm_comm": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def result_doc(op: str, world_size: int, rows: Sequence[dict[str, Any]], config: dict[str, Any],
-               schema: str = SCHEMA) -> dict[str, Any]:
-    return {"schema": schema, "op_type": op, "world_size": world_size, "config": config, "versions": versions(),
-            "results": list(rows)}
+def result_doc(
+    op: str, world_size: int, rows: Sequence[dict[str, Any]], config: dict[str, Any], schema: str = SCHEMA
+) -> dict[str, Any]:
+    return {
+        "schema": schema,
+        "op_type": op,
+        "world_size": world_size,
+        "config": config,
+        "versions": versions(),
+        "results": list(rows),
+    }
 
 
 def _csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str] = FIELDS) -> str:
@@ -93,9 +100,18 @@ def _free_stem(folder: Path, stem: str) -> str:
     return candidate
 
 
-def write_results(output_dir: str | os.PathLike[str], op: str, world_size: int, rows: Sequence[dict[str, Any]],
-                  config: dict[str, Any], stamp: datetime, *, fields: Sequence[str] = FIELDS, schema: str = SCHEMA,
-                  prefix: str = "") -> tuple[Path, Path]:
+def write_results(
+    output_dir: str | os.PathLike[str],
+    op: str,
+    world_size: int,
+    rows: Sequence[dict[str, Any]],
+    config: dict[str, Any],
+    stamp: datetime,
+    *,
+    fields: Sequence[str] = FIELDS,
+    schema: str = SCHEMA,
+    prefix: str = "",
+) -> tuple[Path, Path]:
     """Write the JSON and CSV of one op (``fields``: the CSV's columns); returns their paths."""
     folder = Path(output_dir)
     stem = _free_stem(folder, f"{prefix}{op}_ws{world_size}_{stamp.strftime('%Y%m%d_%H%M%S')}")

@@ -58,9 +58,7 @@ def bus_factor(op: CollectiveOp | str, world_size: int) -> float:
     all_to_all (n-1)/n; broadcast, reduce and send/recv 1."""
     key = op.value if isinstance(op, CollectiveOp) else str(op).strip().lower()
     if key not in BUS_FACTORS:
-        raise ValueError(
-            f"no bus-bandwidth factor for op {op!r}; known ops: {', '.join(sorted(BUS_FACTORS))}"
-        )
+        raise ValueError(f"no bus-bandwidth factor for op {op!r}; known ops: {', '.join(sorted(BUS_FACTORS))}")
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
     return float(BUS_FACTORS[key](world_size))
@@ -142,9 +140,7 @@ def parse_size(text: str | int) -> int:
     else:
         m = _SIZE_RE.match(str(text))
         if m is None:
-            raise ValueError(
-                f"invalid size {text!r}: use a byte count or a number with K, M or G (e.g. 4K, 1M)"
-            )
+            raise ValueError(f"invalid size {text!r}: use a byte count or a number with K, M or G (e.g. 4K, 1M)")
         exact = float(m.group(1)) * _UNITS[m.group(2).upper()]
         if exact != int(exact):
             raise ValueError(f"invalid size {text!r}: it is not a whole number of bytes ({exact})")

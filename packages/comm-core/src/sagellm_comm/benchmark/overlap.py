@@ -60,12 +60,32 @@ DEFAULT_OVERLAP_OUTPUT_DIR = ".benchmarks/overlap"
 OVERLAP_SCHEMA = "sagellm-comm/overlap-benchmark/1"
 DEFAULT_NPROC = 2
 SEED_OVERLAP_FIELDS: tuple[str, ...] = (
-    "comm_bytes", "compute_duration_ms", "comm_submit_ms", "comm_wait_ms", "compute_ms", "total_ms", "overlap_ratio",
-    "overlap_efficiency", "theoretical_sequential_ms", "theoretical_overlap_ms",
+    "comm_bytes",
+    "compute_duration_ms",
+    "comm_submit_ms",
+    "comm_wait_ms",
+    "compute_ms",
+    "total_ms",
+    "overlap_ratio",
+    "overlap_efficiency",
+    "theoretical_sequential_ms",
+    "theoretical_overlap_ms",
 )
 EXTRA_OVERLAP_FIELDS: tuple[str, ...] = (
-    "comm_alone_ms", "compute_alone_ms", "spread_ms", "op_type", "backend_kind", "world_size", "device",
-    "data_type", "matmul_size", "matmul_reps", "warmup_iters", "benchmark_iters", "note", "timestamp",
+    "comm_alone_ms",
+    "compute_alone_ms",
+    "spread_ms",
+    "op_type",
+    "backend_kind",
+    "world_size",
+    "device",
+    "data_type",
+    "matmul_size",
+    "matmul_reps",
+    "warmup_iters",
+    "benchmark_iters",
+    "note",
+    "timestamp",
 )
 OVERLAP_FIELDS = SEED_OVERLAP_FIELDS + EXTRA_OVERLAP_FIELDS
 MAX_ITERS = 100_000
@@ -107,16 +127,24 @@ class OverlapRecord:
         return self.to_row()[key]
 
 
-def overlap_metrics(comm_alone: float, compute_alone: float, total: float, spread: float
-                    ) -> tuple[float, float, float | None, float | None, str]:
+def overlap_metrics(
+    comm_alone: float, compute_alone: float, total: float, spread: float
+) -> tuple[float, float, float | None, float | None, str]:
     """(sequential, ideal, efficiency, ratio, note) from the medians (any time unit)."""
     sequential = comm_alone + compute_alone
     ideal = max(comm_alone, compute_alone)
     hideable = sequential - ideal
     if hideable <= spread or hideable <= 0:
-        return sequential, ideal, None, None, (
-            f"nothing measurable to hide: min(comm alone, compute alone) = {hideable:.4g} ms is within the "
-            f"run-to-run spread of the total ({spread:.4g} ms)")
+        return (
+            sequential,
+            ideal,
+            None,
+            None,
+            (
+                f"nothing measurable to hide: min(comm alone, compute alone) = {hideable:.4g} ms is within the "
+                f"run-to-run spread of the total ({spread:.4g} ms)"
+            ),
+        )
     saved = sequential - total
     efficiency = min(1.0, max(0.0, saved / hideable))
     ratio = min(1.0, max(0.0, saved / comm_alone))
@@ -135,22 +163,42 @@ def _merge(per_rank: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]
     return {k: [max(vals) for vals in zip(*(r[k] for r in per_rank), strict=True)] for k in SAMPLE_KEYS}
 
 
-def _record(spec: OverlapSpec, samples: dict[str, list[float]], reps: int, info: dict[str, Any],
-            stamp: datetime) -> OverlapRecord:
+def _record(
+    spec: OverlapSpec, samples: dict[str, list[float]], reps: int, info: dict[str, Any], stamp: datetime
+) -> OverlapRecord:
     ms = {k: median(v) * 1e3 for k, v in samples.items()}
     spread = _spread([t * 1e3 for t in samples["total"]])
-    sequential, ideal, efficiency, ratio, note = overlap_metrics(ms["comm_alone"], ms["compute_alone"], ms["total"],
-                                                                 spread)
+    sequential, ideal, efficiency, ratio, note = overlap_metrics(
+        ms["comm_alone"], ms["compute_alone"], ms["total"], spread
+    )
     if not info["concurrent_progress"]:
         note = "; ".join(x for x in (note, f"backend {info['backend']} does not claim concurrent progress") if x)
     return OverlapRecord(
-        comm_bytes=spec.comm_bytes, compute_duration_ms=spec.compute_ms, comm_submit_ms=ms["comm_submit"],
-        comm_wait_ms=ms["comm_wait"], compute_ms=ms["compute"], total_ms=ms["total"], overlap_ratio=ratio,
-        overlap_efficiency=efficiency, theoretical_sequential_ms=sequential, theoretical_overlap_ms=ideal,
-        comm_alone_ms=ms["comm_alone"], compute_alone_ms=ms["compute_alone"], spread_ms=spread, op_type=spec.op,
-        backend_kind=info["backend"], world_size=info["world_size"], device=info["device"], data_type="float32",
-        matmul_size=info["matmul_size"], matmul_reps=reps, warmup_iters=spec.warmup, benchmark_iters=spec.iters,
-        note=note, timestamp=stamp.astimezone().isoformat(timespec="seconds"))
+        comm_bytes=spec.comm_bytes,
+        compute_duration_ms=spec.compute_ms,
+        comm_submit_ms=ms["comm_submit"],
+        comm_wait_ms=ms["comm_wait"],
+        compute_ms=ms["compute"],
+        total_ms=ms["total"],
+        overlap_ratio=ratio,
+        overlap_efficiency=efficiency,
+        theoretical_sequential_ms=sequential,
+        theoretical_overlap_ms=ideal,
+        comm_alone_ms=ms["comm_alone"],
+        compute_alone_ms=ms["compute_alone"],
+        spread_ms=spread,
+        op_type=spec.op,
+        backend_kind=info["backend"],
+        world_size=info["world_size"],
+        device=info["device"],
+        data_type="float32",
+        matmul_size=info["matmul_size"],
+        matmul_reps=reps,
+        warmup_iters=spec.warmup,
+        benchmark_iters=spec.iters,
+        note=note,
+        timestamp=stamp.astimezone().isoformat(timespec="seconds"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,7 +244,7 @@ class _Local(LocalSession):
             flat = [v for k in SAMPLE_KEYS for v in samples[k]] + [float(reps)]
             merged = _reduce_tensor(self.comm, flat, "max")
             n = spec.iters
-            samples = {k: merged[i * n:(i + 1) * n] for i, k in enumerate(SAMPLE_KEYS)}
+            samples = {k: merged[i * n : (i + 1) * n] for i, k in enumerate(SAMPLE_KEYS)}
             reps = round(merged[-1])
         return samples, reps
 
@@ -217,9 +265,16 @@ class OverlapConfig:
 
     def describe(self) -> dict[str, Any]:
         backend = self.backend if isinstance(self.backend, str) else self.backend.name
-        return {"comm_bytes": list(self.comm_bytes), "compute_ms": list(self.compute_ms), "op": self.op,
-                "backend": backend, "warmup": self.warmup, "iters": self.iters, "nproc": self.nproc,
-                "output_dir": self.output_dir}
+        return {
+            "comm_bytes": list(self.comm_bytes),
+            "compute_ms": list(self.compute_ms),
+            "op": self.op,
+            "backend": backend,
+            "warmup": self.warmup,
+            "iters": self.iters,
+            "nproc": self.nproc,
+            "output_dir": self.output_dir,
+        }
 
 
 @dataclass
@@ -247,8 +302,9 @@ def validate(cfg: OverlapConfig) -> OverlapConfig:
         except ValueError as exc:
             raise InvalidArgumentError(f"comm_bytes: {exc}") from None
         if n % ELEMENT_BYTES:
-            raise InvalidArgumentError(f"comm_bytes {s!r} is not a whole number of float32 elements (a multiple of "
-                                       f"{ELEMENT_BYTES} bytes)")
+            raise InvalidArgumentError(
+                f"comm_bytes {s!r} is not a whole number of float32 elements (a multiple of {ELEMENT_BYTES} bytes)"
+            )
         sizes.append(n)
     for ms in _listed("compute_durations_ms", cfg.compute_ms):
         if isinstance(ms, bool) or not isinstance(ms, int | float) or not (0 < ms < 3.6e6) or math.isnan(ms):
@@ -262,9 +318,16 @@ def validate(cfg: OverlapConfig) -> OverlapConfig:
     if cfg.output_dir is not None:
         check_output_dir(cfg.output_dir)
     durations = tuple(dict.fromkeys(map(float, cfg.compute_ms)))
-    return OverlapConfig(comm_bytes=tuple(dict.fromkeys(sizes)), compute_ms=durations,
-                         op=cfg.op, backend=cfg.backend, warmup=cfg.warmup, iters=cfg.iters, nproc=cfg.nproc,
-                         output_dir=cfg.output_dir)
+    return OverlapConfig(
+        comm_bytes=tuple(dict.fromkeys(sizes)),
+        compute_ms=durations,
+        op=cfg.op,
+        backend=cfg.backend,
+        warmup=cfg.warmup,
+        iters=cfg.iters,
+        nproc=cfg.nproc,
+        output_dir=cfg.output_dir,
+    )
 
 
 def _session(cfg: OverlapConfig) -> _Pool | _Local:
@@ -272,8 +335,10 @@ def _session(cfg: OverlapConfig) -> _Pool | _Local:
 
     if isinstance(cfg.backend, CommBackend) or in_torchrun():
         if cfg.nproc not in (None, 1) and not isinstance(cfg.backend, CommBackend):
-            raise InvalidArgumentError("nproc conflicts with torchrun's WORLD_SIZE; under torchrun the world size "
-                                       "comes from --nproc_per_node, drop nproc")
+            raise InvalidArgumentError(
+                "nproc conflicts with torchrun's WORLD_SIZE; under torchrun the world size "
+                "comes from --nproc_per_node, drop nproc"
+            )
         return _Local(cfg.backend)
     nproc = DEFAULT_NPROC if cfg.nproc is None else cfg.nproc
     if nproc == 1:
@@ -300,11 +365,24 @@ def run_overlap(cfg: OverlapConfig, *, progress: bool = True) -> OverlapResult:
         info = dict(session.info)
     result = OverlapResult(records=records, rank=rank, info=info)
     if rank == 0 and cfg.output_dir is not None:
-        config = {**cfg.describe(), "matmul_seconds_rank0": info["seconds_per_matmul"],
-                  "torch_threads_rank0": info["torch_threads"]}
-        result.paths = list(write_results(cfg.output_dir, cfg.op, info["world_size"], [r.to_row() for r in records],
-                                          config, stamp, fields=OVERLAP_FIELDS, schema=OVERLAP_SCHEMA,
-                                          prefix="overlap_"))
+        config = {
+            **cfg.describe(),
+            "matmul_seconds_rank0": info["seconds_per_matmul"],
+            "torch_threads_rank0": info["torch_threads"],
+        }
+        result.paths = list(
+            write_results(
+                cfg.output_dir,
+                cfg.op,
+                info["world_size"],
+                [r.to_row() for r in records],
+                config,
+                stamp,
+                fields=OVERLAP_FIELDS,
+                schema=OVERLAP_SCHEMA,
+                prefix="overlap_",
+            )
+        )
     return result
 
 
@@ -327,8 +405,14 @@ def run_overlap_benchmark(
     ``backend``: an initialized ``CommBackend`` (this process is one of its ranks), or a name: initialized here under
     torchrun, else on ``nproc`` spawned local ranks (default 2; 1 = a world of one in this process).
     """
-    cfg = OverlapConfig(comm_bytes=_listed("comm_bytes", comm_bytes),
-                        compute_ms=_listed("compute_durations_ms", compute_durations_ms), op=op, backend=backend,
-                        warmup=warmup_iters, iters=benchmark_iters, nproc=nproc,
-                        output_dir=None if output_dir is None else str(output_dir))
+    cfg = OverlapConfig(
+        comm_bytes=_listed("comm_bytes", comm_bytes),
+        compute_ms=_listed("compute_durations_ms", compute_durations_ms),
+        op=op,
+        backend=backend,
+        warmup=warmup_iters,
+        iters=benchmark_iters,
+        nproc=nproc,
+        output_dir=None if output_dir is None else str(output_dir),
+    )
     return run_overlap(cfg, progress=progress).records

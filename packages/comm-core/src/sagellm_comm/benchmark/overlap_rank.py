@@ -68,8 +68,9 @@ def _collective(comm: Any, spec: OverlapSpec) -> tuple[Callable[[], Any], Callab
     if spec.op not in caps.ops or ELEMENT not in caps.dtypes:
         raise BackendNotSupportedError(f"backend {comm.name!r} does not support {spec.op} on float32")
     if not caps.async_ops:
-        raise BackendNotSupportedError(f"backend {comm.name!r} does not accept async_op=True, which overlapping "
-                                       "communication with compute needs")
+        raise BackendNotSupportedError(
+            f"backend {comm.name!r} does not accept async_op=True, which overlapping communication with compute needs"
+        )
     count = spec.comm_bytes // ELEMENT_BYTES
     data = torch.ones(count, dtype=ELEMENT, device=comm.device)
     if spec.op == "all_reduce":
@@ -83,8 +84,13 @@ def rank_overlap_info() -> dict[str, Any]:
     comm = current_comm()
     load = _load(comm.device)
     caps = comm.capabilities
-    return {"device": str(comm.device), "matmul_size": load.n, "seconds_per_matmul": load.seconds_per_matmul,
-            "concurrent_progress": bool(caps.concurrent_progress), "torch_threads": torch.get_num_threads()}
+    return {
+        "device": str(comm.device),
+        "matmul_size": load.n,
+        "seconds_per_matmul": load.seconds_per_matmul,
+        "concurrent_progress": bool(caps.concurrent_progress),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def rank_overlap_measure(spec: OverlapSpec) -> dict[str, Any]:

@@ -23,8 +23,18 @@ from sagellm_comm.errors import InvalidArgumentError
 
 __all__ = ["load_rows", "plot_files", "plot_rows", "require_matplotlib", "series"]
 
-_NUMERIC = {"bytes", "latency_ms", "bandwidth_gbps", "bus_bandwidth_gbps", "world_size", "count", "p99_latency_ms",
-            "raw_latency_ms", "raw_p99_latency_ms", "speedup_vs_raw"}
+_NUMERIC = {
+    "bytes",
+    "latency_ms",
+    "bandwidth_gbps",
+    "bus_bandwidth_gbps",
+    "world_size",
+    "count",
+    "p99_latency_ms",
+    "raw_latency_ms",
+    "raw_p99_latency_ms",
+    "speedup_vs_raw",
+}
 
 
 def require_matplotlib() -> Any:
@@ -35,8 +45,9 @@ def require_matplotlib() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise InvalidArgumentError("plotting needs matplotlib, which is not installed: "
-                                   "pip install 'isagellm-comm-core[plot]'") from None
+        raise InvalidArgumentError(
+            "plotting needs matplotlib, which is not installed: pip install 'isagellm-comm-core[plot]'"
+        ) from None
     return plt
 
 
@@ -79,11 +90,23 @@ def load_rows(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     for p in map(Path, paths):
         rows = _read(p)
         for row in rows:
-            missing = [k for k in ("bytes", "latency_ms", "bus_bandwidth_gbps", "op_type", "backend_kind",
-                                   "algo_id", "world_size") if k not in row]
+            missing = [
+                k
+                for k in (
+                    "bytes",
+                    "latency_ms",
+                    "bus_bandwidth_gbps",
+                    "op_type",
+                    "backend_kind",
+                    "algo_id",
+                    "world_size",
+                )
+                if k not in row
+            ]
             if missing:
-                raise InvalidArgumentError(f"{str(p)!r}: a result row lacks {', '.join(missing)}; expected the "
-                                           f"fields {', '.join(FIELDS[:15])}")
+                raise InvalidArgumentError(
+                    f"{str(p)!r}: a result row lacks {', '.join(missing)}; expected the fields {', '.join(FIELDS[:15])}"
+                )
             out.append({**row, "_source": p.stem})
     if not out:
         raise InvalidArgumentError("the result files hold no rows to plot")
@@ -108,7 +131,8 @@ def series(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[tuple[flo
     for r in rows:
         lines = out.setdefault(r["op_type"], {})
         lines.setdefault(f"{r['backend_kind']}/{r['algo_id']}{suffix(r)}", []).append(
-            (r["bytes"], r["latency_ms"], r["bus_bandwidth_gbps"]))
+            (r["bytes"], r["latency_ms"], r["bus_bandwidth_gbps"])
+        )
         if r.get("raw_latency_ms") is None:
             continue
         # one raw line per run and backend: the first algorithm's interleaved raw measurement
@@ -116,8 +140,9 @@ def series(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[tuple[flo
         owner = raw_owner.setdefault(key, r["algo_id"])
         if owner == r["algo_id"]:
             factor = r["bus_bandwidth_gbps"] * r["latency_ms"]  # busbw scales as 1/time at a fixed size
-            lines.setdefault(f"raw {r.get('raw_engine') or 'torch.distributed'} (vs {r['backend_kind']}){suffix(r)}",
-                             []).append((r["bytes"], r["raw_latency_ms"], factor / r["raw_latency_ms"]))
+            lines.setdefault(
+                f"raw {r.get('raw_engine') or 'torch.distributed'} (vs {r['backend_kind']}){suffix(r)}", []
+            ).append((r["bytes"], r["raw_latency_ms"], factor / r["raw_latency_ms"]))
     for lines in out.values():
         for points in lines.values():
             points.sort()
@@ -152,8 +177,13 @@ def plot_rows(rows: Sequence[dict[str, Any]], out: str | os.PathLike[str], title
             ax.set_xlabel("message size S")
             ax.grid(True, which="both", alpha=0.3)
         if lines:  # one legend per op, right of its charts (both charts share the lines)
-            bw_ax.legend(*lat_ax.get_legend_handles_labels(), fontsize="small", loc="upper left",
-                         bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+            bw_ax.legend(
+                *lat_ax.get_legend_handles_labels(),
+                fontsize="small",
+                loc="upper left",
+                bbox_to_anchor=(1.02, 1.0),
+                borderaxespad=0.0,
+            )
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -170,8 +200,11 @@ def plot_files(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[s
     rows = load_rows(paths)
     if out is None:
         first = Path(paths[0])
-        out = first.with_suffix(".png") if len(paths) == 1 else first.parent / (
-            f"plot_{datetime.now().strftime('%Y%m%d_%H%M%S')}.png")
+        out = (
+            first.with_suffix(".png")
+            if len(paths) == 1
+            else first.parent / (f"plot_{datetime.now().strftime('%Y%m%d_%H%M%S')}.png")
+        )
     out = Path(out)
     if out.is_dir():
         raise InvalidArgumentError(f"plot output {str(out)!r} is a directory; give a .png file name")

@@ -75,8 +75,9 @@ def _raw_group(comm: Any, raw_backend: str, raw_port: int | None) -> tuple[RawGr
         return RawGroup(dist.new_group(backend=name, timeout=timeout), name, device), False
     addr = os.environ.get("MASTER_ADDR") or "127.0.0.1"
     init_method = "env://" if raw_port is None else f"tcp://{addr}:{raw_port}"
-    dist.init_process_group(name, init_method=init_method, rank=world.rank, world_size=world.world_size,
-                            timeout=timeout)
+    dist.init_process_group(
+        name, init_method=init_method, rank=world.rank, world_size=world.world_size, timeout=timeout
+    )
     return RawGroup(dist.group.WORLD, name, device), True
 
 
@@ -132,14 +133,21 @@ def rank_measure(spec: UnitSpec) -> dict[str, Any]:
     if spec.compare and _STATE.raw is None:
         raise InvalidArgumentError("compare requested but this rank was set up without a raw group")
     fn = get_algorithm(spec.algo).fn(spec.op)
-    work = Workload(spec.op, spec.plan, resolve_dtype(spec.dtype), comm, fn, spec.root,
-                    _STATE.raw if spec.compare else None)
+    work = Workload(
+        spec.op, spec.plan, resolve_dtype(spec.dtype), comm, fn, spec.root, _STATE.raw if spec.compare else None
+    )
     wrong = work.check() if spec.check else None
     engines, barriers = {"ours": work.ours}, {"ours": barrier_of(comm)}
     if work.has_raw:
         engines["raw"], barriers["raw"] = work.raw, work.raw_barrier
-    times = interleaved(engines, blocks=spec.iters, calls=spec.calls, warmup=spec.warmup, barriers=barriers,
-                        sync=synchronizer(comm.device))
+    times = interleaved(
+        engines,
+        blocks=spec.iters,
+        calls=spec.calls,
+        warmup=spec.warmup,
+        barriers=barriers,
+        sync=synchronizer(comm.device),
+    )
     return {"ours": times["ours"], "raw": times.get("raw"), "wrong": wrong, "decided": decided(comm)}
 
 

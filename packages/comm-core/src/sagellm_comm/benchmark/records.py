@@ -18,14 +18,36 @@ __all__ = ["EXTRA_FIELDS", "FIELDS", "SEED_FIELDS", "BenchRecord", "RunInfo", "m
 
 # the seed's output fields, in its order
 SEED_FIELDS: tuple[str, ...] = (
-    "bytes", "latency_ms", "bandwidth_gbps", "bus_bandwidth_gbps", "algo_id", "backend_kind", "topology_source",
-    "world_size", "op_type", "data_type", "warmup_iters", "benchmark_iters", "selection_rule_id",
-    "selection_reason", "timestamp",
+    "bytes",
+    "latency_ms",
+    "bandwidth_gbps",
+    "bus_bandwidth_gbps",
+    "algo_id",
+    "backend_kind",
+    "topology_source",
+    "world_size",
+    "op_type",
+    "data_type",
+    "warmup_iters",
+    "benchmark_iters",
+    "selection_rule_id",
+    "selection_reason",
+    "timestamp",
 )
 # what this package adds: nccl-tests' count, p99 and #wrong, the size asked for, the raw-engine comparison
 EXTRA_FIELDS: tuple[str, ...] = (
-    "count", "requested_bytes", "size_note", "p99_latency_ms", "calls_per_iter", "wrong", "backend_type",
-    "group_id", "raw_engine", "raw_latency_ms", "raw_p99_latency_ms", "speedup_vs_raw",
+    "count",
+    "requested_bytes",
+    "size_note",
+    "p99_latency_ms",
+    "calls_per_iter",
+    "wrong",
+    "backend_type",
+    "group_id",
+    "raw_engine",
+    "raw_latency_ms",
+    "raw_p99_latency_ms",
+    "speedup_vs_raw",
 )
 FIELDS = SEED_FIELDS + EXTRA_FIELDS
 
@@ -145,9 +167,21 @@ def merge_rank_results(per_rank: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarize(merged: dict[str, Any], *, op: str, algo: str, run: RunInfo, nbytes: int, requested_bytes: int,
-              count: int, warmup: int, calls: int, selection_rule_id: str, selection_reason: str,
-              size_note: str | None = None) -> BenchRecord:
+def summarize(
+    merged: dict[str, Any],
+    *,
+    op: str,
+    algo: str,
+    run: RunInfo,
+    nbytes: int,
+    requested_bytes: int,
+    count: int,
+    warmup: int,
+    calls: int,
+    selection_rule_id: str,
+    selection_reason: str,
+    size_note: str | None = None,
+) -> BenchRecord:
     """A record from merged times (seconds per call, one per iteration; their number is benchmark_iters)."""
     ours = merged["ours"]
     med = median(ours)
@@ -166,9 +200,19 @@ def summarize(merged: dict[str, Any], *, op: str, algo: str, run: RunInfo, nbyte
         picked, rule, reason = merged["decided"]
         algo, selection_rule_id, selection_reason = f"{algo}/{picked}", f"{run.backend}:{rule}", reason
     return BenchRecord(
-        metrics=metrics, op_type=op, algo_id=algo, run=run, count=count, requested_bytes=requested_bytes,
-        p99_latency_ms=p99(ours) * 1e3, warmup_iters=warmup, benchmark_iters=len(ours), calls_per_iter=calls,
-        selection_rule_id=selection_rule_id, selection_reason=selection_reason, size_note=size_note,
+        metrics=metrics,
+        op_type=op,
+        algo_id=algo,
+        run=run,
+        count=count,
+        requested_bytes=requested_bytes,
+        p99_latency_ms=p99(ours) * 1e3,
+        warmup_iters=warmup,
+        benchmark_iters=len(ours),
+        calls_per_iter=calls,
+        selection_rule_id=selection_rule_id,
+        selection_reason=selection_reason,
+        size_note=size_note,
         wrong=merged.get("wrong"),
         raw_latency_ms=None if raw is None else median(raw) * 1e3,
         raw_p99_latency_ms=None if raw is None else p99(raw) * 1e3,

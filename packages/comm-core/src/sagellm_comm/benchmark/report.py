@@ -22,8 +22,9 @@ class SweepProgress:
     """A progress bar over the sweep's units that appears only once the sweep has run ``delay_s`` seconds
     (short sweeps print nothing); disabled on every rank but 0."""
 
-    def __init__(self, total: int, *, enabled: bool = True, delay_s: float = 2.0,
-                 console: Console | None = None) -> None:
+    def __init__(
+        self, total: int, *, enabled: bool = True, delay_s: float = 2.0, console: Console | None = None
+    ) -> None:
         self.total, self.enabled, self.delay_s = total, enabled, delay_s
         self.console = console or Console(stderr=True)
         self.done = 0
@@ -35,8 +36,15 @@ class SweepProgress:
     def _maybe_show(self) -> None:
         if self._progress is not None or not self.enabled or time.monotonic() - self._start < self.delay_s:
             return
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
         self._task = self._progress.add_task(self.description, total=self.total, completed=self.done)
         self._progress.start()
 
@@ -92,9 +100,18 @@ def summary_table(records: Sequence[BenchRecord], *, title: str = "") -> Table:
         table.add_column("speedup", **right)
     table.add_column("rule", no_wrap=True)
     for r in records:
-        row = [r.op_type, r.backend_kind, r.algo_id, str(r.world_size), format_size(r.bytes), str(r.count),
-               f"{r.latency_ms * 1e3:.1f}", f"{r.p99_latency_ms * 1e3:.1f}", f"{r.bandwidth_gbps:.3f}",
-               f"{r.bus_bandwidth_gbps:.3f}"]
+        row = [
+            r.op_type,
+            r.backend_kind,
+            r.algo_id,
+            str(r.world_size),
+            format_size(r.bytes),
+            str(r.count),
+            f"{r.latency_ms * 1e3:.1f}",
+            f"{r.p99_latency_ms * 1e3:.1f}",
+            f"{r.bandwidth_gbps:.3f}",
+            f"{r.bus_bandwidth_gbps:.3f}",
+        ]
         if check:
             row.append("-" if r.wrong is None else str(r.wrong))
         if compare:
@@ -109,14 +126,41 @@ def overlap_table(records: Sequence[Any], *, title: str = "") -> Table:
     """One row per overlap cell: the measured parts, the same-run theory, efficiency and hidden share."""
     table = Table(title=title or None, title_justify="left")
     right = {"justify": "right", "no_wrap": True}
-    for name in ("size", "compute asked (ms)", "comm alone", "compute alone", "sequential", "ideal", "total",
-                 "submit", "compute", "wait", "efficiency", "hidden"):
+    for name in (
+        "size",
+        "compute asked (ms)",
+        "comm alone",
+        "compute alone",
+        "sequential",
+        "ideal",
+        "total",
+        "submit",
+        "compute",
+        "wait",
+        "efficiency",
+        "hidden",
+    ):
         table.add_column(name, **right)
     table.add_column("note")
     for r in records:
-        table.add_row(*(Text(c) for c in (
-            format_size(r.comm_bytes), f"{r.compute_duration_ms:g}", f"{r.comm_alone_ms:.2f}",
-            f"{r.compute_alone_ms:.2f}", f"{r.theoretical_sequential_ms:.2f}", f"{r.theoretical_overlap_ms:.2f}",
-            f"{r.total_ms:.2f}", f"{r.comm_submit_ms:.3f}", f"{r.compute_ms:.2f}", f"{r.comm_wait_ms:.2f}",
-            _fmt(r.overlap_efficiency, ".2f"), _fmt(r.overlap_ratio, ".0%"), r.note)))
+        table.add_row(
+            *(
+                Text(c)
+                for c in (
+                    format_size(r.comm_bytes),
+                    f"{r.compute_duration_ms:g}",
+                    f"{r.comm_alone_ms:.2f}",
+                    f"{r.compute_alone_ms:.2f}",
+                    f"{r.theoretical_sequential_ms:.2f}",
+                    f"{r.theoretical_overlap_ms:.2f}",
+                    f"{r.total_ms:.2f}",
+                    f"{r.comm_submit_ms:.3f}",
+                    f"{r.compute_ms:.2f}",
+                    f"{r.comm_wait_ms:.2f}",
+                    _fmt(r.overlap_efficiency, ".2f"),
+                    _fmt(r.overlap_ratio, ".0%"),
+                    r.note,
+                )
+            )
+        )
     return table

@@ -47,30 +47,59 @@ def _ms(text: str) -> float:
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
     from sagellm_comm.cli.main import _Parser
 
-    p = _Parser(prog=prog, description="How much of a collective hides behind real compute: communication alone, "
-                "compute alone (matmuls calibrated to each duration) and both overlapped, measured in one run; "
-                "overlap_efficiency and overlap_ratio as defined in docs/overlap.md.")
-    p.add_argument("--comm-bytes", nargs="+", type=_size, default=None, metavar="SIZE",
-                   help=f"bytes each rank communicates (4096, 64K, 1M; default {' '.join(DEFAULT_COMM_BYTES)})")
-    p.add_argument("--compute-ms", nargs="+", type=_ms, default=None, metavar="MS",
-                   help="compute durations in milliseconds (default 5 20 50)")
+    p = _Parser(
+        prog=prog,
+        description="How much of a collective hides behind real compute: communication alone, "
+        "compute alone (matmuls calibrated to each duration) and both overlapped, measured in one run; "
+        "overlap_efficiency and overlap_ratio as defined in docs/overlap.md.",
+    )
+    p.add_argument(
+        "--comm-bytes",
+        nargs="+",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help=f"bytes each rank communicates (4096, 64K, 1M; default {' '.join(DEFAULT_COMM_BYTES)})",
+    )
+    p.add_argument(
+        "--compute-ms",
+        nargs="+",
+        type=_ms,
+        default=None,
+        metavar="MS",
+        help="compute durations in milliseconds (default 5 20 50)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations per cell (default 5)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per cell (default 10)")
-    p.add_argument("--output-dir", default=DEFAULT_OVERLAP_OUTPUT_DIR,
-                   help=f"where the JSON and CSV go (default {DEFAULT_OVERLAP_OUTPUT_DIR})")
+    p.add_argument(
+        "--output-dir",
+        default=DEFAULT_OVERLAP_OUTPUT_DIR,
+        help=f"where the JSON and CSV go (default {DEFAULT_OVERLAP_OUTPUT_DIR})",
+    )
     p.add_argument("--backend", default="auto", help="backend name (default auto)")
     p.add_argument("--op", choices=OVERLAP_OPS, default="all_reduce", help="the collective (default all_reduce)")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="local ranks to launch (default 2; 1 = a world of one); under torchrun it comes from torchrun")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="local ranks to launch (default 2; 1 = a world of one); under torchrun it comes from torchrun",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     p = parser(prog)
     args = p.parse_args(argv)
-    cfg = OverlapConfig(comm_bytes=tuple(args.comm_bytes or (parse_size(s) for s in DEFAULT_COMM_BYTES)),
-                        compute_ms=tuple(args.compute_ms or DEFAULT_COMPUTE_MS), op=args.op, backend=args.backend,
-                        warmup=args.warmup, iters=args.iters, nproc=args.nproc, output_dir=args.output_dir)
+    cfg = OverlapConfig(
+        comm_bytes=tuple(args.comm_bytes or (parse_size(s) for s in DEFAULT_COMM_BYTES)),
+        compute_ms=tuple(args.compute_ms or DEFAULT_COMPUTE_MS),
+        op=args.op,
+        backend=args.backend,
+        warmup=args.warmup,
+        iters=args.iters,
+        nproc=args.nproc,
+        output_dir=args.output_dir,
+    )
     try:
         cfg = validate(cfg)
     except CommError as exc:
@@ -89,16 +118,26 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
 
     console = make_console()
     info = result.info
-    console.print(Text(f"{cfg.op} on {info['world_size']} rank(s), backend {info['backend']}, device {info['device']}; "
-                       f"compute: {info['matmul_size']}x{info['matmul_size']} float32 matmuls "
-                       f"({info['seconds_per_matmul'] * 1e3:.3f} ms each on rank 0, "
-                       f"{info['torch_threads']} thread(s)); "
-                       f"{cfg.warmup} warmup + {cfg.iters} timed iterations per cell"), soft_wrap=True)
+    console.print(
+        Text(
+            f"{cfg.op} on {info['world_size']} rank(s), backend {info['backend']}, device {info['device']}; "
+            f"compute: {info['matmul_size']}x{info['matmul_size']} float32 matmuls "
+            f"({info['seconds_per_matmul'] * 1e3:.3f} ms each on rank 0, "
+            f"{info['torch_threads']} thread(s)); "
+            f"{cfg.warmup} warmup + {cfg.iters} timed iterations per cell"
+        ),
+        soft_wrap=True,
+    )
     console.print(overlap_table(result.records))
-    console.print(Text("times in ms: per iteration the max over ranks, then the median; sequential = comm alone + "
-                       "compute alone, ideal = max of the two (both measured in this run); efficiency = "
-                       "(sequential - total) / (sequential - ideal); hidden = share of the communication time "
-                       "hidden"), soft_wrap=True)
+    console.print(
+        Text(
+            "times in ms: per iteration the max over ranks, then the median; sequential = comm alone + "
+            "compute alone, ideal = max of the two (both measured in this run); efficiency = "
+            "(sequential - total) / (sequential - ideal); hidden = share of the communication time "
+            "hidden"
+        ),
+        soft_wrap=True,
+    )
     for path in result.paths:
         print(f"wrote {path}", file=sys.stderr)
     return 0

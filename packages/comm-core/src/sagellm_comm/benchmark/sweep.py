@@ -138,9 +138,19 @@ def _check_unit(comm: Any, op: str, algo: str, dtype: torch.dtype) -> None:
         raise BackendNotSupportedError(f"backend {comm.name!r} cannot {op}(sum) {dtype_name(dtype)} tensors")
 
 
-def _units_of_op(cfg: BenchConfig, comm: Any, op: str, sizes: Sequence[MessageSize], algos: Sequence[str],
-                 dtype: torch.dtype, world_size: int, selector: SelectorConfig | None,
-                 notes: list[str], nodes: int | None = None, network: Any = None) -> list[PlannedUnit]:
+def _units_of_op(
+    cfg: BenchConfig,
+    comm: Any,
+    op: str,
+    sizes: Sequence[MessageSize],
+    algos: Sequence[str],
+    dtype: torch.dtype,
+    world_size: int,
+    selector: SelectorConfig | None,
+    notes: list[str],
+    nodes: int | None = None,
+    network: Any = None,
+) -> list[PlannedUnit]:
     """One op on one backend: every distinct size x every distinct algorithm it resolves to; rounding notes are
     appended to ``notes``."""
     item = itemsize(dtype)
@@ -158,15 +168,25 @@ def _units_of_op(cfg: BenchConfig, comm: Any, op: str, sizes: Sequence[MessageSi
             if algo == AUTO and hasattr(comm, "explain"):  # the backend decides per call (hier); records say how
                 sel = Selection("native", "backend-decides", f"{comm.name} chooses its path per call")
             else:
-                sel = select_algorithm(op, plan.nbytes, world_size, comm.name, algo, selector, nodes=nodes,
-                                       network=network)
+                sel = select_algorithm(
+                    op, plan.nbytes, world_size, comm.name, algo, selector, nodes=nodes, network=network
+                )
             if sel.algo in chosen:
                 continue
             _check_unit(comm, op, sel.algo, dtype)
             chosen.append(sel.algo)
-            spec = UnitSpec(op=op, algo=sel.algo, plan=plan, dtype=dtype_name(dtype), warmup=cfg.warmup,
-                            iters=cfg.iters, calls=cfg.calls, check=cfg.check, compare=cfg.compare == "torch",
-                            root=cfg.root)
+            spec = UnitSpec(
+                op=op,
+                algo=sel.algo,
+                plan=plan,
+                dtype=dtype_name(dtype),
+                warmup=cfg.warmup,
+                iters=cfg.iters,
+                calls=cfg.calls,
+                check=cfg.check,
+                compare=cfg.compare == "torch",
+                root=cfg.root,
+            )
             units.append(PlannedUnit(comm.name, spec, sel))
     return units
 
@@ -206,12 +226,25 @@ def plan_sweep(cfg: BenchConfig, world_size: int) -> Plan:
     for comm in instances.values():
         for op in ops:
             units += _units_of_op(cfg, comm, op, sizes, algos, dtype, world_size, selector, notes, nodes, network)
-    norm = BenchConfig(ops=ops, backends=tuple(instances), algos=algos, sizes=tuple(sizes), dtype=dtype_name(dtype),
-                       warmup=cfg.warmup, iters=cfg.iters, calls=cfg.calls, check=cfg.check, compare=cfg.compare,
-                       raw_backend=cfg.raw_backend, selector_config=cfg.selector_config, output_dir=cfg.output_dir,
-                       root=cfg.root)
-    return Plan(config=norm, world_size=world_size, backends=tuple(instances), units=units, notes=notes,
-                instances=instances)
+    norm = BenchConfig(
+        ops=ops,
+        backends=tuple(instances),
+        algos=algos,
+        sizes=tuple(sizes),
+        dtype=dtype_name(dtype),
+        warmup=cfg.warmup,
+        iters=cfg.iters,
+        calls=cfg.calls,
+        check=cfg.check,
+        compare=cfg.compare,
+        raw_backend=cfg.raw_backend,
+        selector_config=cfg.selector_config,
+        output_dir=cfg.output_dir,
+        root=cfg.root,
+    )
+    return Plan(
+        config=norm, world_size=world_size, backends=tuple(instances), units=units, notes=notes, instances=instances
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -226,8 +259,9 @@ def _unit_timeout(spec: UnitSpec) -> float:
 class PoolSession:
     """``world_size`` spawned local ranks running one backend (and the raw group when comparing)."""
 
-    def __init__(self, backend: str, world_size: int, raw_backend: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, backend: str, world_size: int, raw_backend: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.backend, self.world_size, self.raw_backend, self.env = backend, world_size, raw_backend, env
         self.info: dict[str, Any] = {}
         self._pool: Any = None
@@ -260,11 +294,14 @@ class PoolSession:
 
 def _reduce_tensor(comm: Any, values: list[float], op: str) -> list[float]:
     caps = comm.capabilities
-    dtype = next((d for d in (torch.float64, torch.float32)
-                  if d in caps.dtypes and caps.supports_reduce(ReduceOp(op), d)), None)
+    dtype = next(
+        (d for d in (torch.float64, torch.float32) if d in caps.dtypes and caps.supports_reduce(ReduceOp(op), d)), None
+    )
     if dtype is None:
-        raise BackendNotSupportedError(f"backend {comm.name!r} cannot all_reduce({op}) float64/float32, which the "
-                                       "benchmark uses to combine the ranks' times under torchrun")
+        raise BackendNotSupportedError(
+            f"backend {comm.name!r} cannot all_reduce({op}) float64/float32, which the "
+            "benchmark uses to combine the ranks' times under torchrun"
+        )
     t = torch.tensor(values, dtype=dtype, device=comm.device)
     comm.all_reduce(t, op=op)
     return [float(v) for v in t.cpu().tolist()]
@@ -300,8 +337,12 @@ class LocalSession:
         wrong = None
         if local["wrong"] is not None:
             wrong = round(_reduce_tensor(self.comm, [float(local["wrong"])], "sum")[0])
-        return {"ours": merged[: len(ours)], "raw": merged[len(ours):] if raw is not None else None, "wrong": wrong,
-                "decided": local.get("decided")}
+        return {
+            "ours": merged[: len(ours)],
+            "raw": merged[len(ours) :] if raw is not None else None,
+            "wrong": wrong,
+            "decided": local.get("decided"),
+        }
 
     def __exit__(self, *exc: object) -> None:
         rank_teardown()
@@ -325,8 +366,13 @@ def _itemsize_of(dtype: str) -> int:
     return itemsize(resolve_dtype(dtype))
 
 
-def run_sweep(plan: Plan, session_for: Callable[[str], Any], *, progress: SweepProgress | None = None,
-              stamp: datetime | None = None) -> list[BenchRecord]:
+def run_sweep(
+    plan: Plan,
+    session_for: Callable[[str], Any],
+    *,
+    progress: SweepProgress | None = None,
+    stamp: datetime | None = None,
+) -> list[BenchRecord]:
     """Measure every unit of ``plan``, one session per backend; records in plan order."""
     stamp = stamp or datetime.now()
     topo = topology_source()
@@ -336,18 +382,36 @@ def run_sweep(plan: Plan, session_for: Callable[[str], Any], *, progress: SweepP
     for backend in plan.backends:
         with session_for(backend) as session:
             info = session.info
-            run = RunInfo(backend=info["backend"], backend_type=info["backend_type"], world_size=info["world_size"],
-                          dtype=cfg.dtype, timestamp=stamp.astimezone().isoformat(timespec="seconds"),
-                          topology_source=topo, group_id=info["group_id"], raw_engine=info.get("raw_engine"))
+            run = RunInfo(
+                backend=info["backend"],
+                backend_type=info["backend_type"],
+                world_size=info["world_size"],
+                dtype=cfg.dtype,
+                timestamp=stamp.astimezone().isoformat(timespec="seconds"),
+                topology_source=topo,
+                group_id=info["group_id"],
+                raw_engine=info.get("raw_engine"),
+            )
             for unit in plan.units_of(backend):
                 spec = unit.spec
                 progress.unit(f"{spec.op} {unit.backend}/{spec.algo} {spec.plan.nbytes} B")
                 merged = session.measure(spec)
-                records.append(summarize(
-                    merged, op=spec.op, algo=spec.algo, run=run, nbytes=spec.plan.nbytes,
-                    requested_bytes=spec.plan.requested_bytes, count=spec.plan.nbytes // _itemsize_of(spec.dtype),
-                    warmup=spec.warmup, calls=spec.calls, selection_rule_id=unit.selection.rule_id,
-                    selection_reason=unit.selection.reason, size_note=spec.plan.note))
+                records.append(
+                    summarize(
+                        merged,
+                        op=spec.op,
+                        algo=spec.algo,
+                        run=run,
+                        nbytes=spec.plan.nbytes,
+                        requested_bytes=spec.plan.requested_bytes,
+                        count=spec.plan.nbytes // _itemsize_of(spec.dtype),
+                        warmup=spec.warmup,
+                        calls=spec.calls,
+                        selection_rule_id=unit.selection.rule_id,
+                        selection_reason=unit.selection.reason,
+                        size_note=spec.plan.note,
+                    )
+                )
                 progress.advance()
     return records
 
@@ -365,13 +429,16 @@ def local_sessions(plan: Plan) -> Callable[[str], LocalSession]:
     """Sessions in this process, one rank of a world started elsewhere (torchrun, or the caller)."""
     raw_backend = raw_backend_of(plan)
     if len(plan.backends) > 1:
-        raise InvalidArgumentError(f"{len(plan.backends)} backends requested, but a world started by torchrun (or "
-                                   "by the caller) runs one backend per invocation; run once per backend")
+        raise InvalidArgumentError(
+            f"{len(plan.backends)} backends requested, but a world started by torchrun (or "
+            "by the caller) runs one backend per invocation; run once per backend"
+        )
     return lambda backend: LocalSession(plan.instances.get(backend, backend), raw_backend)
 
 
-def export_records(records: Sequence[BenchRecord], plan: Plan, output_dir: str | os.PathLike[str],
-                   stamp: datetime) -> list[Path]:
+def export_records(
+    records: Sequence[BenchRecord], plan: Plan, output_dir: str | os.PathLike[str], stamp: datetime
+) -> list[Path]:
     """One JSON + CSV per op; returns the written paths (JSON, CSV, JSON, CSV, ...)."""
     paths: list[Path] = []
     config = plan.config.describe()

@@ -35,18 +35,27 @@ def barrier_of(comm: Any) -> Callable[[], None]:
     """The backend's barrier, or a one-element all_reduce(sum) of zeros for backends that do not declare one."""
     if "barrier" in comm.capabilities.ops:
         return comm.barrier
-    dtype = next((d for d in (torch.float32, torch.int32, torch.float64, torch.int64) if d in comm.capabilities.dtypes),
-                 None)
+    dtype = next(
+        (d for d in (torch.float32, torch.int32, torch.float64, torch.int64) if d in comm.capabilities.dtypes), None
+    )
     if dtype is None or "all_reduce" not in comm.capabilities.ops:
-        raise BackendNotSupportedError(f"backend {comm.name!r} declares neither barrier nor a float32/int32 "
-                                       "all_reduce; the benchmark needs one to line the ranks up")
+        raise BackendNotSupportedError(
+            f"backend {comm.name!r} declares neither barrier nor a float32/int32 "
+            "all_reduce; the benchmark needs one to line the ranks up"
+        )
     token = torch.zeros(1, dtype=dtype, device=comm.device)
     return lambda: comm.all_reduce(token, op="sum")
 
 
-def interleaved(engines: Mapping[str, Callable[[], Any]], *, blocks: int, calls: int = 1, warmup: int = 0,
-                barriers: Mapping[str, Callable[[], Any]], sync: Callable[[], Any] = lambda: None
-                ) -> dict[str, list[float]]:
+def interleaved(
+    engines: Mapping[str, Callable[[], Any]],
+    *,
+    blocks: int,
+    calls: int = 1,
+    warmup: int = 0,
+    barriers: Mapping[str, Callable[[], Any]],
+    sync: Callable[[], Any] = lambda: None,
+) -> dict[str, list[float]]:
     """Seconds per call of each engine, one value per block. Each engine's block starts with that engine's own
     barrier, so its threads and connections are as warm as the other engine's (a barrier on one engine only
     would hand that engine a head start)."""

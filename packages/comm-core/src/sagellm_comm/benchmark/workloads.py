@@ -134,8 +134,16 @@ class Workload:
     """Buffers and calls for ``op`` on one rank. ``ours()`` runs the algorithm on the backend, ``raw()`` the
     same op with plain torch.distributed, ``check()`` returns the number of wrong elements on this rank."""
 
-    def __init__(self, op: str, plan: SizePlan, dtype: torch.dtype, comm: Any, algo_fn: Callable[..., Any],
-                 root: int = 0, raw: RawGroup | None = None) -> None:
+    def __init__(
+        self,
+        op: str,
+        plan: SizePlan,
+        dtype: torch.dtype,
+        comm: Any,
+        algo_fn: Callable[..., Any],
+        root: int = 0,
+        raw: RawGroup | None = None,
+    ) -> None:
         self.op, self.plan, self.dtype, self.comm, self.root = op, plan, dtype, comm, root
         self.group = comm.world_group
         device = comm.device

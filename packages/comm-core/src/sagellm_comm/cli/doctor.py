@@ -33,8 +33,10 @@ def render_doctor(findings: list[Finding], quiet: bool = False) -> None:
     c = counts(findings)
     summary = ", ".join(f"{c[level]} {level}" for level in (FAIL, WARN, INFO, OK))
     verdict = "problems found" if c[FAIL] else "no failures" + (" (see the warnings)" if c[WARN] else "")
-    console.print(Text(f"{summary}: {verdict}", style=_STYLE[FAIL] if c[FAIL] else _STYLE[WARN] if c[WARN] else
-                       _STYLE[OK]), soft_wrap=True)
+    console.print(
+        Text(f"{summary}: {verdict}", style=_STYLE[FAIL] if c[FAIL] else _STYLE[WARN] if c[WARN] else _STYLE[OK]),
+        soft_wrap=True,
+    )
 
 
 def run_doctor(args: argparse.Namespace) -> int:
@@ -42,8 +44,11 @@ def run_doctor(args: argparse.Namespace) -> int:
     findings = run_checks(ctx, only=args.check or None)
     code = exit_code(findings)
     if args.json:
-        data: dict[str, Any] = {"findings": [asdict(f) for f in findings], "counts": counts(findings),
-                                "exit_code": code}
+        data: dict[str, Any] = {
+            "findings": [asdict(f) for f in findings],
+            "counts": counts(findings),
+            "exit_code": code,
+        }
         print(json.dumps(data, indent=2))
     else:
         render_doctor(findings, quiet=args.quiet)
@@ -72,11 +77,26 @@ def add_doctor_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    p.add_argument("--check", action="append", choices=list(CHECKS), metavar="NAME",
-                   help="run only this check (repeatable): " + ", ".join(CHECKS))
-    p.add_argument("--ranks", type=_positive_int, default=None, metavar="N",
-                   help="ranks per host to size /dev/shm and threads for (default: LOCAL_WORLD_SIZE, else 8)")
-    p.add_argument("--stale-after", type=float, default=600.0, metavar="SECONDS",
-                   help="region files in /dev/shm older than this are leftovers of crashed jobs (default 600)")
+    p.add_argument(
+        "--check",
+        action="append",
+        choices=list(CHECKS),
+        metavar="NAME",
+        help="run only this check (repeatable): " + ", ".join(CHECKS),
+    )
+    p.add_argument(
+        "--ranks",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="ranks per host to size /dev/shm and threads for (default: LOCAL_WORLD_SIZE, else 8)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="region files in /dev/shm older than this are leftovers of crashed jobs (default 600)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="show only warnings and failures (not with --json)")
     p.set_defaults(func=run_doctor)

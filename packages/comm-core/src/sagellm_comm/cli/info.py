@@ -131,8 +131,10 @@ def render_info(data: dict[str, Any]) -> None:
     console.print(bt)
     auto = data.get("auto")
     if auto:  # what get_comm_backend("auto") gives here, for CPU tensors, and why
-        console.print(Text(f"auto ({auto['device']} tensors, this environment): {auto['backend'] or 'none'} -- "
-                           f"{auto['reason']}"), soft_wrap=True)
+        console.print(
+            Text(f"auto ({auto['device']} tensors, this environment): {auto['backend'] or 'none'} -- {auto['reason']}"),
+            soft_wrap=True,
+        )
 
     failed = [p for p in data["plugins"] if p["status"] == "failed"]
     for p in failed:  # once more unwrapped, so the whole message is on one line whatever the width

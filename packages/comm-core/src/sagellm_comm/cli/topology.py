@@ -72,8 +72,13 @@ def run_topology(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore")  # failed plugins are listed by `sagellm-comm info`
             topo = Topology.discover()
         if args.profile:
-            _hook("sagellm_comm_topology_profile", topology=topo, backend=args.backend, world_size=args.ranks,
-                  budget_s=args.budget)
+            _hook(
+                "sagellm_comm_topology_profile",
+                topology=topo,
+                backend=args.backend,
+                world_size=args.ranks,
+                budget_s=args.budget,
+            )
         rendered = _hook("sagellm_comm_topology_render", topology=topo, path=args.render) if args.render else None
     except _NoPlugin as exc:
         what = "--profile" if "profile" in str(exc) else "--render"
@@ -108,14 +113,22 @@ def add_topology_parser(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the topology and its protocol descriptor as JSON")
     p.add_argument("--render", metavar="FILE", help="draw the topology into FILE (.png or .svg)")
-    p.add_argument("--profile", action="store_true",
-                   help="measure latency and bandwidth between local ranks (cached per topology fingerprint)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="measure latency and bandwidth between local ranks (cached per topology fingerprint)",
+    )
     p.add_argument("--ranks", type=int, default=2, metavar="N", help="ranks to launch for --profile (default 2)")
     p.add_argument("--backend", default=None, help="backend for --profile (default: auto)")
-    p.add_argument("--budget", type=float, default=8.0, metavar="S",
-                   help="time budget of the measurement in seconds (default 8)")
-    p.add_argument("--from", dest="from_file", metavar="FILE",
-                   help=f"show a pinned/replayed topology JSON instead of discovering (same as {_env_name()}=FILE)")
+    p.add_argument(
+        "--budget", type=float, default=8.0, metavar="S", help="time budget of the measurement in seconds (default 8)"
+    )
+    p.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help=f"show a pinned/replayed topology JSON instead of discovering (same as {_env_name()}=FILE)",
+    )
     p.set_defaults(func=run_topology)
 
 

@@ -30,7 +30,7 @@ def run_trace_merge(args: Any) -> int:
         dumps.append(dump)
     ranks, rows = merge_traces(dumps)
     first = next((r for r in rows if r["verdict"] != "ok"), None)
-    shown = rows if args.all or len(rows) <= args.last else rows[-args.last:]
+    shown = rows if args.all or len(rows) <= args.last else rows[-args.last :]
     window = "" if shown is rows else f" (the last {len(shown)}; --all for every one)"
     print(f"{len(dumps)} trace(s), ranks {ranks}, {len(rows)} calls{window}")
     for r in shown:
@@ -47,10 +47,13 @@ def run_trace_merge(args: Any) -> int:
 def add_trace_parser(sub: Any) -> None:
     p = sub.add_parser("trace", help="flight recorder tools", description="Work with flight-recorder dumps.")
     tsub = p.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
-    m = tsub.add_parser("merge", help="line up the dumps of all ranks by group and call number",
-                        description="Line up flight-recorder dumps (one per rank) by group and call number and show "
-                                    "where the ranks part: a call some rank never reached, or one that differs. "
-                                    "Exit 1 when they part, 0 when they agree.")
+    m = tsub.add_parser(
+        "merge",
+        help="line up the dumps of all ranks by group and call number",
+        description="Line up flight-recorder dumps (one per rank) by group and call number and show "
+        "where the ranks part: a call some rank never reached, or one that differs. "
+        "Exit 1 when they part, 0 when they agree.",
+    )
     m.add_argument("files", nargs="+", help="dump files (written on timeout, or by backend.dump_trace())")
     m.add_argument("--last", type=int, default=40, help="show the last N calls (default 40)")
     m.add_argument("--all", action="store_true", help="show every call")

@@ -98,18 +98,33 @@ class HierBackend(CommBackend):
         try:
             self.inter.attach(replace(rdzv, store=channel.scope("inter")))
             local = self._world_local[rdzv.rank]
-            self.intra.attach(replace(rdzv, rank=local, world_size=len(node), local_rank=local,
-                                      store=channel.scope(f"intra{self._world_node[rdzv.rank]}")))
+            self.intra.attach(
+                replace(
+                    rdzv,
+                    rank=local,
+                    world_size=len(node),
+                    local_rank=local,
+                    store=channel.scope(f"intra{self._world_node[rdzv.rank]}"),
+                )
+            )
             self.links = configured_links(options)
             if self.links is None and len(self.nodes) > 1:
+
                 def measure() -> LinkParams:
-                    return measure_links(channel.scope("links"), rdzv.rank, self.nodes, self.intra, self.inter,
-                                         local)
+                    return measure_links(channel.scope("links"), rdzv.rank, self.nodes, self.intra, self.inter, local)
 
                 self.links = job_links(self.inter, (self.transports.intra.name, self.transports.inter.name), measure)
             self.engine_checks_p2p = self.intra.engine_checks_p2p and self.inter.engine_checks_p2p
-            return build_route(tuple(range(rdzv.world_size)), rdzv.rank, self._world_node, self._world_local,
-                               self.intra, self.inter, self.inter.world_group, self.intra.world_group)
+            return build_route(
+                tuple(range(rdzv.world_size)),
+                rdzv.rank,
+                self._world_node,
+                self._world_local,
+                self.intra,
+                self.inter,
+                self.inter.world_group,
+                self.intra.world_group,
+            )
         except BaseException:
             self._close_transports()
             raise
@@ -119,8 +134,9 @@ class HierBackend(CommBackend):
         rank must pin alike, before the same call (a benchmark compares the paths with it)."""
         key = str(algo).strip().lower()
         if key not in ALGOS:
-            raise InvalidArgumentError(f"hier algo {algo!r} (algo=, {ALGO_ENV} or pin()): choose from "
-                                       f"{', '.join(ALGOS)}")
+            raise InvalidArgumentError(
+                f"hier algo {algo!r} (algo=, {ALGO_ENV} or pin()): choose from {', '.join(ALGOS)}"
+            )
         self._algo = key
 
     def _node_names(self, channel: Any, rdzv: Rendezvous, options: dict[str, Any]) -> list[bytes]:
@@ -135,18 +151,21 @@ class HierBackend(CommBackend):
                 if k < 1:
                     raise ValueError
             except (TypeError, ValueError):
-                raise InvalidArgumentError(f"hier ranks_per_node (or {RANKS_PER_NODE_ENV}) must be an int >= 1, got "
-                                           f"{per_node!r}") from None
+                raise InvalidArgumentError(
+                    f"hier ranks_per_node (or {RANKS_PER_NODE_ENV}) must be an int >= 1, got {per_node!r}"
+                ) from None
             return [str(r // k).encode() for r in range(rdzv.world_size)]
         ids = options.get("node_ids")
         if ids is not None:
             ids = [str(x) for x in (ids.split(",") if isinstance(ids, str) else ids)]
             if len(ids) != rdzv.world_size:
-                raise InvalidArgumentError(f"hier node_ids has {len(ids)} entries for a world of {rdzv.world_size}; "
-                                           "give one node id per rank")
+                raise InvalidArgumentError(
+                    f"hier node_ids has {len(ids)} entries for a world of {rdzv.world_size}; give one node id per rank"
+                )
             return [x.encode() for x in ids]
-        return channel.scope("nodes").exchange("names", hier.node_name(), rdzv.rank, rdzv.world_size,
-                                                what="say which node it is on")
+        return channel.scope("nodes").exchange(
+            "names", hier.node_name(), rdzv.rank, rdzv.world_size, what="say which node it is on"
+        )
 
     def _close_transports(self) -> None:
         try:
@@ -162,18 +181,28 @@ class HierBackend(CommBackend):
     def _new_group(self, ranks: tuple[int, ...], group_id: str, timeout_s: float) -> Any:
         assert self.inter is not None
         inter_group = self.inter.create_group(list(ranks), timeout=timeout_s)
-        return build_route(ranks, self._global_rank, self._world_node, self._world_local, self.intra, self.inter,
-                           inter_group, None)
+        return build_route(
+            ranks, self._global_rank, self._world_node, self._world_local, self.intra, self.inter, inter_group, None
+        )
 
     # ------------------------------------------------------------------------------------------------ decisions
-    def explain(self, op: str, nbytes: int, group: CommGroup | None = None, dtype: torch.dtype = torch.float32,
-                reduce_op: ReduceOp | str | None = "sum") -> Decision:
+    def explain(
+        self,
+        op: str,
+        nbytes: int,
+        group: CommGroup | None = None,
+        dtype: torch.dtype = torch.float32,
+        reduce_op: ReduceOp | str | None = "sum",
+    ) -> Decision:
         """How ``op`` on a tensor of ``nbytes`` (all_gather/reduce_scatter: each rank's block) would run on
         ``group`` (default: the world), with the rule and reason. The same inputs give the same decision on every
         rank: the layout and the link parameters are the same everywhere."""
         g = self._require_world("explain") if group is None else self._lookup_group(group)
-        rop = None if op in ("all_gather", "broadcast", "all_gather_into_tensor") or reduce_op is None else \
-            self._reduce_op(reduce_op, torch.empty(0, dtype=dtype), op)
+        rop = (
+            None
+            if op in ("all_gather", "broadcast", "all_gather_into_tensor") or reduce_op is None
+            else self._reduce_op(reduce_op, torch.empty(0, dtype=dtype), op)
+        )
         return self._decide(op, nbytes, g.handle, dtype, rop)
 
     def _decide(self, op: str, nbytes: int, route: Route, dtype: torch.dtype, rop: ReduceOp | None) -> Decision:
@@ -181,42 +210,67 @@ class HierBackend(CommBackend):
         stage_rop = ReduceOp.SUM if rop is ReduceOp.AVG else rop
         if route.one_node:
             if self.intra.capabilities.declares(op, dtype, rop):
-                return Decision("intra", "one-node", f"intra: all {sum(map(len, route.nodes))} ranks on one node; "
-                                f"{self.transports.intra.name}")
-            return Decision("flat", "intra-lacks-op", f"flat: {self.transports.intra.name} does not declare {op} "
-                            f"for {dtype}; {self.transports.inter.name}")
+                return Decision(
+                    "intra",
+                    "one-node",
+                    f"intra: all {sum(map(len, route.nodes))} ranks on one node; {self.transports.intra.name}",
+                )
+            return Decision(
+                "flat",
+                "intra-lacks-op",
+                f"flat: {self.transports.intra.name} does not declare {op} for {dtype}; {self.transports.inter.name}",
+            )
         base = op.removesuffix("_into_tensor")
         layout = route.layout
         assert layout is not None
         if base not in TWO_LEVEL_OPS:
-            return Decision("flat", "not-two-level", f"flat: {op} has no two-level form; "
-                            f"{self.transports.inter.name}")
+            return Decision("flat", "not-two-level", f"flat: {op} has no two-level form; {self.transports.inter.name}")
         if base != "all_reduce" and not layout.uniform:
-            return Decision("flat", "uneven-nodes", f"flat: {base} needs equal ranks per node, nodes hold "
-                            f"{'/'.join(str(len(n)) for n in layout.nodes)}")
-        stages = {"all_reduce": ("reduce_scatter", "all_gather_into_tensor") if layout.uniform else
-                  ("reduce", "broadcast"), "all_gather": ("all_gather_into_tensor",),
-                  "reduce_scatter": ("reduce_scatter",), "broadcast": ("broadcast",)}[base]
-        if not all(self.intra.capabilities.declares(s, dtype, stage_rop if s in ("reduce_scatter", "reduce") else None)
-                   for s in stages) or not self.inter.capabilities.declares(base if base != "all_gather" else
-                                                      "all_gather_into_tensor", dtype, stage_rop):
-            return Decision("flat", "transport-lacks-op", f"flat: the transports do not declare the stages of "
-                            f"two-level {base} for {dtype}")
+            return Decision(
+                "flat",
+                "uneven-nodes",
+                f"flat: {base} needs equal ranks per node, nodes hold {'/'.join(str(len(n)) for n in layout.nodes)}",
+            )
+        stages = {
+            "all_reduce": ("reduce_scatter", "all_gather_into_tensor") if layout.uniform else ("reduce", "broadcast"),
+            "all_gather": ("all_gather_into_tensor",),
+            "reduce_scatter": ("reduce_scatter",),
+            "broadcast": ("broadcast",),
+        }[base]
+        if not all(
+            self.intra.capabilities.declares(s, dtype, stage_rop if s in ("reduce_scatter", "reduce") else None)
+            for s in stages
+        ) or not self.inter.capabilities.declares(
+            base if base != "all_gather" else "all_gather_into_tensor", dtype, stage_rop
+        ):
+            return Decision(
+                "flat",
+                "transport-lacks-op",
+                f"flat: the transports do not declare the stages of two-level {base} for {dtype}",
+            )
         if self._algo != "auto":
             return Decision(self._algo, "pinned", f"{self._algo}: pinned (algo=, {ALGO_ENV} or pin())")
         if layout.ranks_per_node == 1:
             return Decision("flat", "one-rank-per-node", "flat: one rank per node, nothing to do inside nodes")
         assert self.links is not None
-        net = Network(nodes=len(layout.nodes), ranks_per_node=layout.ranks_per_node, intra=self.links.intra,
-                      inter=self.links.inter, gamma_s_per_byte=self.links.gamma)
+        net = Network(
+            nodes=len(layout.nodes),
+            ranks_per_node=layout.ranks_per_node,
+            intra=self.links.intra,
+            inter=self.links.inter,
+            gamma_s_per_byte=self.links.gamma,
+        )
         algo, why = choose(nbytes, net, ("flat", "hierarchical"), op=base)
         if not layout.uniform:
-            why += (f" (nodes of {'/'.join(str(len(n)) for n in layout.nodes)} ranks: the leader variant, modelled "
-                    "as equal nodes of the largest size)")
+            why += (
+                f" (nodes of {'/'.join(str(len(n)) for n in layout.nodes)} ranks: the leader variant, modelled "
+                "as equal nodes of the largest size)"
+            )
         return Decision(algo, "cost-model", f"{why}; links: {self.links.describe()}")
 
-    def _route(self, op: str, group: CommGroup, t: torch.Tensor, rop: ReduceOp | None, nbytes: int | None = None
-               ) -> tuple[Decision, Route]:
+    def _route(
+        self, op: str, group: CommGroup, t: torch.Tensor, rop: ReduceOp | None, nbytes: int | None = None
+    ) -> tuple[Decision, Route]:
         route: Route = group.handle
         size = t.numel() * t.element_size() if nbytes is None else nbytes
         key = (op, size, t.dtype, rop, self._algo)
@@ -229,8 +283,13 @@ class HierBackend(CommBackend):
         return d, route
 
     # --------------------------------------------------------------------------------------------- collectives
-    def _by_decision(self, d: Decision, route: Route, one_level: Callable[[Any, CommGroup], Any],
-                     two_level: Callable[[NodeLayout], None]) -> Work | None:
+    def _by_decision(
+        self,
+        d: Decision,
+        route: Route,
+        one_level: Callable[[Any, CommGroup], Any],
+        two_level: Callable[[NodeLayout], None],
+    ) -> Work | None:
         """``one_level(transport, its group)`` on the transport the decision names, or ``two_level(layout)`` (which
         runs inside the call)."""
         if d.algo == "hierarchical":
@@ -242,18 +301,27 @@ class HierBackend(CommBackend):
 
     def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> Work | None:
         d, route = self._route("all_reduce", group, tensor, op)
-        return self._by_decision(d, route, lambda c, g: c.all_reduce(tensor, op=op, group=g, async_op=async_op),
-                                 lambda lay: _in_place(tensor, lambda flat: hier.layout_all_reduce(lay, flat, op)))
+        return self._by_decision(
+            d,
+            route,
+            lambda c, g: c.all_reduce(tensor, op=op, group=g, async_op=async_op),
+            lambda lay: _in_place(tensor, lambda flat: hier.layout_all_reduce(lay, flat, op)),
+        )
 
-    def _all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup,
-                                async_op: bool) -> Work | None:
+    def _all_gather_into_tensor(
+        self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         d, route = self._route("all_gather_into_tensor", group, tensor, None)
         return self._by_decision(
-            d, route, lambda c, g: c.all_gather_into_tensor(output, tensor, group=g, async_op=async_op),
-            lambda lay: _in_place(output, lambda out: hier.layout_all_gather(lay, out, tensor.reshape(-1))))
+            d,
+            route,
+            lambda c, g: c.all_gather_into_tensor(output, tensor, group=g, async_op=async_op),
+            lambda lay: _in_place(output, lambda out: hier.layout_all_gather(lay, out, tensor.reshape(-1))),
+        )
 
-    def _all_gather(self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup,
-                    async_op: bool) -> Work | None:
+    def _all_gather(
+        self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         d, route = self._route("all_gather", group, tensor, None)
 
         def two_level(layout: NodeLayout) -> None:
@@ -262,24 +330,33 @@ class HierBackend(CommBackend):
             for dst, src in zip(output, staged, strict=True):
                 dst.copy_(src.view(tensor.shape))
 
-        return self._by_decision(d, route, lambda c, g: c.all_gather(tensor, group=g, async_op=async_op,
-                                                                     output=output), two_level)
+        return self._by_decision(
+            d, route, lambda c, g: c.all_gather(tensor, group=g, async_op=async_op, output=output), two_level
+        )
 
-    def _reduce_scatter(self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup,
-                        async_op: bool) -> Work | None:
+    def _reduce_scatter(
+        self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool
+    ) -> Work | None:
         d, route = self._route("reduce_scatter", group, output, op)
         return self._by_decision(
-            d, route, lambda c, g: c.reduce_scatter(output, input, op=op, group=g, async_op=async_op),
-            lambda lay: _in_place(output, lambda out: hier.layout_reduce_scatter(lay, out, input.reshape(-1), op)))
+            d,
+            route,
+            lambda c, g: c.reduce_scatter(output, input, op=op, group=g, async_op=async_op),
+            lambda lay: _in_place(output, lambda out: hier.layout_reduce_scatter(lay, out, input.reshape(-1), op)),
+        )
 
     def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> Work | None:
         d, route = self._route("broadcast", group, tensor, None)
         return self._by_decision(
-            d, route, lambda c, g: c.broadcast(tensor, src_rank=self._root(c, route, src), group=g, async_op=async_op),
-            lambda lay: _in_place(tensor, lambda flat: hier.layout_broadcast(lay, flat, src)))
+            d,
+            route,
+            lambda c, g: c.broadcast(tensor, src_rank=self._root(c, route, src), group=g, async_op=async_op),
+            lambda lay: _in_place(tensor, lambda flat: hier.layout_broadcast(lay, flat, src)),
+        )
 
-    def _one_level(self, op: str, group: CommGroup, t: torch.Tensor | None, rop: ReduceOp | None = None
-                   ) -> tuple[Any, CommGroup, Route]:
+    def _one_level(
+        self, op: str, group: CommGroup, t: torch.Tensor | None, rop: ReduceOp | None = None
+    ) -> tuple[Any, CommGroup, Route]:
         """The transport for ops without a two-level form: intra on one node when it declares the op, else inter."""
         route: Route = group.handle
         dtype = t.dtype if t is not None else torch.uint8
@@ -352,8 +429,10 @@ class HierBackend(CommBackend):
             if "batch_p2p" in comm.capabilities.ops:
                 got = comm.batch_isend_irecv(ops)
             else:
-                got = [(comm.isend if o.op == "isend" else comm.irecv)(o.tensor, o.peer, group=o.group, tag=o.tag)
-                       for o in ops]
+                got = [
+                    (comm.isend if o.op == "isend" else comm.irecv)(o.tensor, o.peer, group=o.group, tag=o.tag)
+                    for o in ops
+                ]
             for pos, w in zip(positions, got, strict=True):
                 works[pos] = w
         return works

@@ -33,15 +33,20 @@ REPS = 3
 
 
 class LinkParams:
-    def __init__(self, intra: Link, inter: Link, gamma: float, source: str,
-                 pairs: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, intra: Link, inter: Link, gamma: float, source: str, pairs: list[dict[str, Any]] | None = None
+    ) -> None:
         self.intra, self.inter, self.gamma, self.source = intra, inter, gamma, source
         self.pairs = pairs or []  # the measured rank pairs, in comm-topology's profile format
 
     def to_dict(self) -> dict[str, Any]:
-        return {"intra": [self.intra.alpha_s, self.intra.beta_s_per_byte],
-                "inter": [self.inter.alpha_s, self.inter.beta_s_per_byte], "gamma": self.gamma,
-                "source": self.source, "pairs": self.pairs}
+        return {
+            "intra": [self.intra.alpha_s, self.intra.beta_s_per_byte],
+            "inter": [self.inter.alpha_s, self.inter.beta_s_per_byte],
+            "gamma": self.gamma,
+            "source": self.source,
+            "pairs": self.pairs,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -50,8 +55,10 @@ class LinkParams:
         def bw(link: Link) -> str:
             return f"{1e-9 / link.beta_s_per_byte:.2f} GB/s" if link.beta_s_per_byte else "unbounded"
 
-        return (f"intra alpha {self.intra.alpha_s * 1e6:.0f} us, {bw(self.intra)}; inter alpha "
-                f"{self.inter.alpha_s * 1e6:.0f} us, {bw(self.inter)} ({self.source})")
+        return (
+            f"intra alpha {self.intra.alpha_s * 1e6:.0f} us, {bw(self.intra)}; inter alpha "
+            f"{self.inter.alpha_s * 1e6:.0f} us, {bw(self.inter)} ({self.source})"
+        )
 
 
 def parse_links(raw: Any, source: str) -> LinkParams:
@@ -96,12 +103,21 @@ def _link(comm: Any, peer: int, leader: bool, big: int) -> Link:
 
 def _pair(a: int, b: int, link: Link, scope: str, bulk: int) -> dict[str, Any]:
     gbps = round(1e-9 / link.beta_s_per_byte, 4) if link.beta_s_per_byte else None
-    return {"a": a, "b": b, "alpha_us": round(link.alpha_s * 1e6, 3), "beta_gbps": gbps, "bulk_bytes": bulk,
-            "samples_small": REPS, "samples_bulk": REPS, "scope": scope}
+    return {
+        "a": a,
+        "b": b,
+        "alpha_us": round(link.alpha_s * 1e6, 3),
+        "beta_gbps": gbps,
+        "bulk_bytes": bulk,
+        "samples_small": REPS,
+        "samples_bulk": REPS,
+        "scope": scope,
+    }
 
 
-def measure_links(channel: Any, world_rank: int, nodes: tuple[tuple[int, ...], ...], intra: Any, inter: Any,
-                  local_rank: int) -> LinkParams:
+def measure_links(
+    channel: Any, world_rank: int, nodes: tuple[tuple[int, ...], ...], intra: Any, inter: Any, local_rank: int
+) -> LinkParams:
     """Collective over the world: see the module docstring. ``intra``/``inter``: the initialized transports (the
     intra one's ranks are the local ranks). The intra link is measured on the first node with two ranks."""
     pair_node = next((j for j, members in enumerate(nodes) if len(members) > 1), None)
@@ -123,12 +139,14 @@ def measure_links(channel: Any, world_rank: int, nodes: tuple[tuple[int, ...], .
         intra_link = Link(0.0, 0.0)  # no node holds two ranks: nothing moves inside a node
         if pair_node is not None:
             a_rank, b_rank = nodes[pair_node][:2]
-            alpha, beta = json.loads(channel.get("intra", owner=f"rank {a_rank}",
-                                                 what="publish the intra-node link it measured"))
+            alpha, beta = json.loads(
+                channel.get("intra", owner=f"rank {a_rank}", what="publish the intra-node link it measured")
+            )
             intra_link = Link(alpha, beta)
             pairs.insert(0, _pair(a_rank, b_rank, intra_link, "intra", 1 << 20))
-        text = LinkParams(intra_link, inter_link, statistics.median(reps) / (1 << 20), "measured at init",
-                          pairs).to_json()
+        text = LinkParams(
+            intra_link, inter_link, statistics.median(reps) / (1 << 20), "measured at init", pairs
+        ).to_json()
     elif len(nodes) > 1 and world_rank == nodes[1][0]:
         _link(inter, 0, False, 4 << 20)
     raw = channel.broadcast("links", text, 0, world_rank, what="publish the measured link parameters")
@@ -140,8 +158,13 @@ def job_links(inter: Any, transports: tuple[str, str], measure: Any) -> LinkPara
     ``measure()``."""
     from sagellm_comm.registry import plugin_manager
 
-    found = plugin_manager().call_first("sagellm_comm_link_parameters", isolate=False, backend=inter,
-                                        transports=transports, measure=lambda: measure().to_dict())
+    found = plugin_manager().call_first(
+        "sagellm_comm_link_parameters",
+        isolate=False,
+        backend=inter,
+        transports=transports,
+        measure=lambda: measure().to_dict(),
+    )
     if found is None:
         return measure()
     plugin, answer = found

@@ -8,10 +8,16 @@ from sagellm_comm.registry import BackendRegistry, BackendSpec
 
 @hookimpl
 def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
-    registry.register(BackendSpec(
-        name="hier", factory="sagellm_comm.composite.backend:HierBackend", devices=frozenset({"cpu"}), priority=30,
-        available="sagellm_comm.composite.transports:transports_available", scope="composite",
-        auto_when="sagellm_comm.composite.transports:spans_hosts",
-        description="composite for ranks on several hosts: node-local transport inside each host (shm), a "
-                    "cross-host one between them (gloo), two-level collectives where the cost model says so",
-    ))
+    registry.register(
+        BackendSpec(
+            name="hier",
+            factory="sagellm_comm.composite.backend:HierBackend",
+            devices=frozenset({"cpu"}),
+            priority=30,
+            available="sagellm_comm.composite.transports:transports_available",
+            scope="composite",
+            auto_when="sagellm_comm.composite.transports:spans_hosts",
+            description="composite for ranks on several hosts: node-local transport inside each host (shm), a "
+            "cross-host one between them (gloo), two-level collectives where the cost model says so",
+        )
+    )

@@ -37,9 +37,16 @@ class Route:
         return self.layout is None
 
 
-def build_route(members: tuple[int, ...], me_world: int, world_node: dict[int, int], world_local: dict[int, int],
-                intra_comm: Any, inter_comm: Any, inter_group: CommGroup, intra_world: CommGroup | None
-                ) -> Route | None:
+def build_route(
+    members: tuple[int, ...],
+    me_world: int,
+    world_node: dict[int, int],
+    world_local: dict[int, int],
+    intra_comm: Any,
+    inter_comm: Any,
+    inter_group: CommGroup,
+    intra_world: CommGroup | None,
+) -> Route | None:
     """Create the transports' groups for the composite group ``members`` (world ranks, ascending); collective over
     the world. ``world_node``/``world_local``: world rank -> node index / rank inside its node. Returns None on
     ranks outside the group (after taking part in the creations)."""
@@ -56,6 +63,7 @@ def build_route(members: tuple[int, ...], me_world: int, world_node: dict[int, i
         intra = intra_world if whole else intra_comm.create_group(local_ranks)
     layout = None
     if len(nodes) > 1:
+
         def make_cross(group_ranks: list[int]) -> CommGroup:
             return inter_comm.create_group([members[gr] for gr in group_ranks])
 
@@ -65,8 +73,15 @@ def build_route(members: tuple[int, ...], me_world: int, world_node: dict[int, i
                 make_cross(sorted(n[k] for n in nodes if k < len(n)))
         else:
             node, local, _, cross = make_groups(nodes, me, lambda i, m: None, make_cross)
-            layout = NodeLayout(nodes=nodes, node=node, local_rank=local, intra=intra, cross=cross,
-                                intra_comm=intra_comm, cross_comm=inter_comm)
+            layout = NodeLayout(
+                nodes=nodes,
+                node=node,
+                local_rank=local,
+                intra=intra,
+                cross=cross,
+                intra_comm=intra_comm,
+                cross_comm=inter_comm,
+            )
     if me_world not in members:
         return None
     assert intra is not None

@@ -60,7 +60,8 @@ def choose_transports(device_type: str = "cpu") -> Transports:
         raise BackendNotSupportedError(
             f"the hier backend needs a {device_type} backend that spans hosts (e.g. gloo: pip install "
             f"'isagellm-comm[gloo]'); usable here: {intra.name if intra else 'none'}"
-            + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))
+            + (f"; skipped: {'; '.join(skipped)}" if skipped else "")
+        )
     return Transports(intra=intra, inter=inter)
 
 

@@ -18,8 +18,7 @@ from sagellm_comm.doctor.network import check_hostname, check_interfaces, check_
 from sagellm_comm.doctor.ports import check_master_addr, check_master_port
 from sagellm_comm.doctor.shm import check_shm, check_shm_leftovers
 
-__all__ = ["CHECKS", "FAIL", "INFO", "LEVELS", "OK", "WARN", "Context", "Finding", "counts", "exit_code",
-           "run_checks"]
+__all__ = ["CHECKS", "FAIL", "INFO", "LEVELS", "OK", "WARN", "Context", "Finding", "counts", "exit_code", "run_checks"]
 
 # name -> (check, what it looks at); the name is also each finding's ``check``
 CHECKS: dict[str, tuple[Check, str]] = {
@@ -47,8 +46,14 @@ def run_checks(ctx: Context | None = None, only: Iterable[str] | None = None) ->
         try:
             found = list(check(ctx))
         except Exception as exc:  # a check's own error is a finding; the other checks still run
-            found = [Finding(name, WARN, f"the check could not run: {type(exc).__name__}: {exc}",
-                             "report it with the output of 'sagellm-comm info'")]
+            found = [
+                Finding(
+                    name,
+                    WARN,
+                    f"the check could not run: {type(exc).__name__}: {exc}",
+                    "report it with the output of 'sagellm-comm info'",
+                )
+            ]
         out += found or [Finding(name, OK, "nothing to report")]
     return out
 

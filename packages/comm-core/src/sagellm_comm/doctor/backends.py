@@ -24,16 +24,26 @@ def check_backends(ctx: Context) -> list[Finding]:
     for r in records:
         if r.status == "failed":
             dist = r.distribution or r.name
-            out.append(Finding(CHECK_BACKENDS, WARN, f"plugin {r.name!r} ({dist}) failed to load: {r.error}",
-                               f"pip install --force-reinstall '{dist}', or skip it: "
-                               f"export SAGELLM_COMM_DISABLE_PLUGINS={r.name}"))
+            out.append(
+                Finding(
+                    CHECK_BACKENDS,
+                    WARN,
+                    f"plugin {r.name!r} ({dist}) failed to load: {r.error}",
+                    f"pip install --force-reinstall '{dist}', or skip it: export SAGELLM_COMM_DISABLE_PLUGINS={r.name}",
+                )
+            )
         elif r.status == "disabled":
             out.append(Finding(CHECK_BACKENDS, INFO, f"plugin {r.name!r} is disabled: {r.error}"))
     available = [b for b in backends if b.available]
     for b in backends:
         if not b.available:
-            out.append(Finding(CHECK_BACKENDS, INFO, f"backend {b.name} ({', '.join(b.devices)}; plugin {b.plugin}) "
-                               f"cannot run here: {b.reason}"))
+            out.append(
+                Finding(
+                    CHECK_BACKENDS,
+                    INFO,
+                    f"backend {b.name} ({', '.join(b.devices)}; plugin {b.plugin}) cannot run here: {b.reason}",
+                )
+            )
     if available:
         shown = ", ".join(f"{b.name} ({', '.join(b.devices)})" for b in available)
         out.insert(0, Finding(CHECK_BACKENDS, OK, f"available backends: {shown}"))

@@ -9,8 +9,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FAIL", "INFO", "LEVELS", "OK", "WARN", "Check", "Context", "Finding", "fmt_age", "fmt_bytes",
-           "read_text", "resolve"]
+__all__ = [
+    "FAIL",
+    "INFO",
+    "LEVELS",
+    "OK",
+    "WARN",
+    "Check",
+    "Context",
+    "Finding",
+    "fmt_age",
+    "fmt_bytes",
+    "read_text",
+    "resolve",
+]
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 LEVELS = (OK, INFO, WARN, FAIL)  # in order of severity; only FAIL makes ``doctor`` exit 1

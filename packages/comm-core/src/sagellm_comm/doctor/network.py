@@ -16,8 +16,17 @@ from dataclasses import dataclass, field
 
 from sagellm_comm.doctor.findings import FAIL, INFO, OK, WARN, Context, Finding, read_text, resolve
 
-__all__ = ["IFNAME_VARS", "Interface", "check_hostname", "check_interfaces", "check_socket_ifname",
-           "interfaces", "is_loopback", "list_interfaces", "matching"]
+__all__ = [
+    "IFNAME_VARS",
+    "Interface",
+    "check_hostname",
+    "check_interfaces",
+    "check_socket_ifname",
+    "interfaces",
+    "is_loopback",
+    "list_interfaces",
+    "matching",
+]
 
 CHECK_IFACES = "interfaces"
 CHECK_IFNAME = "socket-ifname"
@@ -87,10 +96,20 @@ def list_interfaces(ctx: Context) -> list[Interface]:
         v4 = [socket.inet_ntoa(addr_raw[20:24])] if addr_raw else []
         state = (read_text(os.path.join(ctx.sys, "class", "net", name, "operstate")) or "unknown").strip()
         # "unknown" is what loopback and many virtual interfaces report while they work
-        up = bool(flags & _IFF_UP) and bool(flags & _IFF_RUNNING or state == "up") and state not in ("down",
-                                                                                                        "lowerlayerdown")
-        found.append(Interface(name=name, up=up, loopback=bool(flags & _IFF_LOOPBACK), operstate=state,
-                               addresses=tuple(v4 + v6.get(name, []))))
+        up = (
+            bool(flags & _IFF_UP)
+            and bool(flags & _IFF_RUNNING or state == "up")
+            and state not in ("down", "lowerlayerdown")
+        )
+        found.append(
+            Interface(
+                name=name,
+                up=up,
+                loopback=bool(flags & _IFF_LOOPBACK),
+                operstate=state,
+                addresses=tuple(v4 + v6.get(name, [])),
+            )
+        )
     return found
 
 
@@ -107,8 +126,14 @@ def check_interfaces(ctx: Context) -> list[Finding]:
     listed = "; ".join(i.describe() for i in up) or "none"
     tail = f" (down: {', '.join(down)})" if down else ""
     if not any(not i.loopback for i in up):
-        return [Finding(CHECK_IFACES, INFO, f"only loopback is up with an address: {listed}{tail}; ranks on other "
-                        "hosts cannot reach this one (one host is fine)")]
+        return [
+            Finding(
+                CHECK_IFACES,
+                INFO,
+                f"only loopback is up with an address: {listed}{tail}; ranks on other "
+                "hosts cannot reach this one (one host is fine)",
+            )
+        ]
     return [Finding(CHECK_IFACES, OK, f"up: {listed}{tail}")]
 
 
@@ -146,24 +171,54 @@ def check_socket_ifname(ctx: Context) -> list[Finding]:
         if not value.strip():
             out.append(Finding(CHECK_IFNAME, WARN, f"{var} is set but empty", f"unset {var}, or {fix}"))
         elif unknown and syntax != "nccl":
-            out.append(Finding(CHECK_IFNAME, FAIL, f"{var}={value!r} names {', '.join(unknown)}, which does not "
-                               f"exist here: {reader} cannot bind and ranks hang or fail at init", fix))
+            out.append(
+                Finding(
+                    CHECK_IFNAME,
+                    FAIL,
+                    f"{var}={value!r} names {', '.join(unknown)}, which does not "
+                    f"exist here: {reader} cannot bind and ranks hang or fail at init",
+                    fix,
+                )
+            )
         elif syntax != "nccl" and len(good) < len(chosen):
             bad = ", ".join(f"{i.name} ({'down' if not i.up else 'no address'})" for i in chosen if i not in good)
             out.append(Finding(CHECK_IFNAME, FAIL, f"{var}={value!r}: {bad}; {reader} cannot use it", fix))
         elif not good:
-            out.append(Finding(CHECK_IFNAME, FAIL, f"{var}={value!r} selects no interface that is up with an "
-                               f"address here: {reader} finds no socket interface and fails or hangs at init", fix))
+            out.append(
+                Finding(
+                    CHECK_IFNAME,
+                    FAIL,
+                    f"{var}={value!r} selects no interface that is up with an "
+                    f"address here: {reader} finds no socket interface and fails or hangs at init",
+                    fix,
+                )
+            )
         elif all(i.loopback for i in good) and master and not is_loopback(master) and master != "localhost":
-            out.append(Finding(CHECK_IFNAME, WARN, f"{var}={value!r} selects loopback only, but MASTER_ADDR={master} "
-                               f"is not loopback: {reader} on other hosts cannot reach this rank", fix))
+            out.append(
+                Finding(
+                    CHECK_IFNAME,
+                    WARN,
+                    f"{var}={value!r} selects loopback only, but MASTER_ADDR={master} "
+                    f"is not loopback: {reader} on other hosts cannot reach this rank",
+                    fix,
+                )
+            )
         else:
             none = f" ({', '.join(unknown)} match nothing)" if unknown else ""
-            out.append(Finding(CHECK_IFNAME, OK, f"{var}={value!r}: {reader} uses "
-                               f"{'; '.join(i.describe() for i in good)}{none}"))
+            out.append(
+                Finding(
+                    CHECK_IFNAME, OK, f"{var}={value!r}: {reader} uses {'; '.join(i.describe() for i in good)}{none}"
+                )
+            )
     if not out:
-        out.append(Finding(CHECK_IFNAME, OK, f"none of {', '.join(IFNAME_VARS)} is set: gloo uses the address the "
-                           "host name resolves to, NCCL the first non-loopback, non-docker interface"))
+        out.append(
+            Finding(
+                CHECK_IFNAME,
+                OK,
+                f"none of {', '.join(IFNAME_VARS)} is set: gloo uses the address the "
+                "host name resolves to, NCCL the first non-loopback, non-docker interface",
+            )
+        )
     return out
 
 
@@ -174,19 +229,38 @@ def check_hostname(ctx: Context) -> list[Finding]:
     multi_host = bool(master) and master != "localhost" and not is_loopback(master)
     gloo_set = bool(ctx.env.get("GLOO_SOCKET_IFNAME"))
     if addrs is None:
-        return [Finding(CHECK_HOSTNAME, WARN if not gloo_set else INFO,
-                        f"this host's name {host!r} does not resolve ({why}): gloo without GLOO_SOCKET_IFNAME "
-                        "cannot pick an address ('Unable to resolve hostname to a (local) address')",
-                        f"add '<address> {host}' to /etc/hosts, or export GLOO_SOCKET_IFNAME=<interface>")]
+        return [
+            Finding(
+                CHECK_HOSTNAME,
+                WARN if not gloo_set else INFO,
+                f"this host's name {host!r} does not resolve ({why}): gloo without GLOO_SOCKET_IFNAME "
+                "cannot pick an address ('Unable to resolve hostname to a (local) address')",
+                f"add '<address> {host}' to /etc/hosts, or export GLOO_SOCKET_IFNAME=<interface>",
+            )
+        ]
     if all(is_loopback(a) for a in addrs):
         level = WARN if multi_host and not gloo_set else INFO
-        return [Finding(CHECK_HOSTNAME, level, f"host name {host!r} resolves to loopback only ({', '.join(addrs)}): "
-                        "fine on one host; for several hosts gloo would advertise an address the others cannot reach",
-                        "" if gloo_set else "for multi-host jobs: export GLOO_SOCKET_IFNAME=<interface> (or map the "
-                        "name to a routable address in /etc/hosts)")]
+        return [
+            Finding(
+                CHECK_HOSTNAME,
+                level,
+                f"host name {host!r} resolves to loopback only ({', '.join(addrs)}): "
+                "fine on one host; for several hosts gloo would advertise an address the others cannot reach",
+                ""
+                if gloo_set
+                else "for multi-host jobs: export GLOO_SOCKET_IFNAME=<interface> (or map the "
+                "name to a routable address in /etc/hosts)",
+            )
+        ]
     local = {a for i in interfaces(ctx) for a in i.addresses}
     if local and not any(a in local or is_loopback(a) for a in addrs):
-        return [Finding(CHECK_HOSTNAME, WARN, f"host name {host!r} resolves to {', '.join(addrs)}, none of which is "
-                        "an address of this host: gloo binds there and fails ('Cannot assign requested address')",
-                        f"fix /etc/hosts (or DNS) for {host}, or export GLOO_SOCKET_IFNAME=<interface>")]
+        return [
+            Finding(
+                CHECK_HOSTNAME,
+                WARN,
+                f"host name {host!r} resolves to {', '.join(addrs)}, none of which is "
+                "an address of this host: gloo binds there and fails ('Cannot assign requested address')",
+                f"fix /etc/hosts (or DNS) for {host}, or export GLOO_SOCKET_IFNAME=<interface>",
+            )
+        ]
     return [Finding(CHECK_HOSTNAME, OK, f"host name {host!r} resolves to {', '.join(addrs)}")]

@@ -18,14 +18,23 @@ from sagellm_comm.doctor.network import is_loopback
 from sagellm_comm.listen import BIND_ADDR_ENV, bind_rule
 from sagellm_comm.rendezvous import DEFAULT_MASTER_ADDR, DEFAULT_MASTER_PORT
 
-__all__ = ["PortHolder", "bind_target", "check_master_addr", "check_master_port", "ephemeral_range",
-           "port_holders"]
+__all__ = ["PortHolder", "bind_target", "check_master_addr", "check_master_port", "ephemeral_range", "port_holders"]
 
 CHECK_ADDR = "master-addr"
 CHECK_PORT = "master-port"
-_TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
-               "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
-               "0B": "CLOSING"}
+_TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
 FREE_PORT_CMD = "python -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])'"
 
 
@@ -53,7 +62,7 @@ class PortHolder:
 
 def _addr(hex_ip: str) -> str:
     raw = bytes.fromhex(hex_ip)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host-endian
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host-endian
     return str(ipaddress.ip_address(words))
 
 
@@ -140,20 +149,37 @@ def _bindable(ip: str) -> bool:
 def check_master_addr(ctx: Context) -> list[Finding]:
     addr = ctx.env.get("MASTER_ADDR", "").strip()
     if not addr:
-        return [Finding(CHECK_ADDR, OK, f"MASTER_ADDR unset: ranks meet at {DEFAULT_MASTER_ADDR}, so all of them run "
-                        "on this host (set it to rank 0's address for several hosts)")]
+        return [
+            Finding(
+                CHECK_ADDR,
+                OK,
+                f"MASTER_ADDR unset: ranks meet at {DEFAULT_MASTER_ADDR}, so all of them run "
+                "on this host (set it to rank 0's address for several hosts)",
+            )
+        ]
     if addr == "localhost" or is_loopback(addr):
         return [Finding(CHECK_ADDR, OK, f"MASTER_ADDR={addr} is loopback: every rank must run on this host")]
     addrs, why = _resolve(ctx, addr)
     if addrs is None:
-        return [Finding(CHECK_ADDR, FAIL, f"MASTER_ADDR={addr!r} does not resolve here ({why}): every rank fails or "
-                        "hangs at init", "export MASTER_ADDR=<rank 0's IP address, or a name every host resolves> "
-                        f"(check: getent hosts {addr})")]
+        return [
+            Finding(
+                CHECK_ADDR,
+                FAIL,
+                f"MASTER_ADDR={addr!r} does not resolve here ({why}): every rank fails or hangs at init",
+                f"export MASTER_ADDR=<rank 0's IP address, or a name every host resolves> (check: getent hosts {addr})",
+            )
+        ]
     shown = f"MASTER_ADDR={addr} resolves to {', '.join(addrs)}"
     if addr not in addrs and all(is_loopback(a) for a in addrs):
-        return [Finding(CHECK_ADDR, INFO, f"{shown}, loopback here: fine if every rank runs on this host; other "
-                        "hosts must resolve it to a routable address of this host (Debian maps its host name to "
-                        "127.0.1.1)")]
+        return [
+            Finding(
+                CHECK_ADDR,
+                INFO,
+                f"{shown}, loopback here: fine if every rank runs on this host; other "
+                "hosts must resolve it to a routable address of this host (Debian maps its host name to "
+                "127.0.1.1)",
+            )
+        ]
     if any(_bindable(a) for a in addrs):
         return [Finding(CHECK_ADDR, OK, f"{shown}: this host (rank 0 runs here)")]
     return [Finding(CHECK_ADDR, OK, f"{shown}: another host (rank 0's; check its port there)")]
@@ -179,8 +205,14 @@ def check_master_port(ctx: Context) -> list[Finding]:
     raw = ctx.env.get("MASTER_PORT", "").strip()
     explicit = bool(raw)
     if explicit and not (raw.isdigit() and 0 < int(raw) < 65536):
-        return [Finding(CHECK_PORT, FAIL, f"MASTER_PORT={raw!r} is not a port (1..65535): init fails",
-                        "export MASTER_PORT=29500 (any free port >= 1024, the same on every rank)")]
+        return [
+            Finding(
+                CHECK_PORT,
+                FAIL,
+                f"MASTER_PORT={raw!r} is not a port (1..65535): init fails",
+                "export MASTER_PORT=29500 (any free port >= 1024, the same on every rank)",
+            )
+        ]
     port = int(raw) if explicit else DEFAULT_MASTER_PORT
     label = f"MASTER_PORT={port}" if explicit else f"MASTER_PORT unset (default {port})"
     out: list[Finding] = []
@@ -191,14 +223,21 @@ def check_master_port(ctx: Context) -> list[Finding]:
     if eph is not None:
         lo, hi, reserved = eph
         if lo <= port <= hi and port not in reserved:
-            out.append(Finding(CHECK_PORT, WARN, f"{label} lies in the ephemeral port range {lo}-{hi}: any outgoing "
-                               "connection on this host may be given it, and then rank 0 cannot listen there",
-                               f"pick a port below {lo} on every rank (29500 is torch's default), or reserve it: "
-                               f"sudo sysctl -w net.ipv4.ip_local_reserved_ports={port}"))
+            out.append(
+                Finding(
+                    CHECK_PORT,
+                    WARN,
+                    f"{label} lies in the ephemeral port range {lo}-{hi}: any outgoing "
+                    "connection on this host may be given it, and then rank 0 cannot listen there",
+                    f"pick a port below {lo} on every rank (29500 is torch's default), or reserve it: "
+                    f"sudo sysctl -w net.ipv4.ip_local_reserved_ports={port}",
+                )
+            )
     target, how = bind_target(ctx)
     if target is None:
-        out.append(Finding(CHECK_PORT, INFO, f"{label}: not tested here ({how}); run sagellm-comm doctor on rank 0's "
-                           "host"))
+        out.append(
+            Finding(CHECK_PORT, INFO, f"{label}: not tested here ({how}); run sagellm-comm doctor on rank 0's host")
+        )
         return out
     where = f"{target or 'every interface'} ({how})"
     family = socket.AF_INET6 if ":" in target else socket.AF_INET
@@ -210,23 +249,38 @@ def check_master_port(ctx: Context) -> list[Finding]:
         if exc.errno == errno.EADDRINUSE:
             holders = port_holders(port, ctx.proc)
             traced = [h for h in holders if h.pid is not None]
-            who = ("; ".join(h.describe() for h in holders[:3]) if holders
-                   else "another process (not visible in this network namespace's /proc/net/tcp)")
+            who = (
+                "; ".join(h.describe() for h in holders[:3])
+                if holders
+                else "another process (not visible in this network namespace's /proc/net/tcp)"
+            )
             fix = other_port
             if traced:
                 fix += f"; or, if it is a leftover job, stop it: kill {traced[0].pid}"
             fix += f"; see who holds it: ss -ltnp 'sport = :{port}'"
-            out.append(Finding(CHECK_PORT, FAIL if explicit else WARN,
-                               f"{label}: port taken on {where} by {who}. Rank 0 cannot host the rendezvous store "
-                               "('address already in use'); other ranks may reach the stranger and hang until the "
-                               "timeout", fix))
+            out.append(
+                Finding(
+                    CHECK_PORT,
+                    FAIL if explicit else WARN,
+                    f"{label}: port taken on {where} by {who}. Rank 0 cannot host the rendezvous store "
+                    "('address already in use'); other ranks may reach the stranger and hang until the "
+                    "timeout",
+                    fix,
+                )
+            )
         elif exc.errno == errno.EADDRNOTAVAIL:
-            out.append(Finding(CHECK_PORT, FAIL, f"{target} is not an address of this host ({how}): rank 0 cannot "
-                               "listen there", f"unset {BIND_ADDR_ENV}, or set it (or MASTER_ADDR) to an address of "
-                               "this host"))
+            out.append(
+                Finding(
+                    CHECK_PORT,
+                    FAIL,
+                    f"{target} is not an address of this host ({how}): rank 0 cannot listen there",
+                    f"unset {BIND_ADDR_ENV}, or set it (or MASTER_ADDR) to an address of this host",
+                )
+            )
         elif exc.errno == errno.EACCES:
-            out.append(Finding(CHECK_PORT, WARN, f"{label}: not allowed to listen on {where} ({exc.strerror})",
-                               other_port))
+            out.append(
+                Finding(CHECK_PORT, WARN, f"{label}: not allowed to listen on {where} ({exc.strerror})", other_port)
+            )
         else:
             out.append(Finding(CHECK_PORT, WARN, f"{label}: cannot test {where}: {exc}", ""))
         return out

@@ -17,8 +17,17 @@ import time
 
 from sagellm_comm.doctor.findings import FAIL, INFO, OK, WARN, Context, Finding, fmt_age, fmt_bytes, read_text
 
-__all__ = ["DEFAULT_SHM_DIR", "RECOMMENDED_SHM_BYTES", "REGION_PREFIX", "check_shm", "check_shm_leftovers",
-           "find_mount", "group_bytes", "parse_size", "shm_dir"]
+__all__ = [
+    "DEFAULT_SHM_DIR",
+    "RECOMMENDED_SHM_BYTES",
+    "REGION_PREFIX",
+    "check_shm",
+    "check_shm_leftovers",
+    "find_mount",
+    "group_bytes",
+    "parse_size",
+    "shm_dir",
+]
 
 SHM_DIR_ENV = "SAGELLM_COMM_SHM_DIR"
 SLOT_ENV = "SAGELLM_COMM_SHM_SLOT_BYTES"
@@ -29,12 +38,25 @@ RECOMMENDED_SHM_BYTES = 1 << 30
 DEFAULT_SLOT_BYTES = 512 << 10
 CROWDED_SLOT_BYTES = 2 << 20
 DEFAULT_CHUNK_BYTES = 256 << 10
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
-          "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1 << 10,
+    "KB": 1 << 10,
+    "KIB": 1 << 10,
+    "M": 1 << 20,
+    "MB": 1 << 20,
+    "MIB": 1 << 20,
+    "G": 1 << 30,
+    "GB": 1 << 30,
+    "GIB": 1 << 30,
+}
 CHECK_SHM = "shm"
 CHECK_LEFTOVERS = "shm-leftovers"
-DOCKER_FIX = ("docker run --shm-size=1g (or --ipc=host); Kubernetes: mount an emptyDir with medium: Memory at "
-              "/dev/shm; bare host: sudo mount -o remount,size=1g /dev/shm")
+DOCKER_FIX = (
+    "docker run --shm-size=1g (or --ipc=host); Kubernetes: mount an emptyDir with medium: Memory at "
+    "/dev/shm; bare host: sudo mount -o remount,size=1g /dev/shm"
+)
 
 
 def shm_dir(ctx: Context) -> str:
@@ -45,7 +67,7 @@ def parse_size(text: str) -> int:
     """``"512K"``, ``"2M"``, ``"1048576"`` -> bytes (the units the shm backend accepts); ValueError otherwise."""
     t = text.strip().upper()
     digits = t.rstrip("KMGIB")
-    unit = t[len(digits):].strip()
+    unit = t[len(digits) :].strip()
     if unit not in _UNITS:
         raise ValueError(text)
     n = int(float(digits) * _UNITS[unit])
@@ -106,8 +128,14 @@ def _sizes(ctx: Context) -> tuple[int, int, int, str, list[Finding]]:
             try:
                 sizes[env] = parse_size(raw)
             except ValueError:
-                bad.append(Finding(CHECK_SHM, FAIL, f"{env}={raw!r} is not a size; the shm backend refuses to start",
-                                   f"export {env}=<bytes, or with a unit: 512K, 2M> (or unset it)"))
+                bad.append(
+                    Finding(
+                        CHECK_SHM,
+                        FAIL,
+                        f"{env}={raw!r} is not a size; the shm backend refuses to start",
+                        f"export {env}=<bytes, or with a unit: 512K, 2M> (or unset it)",
+                    )
+                )
     slot = sizes[SLOT_ENV] or (CROWDED_SLOT_BYTES if ranks > _cores() else DEFAULT_SLOT_BYTES)
     return ranks, slot, sizes[CHUNK_ENV], source, bad
 
@@ -123,51 +151,91 @@ def check_shm(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     st = os.stat(d)
     if not os.access(d, os.W_OK | os.X_OK):
-        out.append(Finding(CHECK_SHM, FAIL, f"{where} is not writable by uid {os.getuid()} (mode "
-                           f"{stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid})",
-                           f"sudo chmod 1777 {d}" if d == DEFAULT_SHM_DIR else f"chmod u+rwx {d}, or unset "
-                           f"{SHM_DIR_ENV}"))
+        out.append(
+            Finding(
+                CHECK_SHM,
+                FAIL,
+                f"{where} is not writable by uid {os.getuid()} (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid})",
+                f"sudo chmod 1777 {d}" if d == DEFAULT_SHM_DIR else f"chmod u+rwx {d}, or unset {SHM_DIR_ENV}",
+            )
+        )
     else:
         try:
             fd, probe = tempfile.mkstemp(prefix=".sagellm-doctor-", dir=d)
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
-            out.append(Finding(CHECK_SHM, FAIL, f"cannot create a file in {where}: {exc.strerror or exc}",
-                               "remount it read-write and with free space (" + DOCKER_FIX + ")"))
+            out.append(
+                Finding(
+                    CHECK_SHM,
+                    FAIL,
+                    f"cannot create a file in {where}: {exc.strerror or exc}",
+                    "remount it read-write and with free space (" + DOCKER_FIX + ")",
+                )
+            )
     if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
-        out.append(Finding(CHECK_SHM, WARN, f"{where} is world-writable without the sticky bit: any user can "
-                           "delete or replace another user's regions", f"sudo chmod 1777 {d}"))
+        out.append(
+            Finding(
+                CHECK_SHM,
+                WARN,
+                f"{where} is world-writable without the sticky bit: any user can "
+                "delete or replace another user's regions",
+                f"sudo chmod 1777 {d}",
+            )
+        )
 
     mount = find_mount(d, ctx.proc)
     if mount is None:
-        out.append(Finding(CHECK_SHM, INFO, f"cannot tell which file system holds {d} "
-                           f"({ctx.proc}/self/mountinfo unreadable)"))
+        out.append(
+            Finding(CHECK_SHM, INFO, f"cannot tell which file system holds {d} ({ctx.proc}/self/mountinfo unreadable)")
+        )
     else:
         point, fstype, opts = mount
         if fstype == "tmpfs" or "dax" in opts.split(","):
             out.append(Finding(CHECK_SHM, OK, f"{d} is on {fstype} mounted at {point} ({opts})"))
         else:
-            out.append(Finding(CHECK_SHM, WARN, f"{d} is on {fstype} ({point}), not in memory: regions are "
-                               "written back to disk and collectives through them are slow",
-                               f"point {SHM_DIR_ENV} at a tmpfs such as /dev/shm, or mount one: "
-                               f"sudo mount -t tmpfs -o size=1g tmpfs {d}"))
+            out.append(
+                Finding(
+                    CHECK_SHM,
+                    WARN,
+                    f"{d} is on {fstype} ({point}), not in memory: regions are "
+                    "written back to disk and collectives through them are slow",
+                    f"point {SHM_DIR_ENV} at a tmpfs such as /dev/shm, or mount one: "
+                    f"sudo mount -t tmpfs -o size=1g tmpfs {d}",
+                )
+            )
 
     ranks, slot, chunk, source, bad = _sizes(ctx)
     out += bad
     vfs = os.statvfs(d)
     total, free = vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
     need = group_bytes(ranks, slot, chunk)
-    sized = (f"one {ranks}-rank shm group ({source}) needs about {fmt_bytes(need)} (slots {fmt_bytes(slot)}, "
-             f"mailboxes {fmt_bytes(chunk)}), and every group of a job (world, TP, PP) has its own")
+    sized = (
+        f"one {ranks}-rank shm group ({source}) needs about {fmt_bytes(need)} (slots {fmt_bytes(slot)}, "
+        f"mailboxes {fmt_bytes(chunk)}), and every group of a job (world, TP, PP) has its own"
+    )
     if free < need:
-        out.append(Finding(CHECK_SHM, FAIL, f"{fmt_bytes(free)} free of {fmt_bytes(total)} in {d}; {sized}",
-                           f"{DOCKER_FIX}; or remove leftovers (see shm-leftovers), or lower {SLOT_ENV}"))
+        out.append(
+            Finding(
+                CHECK_SHM,
+                FAIL,
+                f"{fmt_bytes(free)} free of {fmt_bytes(total)} in {d}; {sized}",
+                f"{DOCKER_FIX}; or remove leftovers (see shm-leftovers), or lower {SLOT_ENV}",
+            )
+        )
     elif total < RECOMMENDED_SHM_BYTES:
         docker = " (Docker's default is 64 MiB)" if total <= 64 << 20 else ""
-        out.append(Finding(CHECK_SHM, WARN, f"{d} holds only {fmt_bytes(total)}{docker}, {fmt_bytes(free)} free; "
-                           f"{sized}; NCCL's shm transport shares it. A full /dev/shm gives 'no available shared "
-                           "memory broadcast block' or a bus error (SIGBUS)", DOCKER_FIX))
+        out.append(
+            Finding(
+                CHECK_SHM,
+                WARN,
+                f"{d} holds only {fmt_bytes(total)}{docker}, {fmt_bytes(free)} free; "
+                f"{sized}; NCCL's shm transport shares it. A full /dev/shm gives 'no available shared "
+                "memory broadcast block' or a bus error (SIGBUS)",
+                DOCKER_FIX,
+            )
+        )
     else:
         out.append(Finding(CHECK_SHM, OK, f"{fmt_bytes(free)} free of {fmt_bytes(total)} in {d}; {sized}"))
     return out
@@ -202,20 +270,41 @@ def check_shm_leftovers(ctx: Context) -> list[Finding]:
         shown = ", ".join(n for n, _ in stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
         oldest = max(a for _, a in stale)
         minutes = max(1, int(ctx.stale_after_s // 60))
-        fix = (f"if no job on this host is starting right now: find {d} -maxdepth 1 -name '{REGION_PREFIX}*' "
-               f"-user \"$(id -un)\" -mmin +{minutes} -delete")
+        fix = (
+            f"if no job on this host is starting right now: find {d} -maxdepth 1 -name '{REGION_PREFIX}*' "
+            f'-user "$(id -un)" -mmin +{minutes} -delete'
+        )
         if foreign:
             fix += f"; files of other users (uid {', '.join(map(str, sorted(foreign)))}) need them or sudo"
-        out.append(Finding(CHECK_LEFTOVERS, WARN, f"{len(stale)} leftover region file(s) in {d} holding "
-                           f"{fmt_bytes(held)}, oldest {fmt_age(oldest)}: {shown}. Regions are unlinked as soon "
-                           "as every rank mapped them, so these are from jobs that died during group setup", fix))
+        out.append(
+            Finding(
+                CHECK_LEFTOVERS,
+                WARN,
+                f"{len(stale)} leftover region file(s) in {d} holding "
+                f"{fmt_bytes(held)}, oldest {fmt_age(oldest)}: {shown}. Regions are unlinked as soon "
+                "as every rank mapped them, so these are from jobs that died during group setup",
+                fix,
+            )
+        )
     if fresh:
-        out.append(Finding(CHECK_LEFTOVERS, INFO, f"{len(fresh)} region file(s) younger than "
-                           f"{fmt_age(ctx.stale_after_s)} in {d}: a job is setting up a group now"))
+        out.append(
+            Finding(
+                CHECK_LEFTOVERS,
+                INFO,
+                f"{len(fresh)} region file(s) younger than "
+                f"{fmt_age(ctx.stale_after_s)} in {d}: a job is setting up a group now",
+            )
+        )
     if loose:
         shown = ", ".join(f"{n} ({m:04o})" for n, m in loose[:3])
-        out.append(Finding(CHECK_LEFTOVERS, WARN, f"{len(loose)} region file(s) other users can open: {shown}; "
-                           "sagellm-comm creates them 0600", f"chmod 600 {d}/{REGION_PREFIX}* (or delete them)"))
+        out.append(
+            Finding(
+                CHECK_LEFTOVERS,
+                WARN,
+                f"{len(loose)} region file(s) other users can open: {shown}; sagellm-comm creates them 0600",
+                f"chmod 600 {d}/{REGION_PREFIX}* (or delete them)",
+            )
+        )
     if not names:
         out.append(Finding(CHECK_LEFTOVERS, OK, f"no {REGION_PREFIX}* files in {d}"))
     return out

@@ -111,18 +111,22 @@ class HeaderedP2P:
         dist.recv(frame, src=peer, group=pg, tag=tag)
         magic, code, numel = _HEAD.unpack_from(raw)
         if magic != MAGIC:
-            raise RankMismatchError(f"recv from {who} (tag {tag}): the message has no sagellm-comm header; the peer "
-                                    "sent with another backend or bypassed it")
+            raise RankMismatchError(
+                f"recv from {who} (tag {tag}): the message has no sagellm-comm header; the peer "
+                "sent with another backend or bypassed it"
+            )
         if not 0 <= code < len(_DTYPES) or not 0 <= numel * _SIZES[code] <= _MAX_BYTES:
-            raise RankMismatchError(f"recv from {who} (tag {tag}): corrupt sagellm-comm header (dtype code {code}, "
-                                    f"{numel} elements); the message was dropped")
+            raise RankMismatchError(
+                f"recv from {who} (tag {tag}): corrupt sagellm-comm header (dtype code {code}, "
+                f"{numel} elements); the message was dropped"
+            )
         nbytes = numel * _SIZES[code]
         k = min(FRAME, nbytes)
         if code == _CODES.get(tensor.dtype, -1) and numel == tensor.numel():
             buf = tensor if tensor.is_contiguous() else torch.empty_like(tensor, memory_format=torch.contiguous_format)
             data = _as_bytes(buf)
             if k:
-                data[:k].copy_(frame[HEADER:HEADER + k])
+                data[:k].copy_(frame[HEADER : HEADER + k])
             if nbytes > k:
                 dist.recv(data[k:], src=peer, group=pg, tag=tag)
             if buf is not tensor:
@@ -135,12 +139,14 @@ class HeaderedP2P:
                 raise RankMismatchError(
                     f"recv from {who} (tag {tag}): it sent {_name(code)} x{numel} ({nbytes} bytes), more than this "
                     f"host can buffer to drain, into {str(tensor.dtype).removeprefix('torch.')} x{tensor.numel()}; "
-                    "the sender stays blocked. Post a receive buffer of the sender's dtype and size.") from exc
+                    "the sender stays blocked. Post a receive buffer of the sender's dtype and size."
+                ) from exc
             dist.recv(scratch, src=peer, group=pg, tag=tag)
         raise RankMismatchError(
             f"recv from {who} (tag {tag}): it sent {_name(code)} x{numel}, this rank receives into "
             f"{str(tensor.dtype).removeprefix('torch.')} x{tensor.numel()}; the message was dropped. Post a receive "
-            "buffer of the sender's dtype and size.")
+            "buffer of the sender's dtype and size."
+        )
 
     def close(self) -> None:
         with self._lock:

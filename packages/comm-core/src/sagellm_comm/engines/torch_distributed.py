@@ -141,15 +141,21 @@ class TorchDistributedBackend(CommBackend):
             if dist.get_rank() != rdzv.rank or dist.get_world_size() != rdzv.world_size:
                 raise GroupInvalidError(
                     f"torch.distributed is already initialized as rank {dist.get_rank()} of "
-                    f"{dist.get_world_size()}, not rank {rdzv.rank} of {rdzv.world_size}; destroy it first")
+                    f"{dist.get_world_size()}, not rank {rdzv.rank} of {rdzv.world_size}; destroy it first"
+                )
             if self.torch_backend not in str(dist.get_backend()):
                 raise GroupInvalidError(
                     f"torch.distributed is already initialized with backend {dist.get_backend()!r}, not "
-                    f"{self.torch_backend!r}; destroy it first or use the matching sagellm-comm backend")
+                    f"{self.torch_backend!r}; destroy it first or use the matching sagellm-comm backend"
+                )
             self._owns_default_group = False
             return dist.group.WORLD
-        kwargs: dict[str, Any] = {"backend": self.torch_backend, "rank": rdzv.rank,
-                                  "world_size": rdzv.world_size, "timeout": timeout}
+        kwargs: dict[str, Any] = {
+            "backend": self.torch_backend,
+            "rank": rdzv.rank,
+            "world_size": rdzv.world_size,
+            "timeout": timeout,
+        }
         device_id = self._device_id(rdzv, options)
         if device_id is not None:
             kwargs["device_id"] = device_id
@@ -179,7 +185,8 @@ class TorchDistributedBackend(CommBackend):
             raise InvalidArgumentError(
                 f"{self.name}: rank {rdzv.rank} (local rank {rdzv.local_rank}) needs {self.device_type}:{index}, but "
                 f"this host shows {count} {self.device_type} device(s); run at most {count} ranks per host, or pass "
-                "device=<index> to init_process_group (one device per rank)")
+                "device=<index> to init_process_group (one device per rank)"
+            )
         module.set_device(index)
         self._device = torch.device(self.device_type, index)
         return self._device
@@ -198,8 +205,7 @@ class TorchDistributedBackend(CommBackend):
         self._owns_default_group = False
 
     def _new_group(self, ranks: tuple[int, ...], group_id: str, timeout_s: float) -> Any:
-        pg = dist.new_group(list(ranks), timeout=datetime.timedelta(seconds=timeout_s),
-                            backend=self.torch_backend)
+        pg = dist.new_group(list(ranks), timeout=datetime.timedelta(seconds=timeout_s), backend=self.torch_backend)
         return pg if self._global_rank in ranks else None
 
     # -- helpers -----------------------------------------------------------------------------------------------
@@ -272,8 +278,13 @@ class TorchDistributedBackend(CommBackend):
     def _gather(self, tensor, gather_list, dst, group, async_op):
         buf, _ = self._contig(tensor)
         outs = [self._contig(o) for o in gather_list] if gather_list is not None else None
-        work = dist.gather(buf.view(-1), [o.view(-1) for o, _ in outs] if outs else None, dst=group.global_ranks[dst],
-                           group=_pg(group), async_op=async_op)
+        work = dist.gather(
+            buf.view(-1),
+            [o.view(-1) for o, _ in outs] if outs else None,
+            dst=group.global_ranks[dst],
+            group=_pg(group),
+            async_op=async_op,
+        )
         backs = [b for _, b in outs or () if b is not None]
         return self._done("gather", work, async_op, (lambda: [b() for b in backs]) if backs else None)
 
@@ -292,8 +303,9 @@ class TorchDistributedBackend(CommBackend):
 
     def _all_to_all(self, output, input, group, async_op):
         outs = [self._contig(o) for o in output]
-        work = dist.all_to_all([o.view(-1) for o, _ in outs], [t.contiguous().view(-1) for t in input],
-                               group=_pg(group), async_op=async_op)
+        work = dist.all_to_all(
+            [o.view(-1) for o, _ in outs], [t.contiguous().view(-1) for t in input], group=_pg(group), async_op=async_op
+        )
         backs = [b for _, b in outs if b is not None]
         return self._done("all_to_all", work, async_op, (lambda: [b() for b in backs]) if backs else None)
 
@@ -333,8 +345,9 @@ class TorchDistributedBackend(CommBackend):
 
     def _irecv(self, tensor, src, group, tag):
         if self._headered is not None:
-            return FutureWork("recv", self._headered.irecv(tensor, group.global_ranks[src], _pg(group), tag,
-                                                           f"rank {src}"))
+            return FutureWork(
+                "recv", self._headered.irecv(tensor, group.global_ranks[src], _pg(group), tag, f"rank {src}")
+            )
         buf, back = self._contig(tensor)
         work = dist.irecv(buf, src=group.global_ranks[src], group=_pg(group), tag=tag)
         return TorchWork("recv", work, back)
@@ -345,11 +358,16 @@ class TorchDistributedBackend(CommBackend):
         ops, backs = [], []
         for kind, t, peer, g, tag in items:
             buf, back = (t.contiguous(), None) if kind == "isend" else self._contig(t)
-            ops.append(dist.P2POp(dist.isend if kind == "isend" else dist.irecv, buf, g.global_ranks[peer],
-                                  group=_pg(g), tag=tag))
+            ops.append(
+                dist.P2POp(
+                    dist.isend if kind == "isend" else dist.irecv, buf, g.global_ranks[peer], group=_pg(g), tag=tag
+                )
+            )
             backs.append(back)
         works = dist.batch_isend_irecv(ops)
         # a fused batch may come back as one handle for all of it: every item's Work then waits on that one
         handles = works if len(works) == len(items) else [works[-1]] * len(items)
-        return [TorchWork("send" if kind == "isend" else "recv", h, back)
-                for (kind, *_), h, back in zip(items, handles, backs, strict=True)]
+        return [
+            TorchWork("send" if kind == "isend" else "recv", h, back)
+            for (kind, *_), h, back in zip(items, handles, backs, strict=True)
+        ]

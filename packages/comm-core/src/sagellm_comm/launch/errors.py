@@ -24,8 +24,9 @@ def _rebuild_failed(message: str, rank: int, tb: str) -> RankFailedError:
 class RankDeadlineError(CommTimeoutError):
     """Ranks did not finish in time. ``stuck_ranks`` lists them; ``stacks`` maps rank -> where it was."""
 
-    def __init__(self, message: str, *, stuck_ranks: tuple[int, ...] = (), stacks: dict[int, str] | None = None,
-                 **kw) -> None:
+    def __init__(
+        self, message: str, *, stuck_ranks: tuple[int, ...] = (), stacks: dict[int, str] | None = None, **kw
+    ) -> None:
         self.stuck_ranks = stuck_ranks
         self.stacks = stacks or {}
         super().__init__(message, retryable=False, **kw)

@@ -29,8 +29,14 @@ class RankPool:
     """``world_size`` spawned rank processes with the torchrun environment set; ``run`` executes a function on
     all of them. ``fn`` must be importable by name (a module-level function)."""
 
-    def __init__(self, world_size: int, *, env: Mapping[str, str] | None = None, start_timeout: float = 120.0,
-                 master_addr: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        world_size: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        start_timeout: float = 120.0,
+        master_addr: str = "127.0.0.1",
+    ) -> None:
         if isinstance(world_size, bool) or not isinstance(world_size, int) or not 1 <= world_size <= MAX_LOCAL_RANKS:
             raise InvalidArgumentError(f"world_size must be an int in 1..{MAX_LOCAL_RANKS}, got {world_size!r}")
         self.world_size = world_size
@@ -42,15 +48,24 @@ class RankPool:
         self.broken = False
         # one job token per pool (sagellm_comm.job): a stray process on the same port cannot join these ranks
         token = (env or {}).get(JOB_TOKEN_ENV) or os.environ.get(JOB_TOKEN_ENV) or new_token()
-        base = {JOB_TOKEN_ENV: token, "WORLD_SIZE": str(world_size), "LOCAL_WORLD_SIZE": str(world_size),
-                "MASTER_ADDR": master_addr, "MASTER_PORT": str(self.port),
-                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-                **(env or {})}
+        base = {
+            JOB_TOKEN_ENV: token,
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": master_addr,
+            "MASTER_PORT": str(self.port),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            **(env or {}),
+        }
         for rank in range(world_size):
             parent, child = ctx.Pipe()
             rank_env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
-            proc = ctx.Process(target=worker_loop, args=(rank, rank_env, child, self._stack_path(rank)),
-                               name=f"sagellm-comm-rank{rank}", daemon=True)
+            proc = ctx.Process(
+                target=worker_loop,
+                args=(rank, rank_env, child, self._stack_path(rank)),
+                name=f"sagellm-comm-rank{rank}",
+                daemon=True,
+            )
             proc.start()
             child.close()
             self._procs.append(proc)
@@ -66,16 +81,21 @@ class RankPool:
         try:
             pickle.dumps(task)
         except Exception as exc:
-            raise InvalidArgumentError(f"cannot send {getattr(fn, '__qualname__', fn)!r} to the ranks: {exc} "
-                                       "(use a module-level function and picklable arguments)") from exc
+            raise InvalidArgumentError(
+                f"cannot send {getattr(fn, '__qualname__', fn)!r} to the ranks: {exc} "
+                "(use a module-level function and picklable arguments)"
+            ) from exc
         for rank, conn in enumerate(self._conns):
             try:
                 conn.send(task)
             except OSError as exc:  # BrokenPipeError: that rank is gone
                 self._teardown()
                 code = self._procs[rank].exitcode
-                raise RankFailedError(f"rank {rank} is gone (exit code {code}); this RankPool cannot run "
-                                      "anything any more, create a new one", rank=rank) from exc
+                raise RankFailedError(
+                    f"rank {rank} is gone (exit code {code}); this RankPool cannot run "
+                    "anything any more, create a new one",
+                    rank=rank,
+                ) from exc
         return self._collect(getattr(fn, "__qualname__", repr(fn)), timeout)
 
     def close(self) -> None:
@@ -156,8 +176,11 @@ class RankPool:
                 original = pickle.loads(blob)
             except Exception:
                 original = None
-        err = RankFailedError(f"rank {rank} failed in {what}: {summary}{stuck}\n--- rank {rank} traceback ---\n{tb}",
-                              rank=rank, remote_traceback=tb)
+        err = RankFailedError(
+            f"rank {rank} failed in {what}: {summary}{stuck}\n--- rank {rank} traceback ---\n{tb}",
+            rank=rank,
+            remote_traceback=tb,
+        )
         raise err from original
 
     def _deadline(self, what: str, timeout: float, pending: set[int]) -> None:
@@ -178,9 +201,12 @@ class RankPool:
         self._teardown()
         shown = "\n".join(f"--- rank {r} was here ---\n{stacks[r]}" for r in stuck)
         others = " (the others did)" if len(stuck) < self.world_size else ""
-        raise RankDeadlineError(f"rank(s) {list(stuck)} did not finish {what} within {timeout:.1f}s{others}; "
-                                f"all ranks were stopped.\n{shown}",
-                                stuck_ranks=stuck, stacks=stacks)
+        raise RankDeadlineError(
+            f"rank(s) {list(stuck)} did not finish {what} within {timeout:.1f}s{others}; "
+            f"all ranks were stopped.\n{shown}",
+            stuck_ranks=stuck,
+            stacks=stacks,
+        )
 
     def _teardown(self) -> None:
         self.broken = True
@@ -197,8 +223,14 @@ class RankPool:
             proc.join(2.0)
 
 
-def launch(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 300.0,
-           env: Mapping[str, str] | None = None, **kwargs: Any) -> list[Any]:
+def launch(
+    fn: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    timeout: float = 300.0,
+    env: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> list[Any]:
     """Run ``fn`` once on ``world_size`` fresh local ranks; results in rank order."""
     with RankPool(world_size, env=env) as pool:
         return pool.run(fn, *args, timeout=timeout, **kwargs)

@@ -70,15 +70,17 @@ def sagellm_comm_topology_render(topology: Topology, path: str) -> str | None:
 
 
 @hookspec(firstresult=True)
-def sagellm_comm_topology_profile(topology: Topology, backend: str | None, world_size: int,
-                                  budget_s: float) -> dict[str, Any] | None:
+def sagellm_comm_topology_profile(
+    topology: Topology, backend: str | None, world_size: int, budget_s: float
+) -> dict[str, Any] | None:
     """Measure link latency and bandwidth on ``world_size`` local ranks through ``backend`` (None: auto), add the
     results to ``topology`` and return the profile; for ``sagellm-comm topology --profile``."""
 
 
 @hookspec(firstresult=True)
-def sagellm_comm_link_parameters(backend: CommBackend, transports: tuple[str, str],
-                                 measure: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+def sagellm_comm_link_parameters(
+    backend: CommBackend, transports: tuple[str, str], measure: Callable[[], dict[str, Any]]
+) -> dict[str, Any] | None:
     """Collective over ``backend``'s world (the hier composite calls it on every rank at init, ``backend`` being its
     inter-node transport): the link parameters of this job, whose ranks talk through ``transports`` (intra, inter
     backend names), as ``{"intra": [alpha_s, beta_s_per_byte], "inter": [...], "gamma": s_per_byte, "source": str,

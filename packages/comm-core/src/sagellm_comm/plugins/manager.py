@@ -144,13 +144,18 @@ class SagellmPluginManager:
     @staticmethod
     def _record(ep: EntryPoint) -> PluginRecord:
         dist = getattr(ep, "dist", None)
-        return PluginRecord(name=ep.name, distribution=getattr(dist, "name", "") or "",
-                            version=getattr(dist, "version", "") or "")
+        return PluginRecord(
+            name=ep.name, distribution=getattr(dist, "name", "") or "", version=getattr(dist, "version", "") or ""
+        )
 
     @staticmethod
     def _fail(rec: PluginRecord, exc: BaseException, stage: str) -> None:
         rec.status = "failed"
         rec.error = f"{stage} failed: {type(exc).__name__}: {exc}"
         rec.traceback = traceback.format_exc()
-        warnings.warn(f"sagellm-comm plugin {rec.name!r} ({rec.distribution or 'unknown distribution'}) failed to "
-                      f"load and is skipped: {rec.error}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"sagellm-comm plugin {rec.name!r} ({rec.distribution or 'unknown distribution'}) failed to "
+            f"load and is skipped: {rec.error}",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -54,8 +54,9 @@ def _probe(name: str) -> tuple[Any, str]:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0].startswith("-"):
-        print("usage: python -m sagellm_comm.testing BACKEND [--comm-world-sizes 1,2,4] [pytest options]",
-              file=sys.stderr)
+        print(
+            "usage: python -m sagellm_comm.testing BACKEND [--comm-world-sizes 1,2,4] [pytest options]", file=sys.stderr
+        )
         return 2
     name = args[0]
     probe, why = _probe(name)
@@ -67,11 +68,26 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = _Outcomes()
     suite = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_installed_backend.py")
     # the probe above imported sagellm_comm before pytest could rewrite its asserts: nothing to warn about
-    status = int(pytest.main([suite, "--comm-backend", name, "-p", "no:cacheprovider",
-                              "-W", "ignore::pytest.PytestAssertRewriteWarning", *args[1:]], plugins=[outcomes]))
+    status = int(
+        pytest.main(
+            [
+                suite,
+                "--comm-backend",
+                name,
+                "-p",
+                "no:cacheprovider",
+                "-W",
+                "ignore::pytest.PytestAssertRewriteWarning",
+                *args[1:],
+            ],
+            plugins=[outcomes],
+        )
+    )
     op_passed = [t for t in outcomes.passed if t not in NOT_OP_TESTS]
-    summary = (f"conformance of {name!r}: {len(op_passed)} op test(s) passed, {len(outcomes.failed)} failed, "
-               f"{sum(outcomes.skip_reasons.values())} skipped")
+    summary = (
+        f"conformance of {name!r}: {len(op_passed)} op test(s) passed, {len(outcomes.failed)} failed, "
+        f"{sum(outcomes.skip_reasons.values())} skipped"
+    )
     if status != 0:
         print(f"{summary}: FAILED (pytest status {status})", file=sys.stderr)
         return status

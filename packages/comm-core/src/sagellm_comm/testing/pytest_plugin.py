@@ -18,10 +18,15 @@ import pytest
 
 def pytest_addoption(parser: Any) -> None:
     group = parser.getgroup("sagellm-comm", "sagellm-comm conformance suite")
-    group.addoption("--comm-backend", action="append", default=[],
-                    help="backend name to run the sagellm-comm conformance suite against (repeatable)")
-    group.addoption("--comm-world-sizes", default="",
-                    help="comma-separated world sizes for the conformance suite, e.g. 1,2,4")
+    group.addoption(
+        "--comm-backend",
+        action="append",
+        default=[],
+        help="backend name to run the sagellm-comm conformance suite against (repeatable)",
+    )
+    group.addoption(
+        "--comm-world-sizes", default="", help="comma-separated world sizes for the conformance suite, e.g. 1,2,4"
+    )
 
 
 def _is_conformance(cls: Any) -> bool:

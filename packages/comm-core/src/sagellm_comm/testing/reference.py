@@ -26,8 +26,14 @@ def sizes_for(dtype: torch.dtype) -> list[int]:
     return [0, 1, 1021, (4 << 20) // itemsize]
 
 
-def make_input(rank: int, numel: int, dtype: torch.dtype, op: ReduceOp = ReduceOp.SUM, seed: int = 0,
-               device: torch.device | str | None = None) -> torch.Tensor:
+def make_input(
+    rank: int,
+    numel: int,
+    dtype: torch.dtype,
+    op: ReduceOp = ReduceOp.SUM,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Rank ``rank``'s input, on ``device`` (CPU when None)."""
     return _values(rank, numel, op, seed).to(dtype=dtype, device=device or "cpu")
 
@@ -61,8 +67,9 @@ def reduce_reference(inputs: list[torch.Tensor], op: ReduceOp, dtype: torch.dtyp
     else:
         out = stacked[0].clone()
         for t in stacked[1:]:
-            out = {ReduceOp.BAND: torch.bitwise_and, ReduceOp.BOR: torch.bitwise_or,
-                   ReduceOp.BXOR: torch.bitwise_xor}[op](out, t)
+            out = {ReduceOp.BAND: torch.bitwise_and, ReduceOp.BOR: torch.bitwise_or, ReduceOp.BXOR: torch.bitwise_xor}[
+                op
+            ](out, t)
     return out.to(dtype)
 
 
@@ -71,7 +78,8 @@ def tolerance(dtype: torch.dtype, op: ReduceOp) -> dict[str, float]:
     if op is not ReduceOp.AVG or not dtype.is_floating_point:
         return {"rtol": 0.0, "atol": 0.0}
     return {torch.float16: {"rtol": 2e-3, "atol": 2e-3}, torch.bfloat16: {"rtol": 1.6e-2, "atol": 1.6e-2}}.get(
-        dtype, {"rtol": 1e-6, "atol": 1e-6})
+        dtype, {"rtol": 1e-6, "atol": 1e-6}
+    )
 
 
 def check_equal(name: str, got: torch.Tensor, want: torch.Tensor, rtol: float = 0.0, atol: float = 0.0) -> None:
@@ -91,5 +99,7 @@ def check_equal(name: str, got: torch.Tensor, want: torch.Tensor, rtol: float = 
     nbad = int(bad.sum())
     if nbad:
         first = int(bad.reshape(-1).nonzero()[0])
-        raise AssertionError(f"{name}: {nbad} of {got.numel()} elements wrong; first at [{first}]: got "
-                             f"{got.reshape(-1)[first].item()}, want {want.reshape(-1)[first].item()}")
+        raise AssertionError(
+            f"{name}: {nbad} of {got.numel()} elements wrong; first at [{first}]: got "
+            f"{got.reshape(-1)[first].item()}, want {want.reshape(-1)[first].item()}"
+        )

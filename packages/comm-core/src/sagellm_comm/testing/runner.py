@@ -48,14 +48,16 @@ class PoolCache:
 class ConformanceRunner:
     """Runs conformance tasks for one backend on one world size."""
 
-    def __init__(self, backend: str, world_size: int, capabilities: Capabilities, pools: PoolCache,
-                 device_type: str = "cpu") -> None:
+    def __init__(
+        self, backend: str, world_size: int, capabilities: Capabilities, pools: PoolCache, device_type: str = "cpu"
+    ) -> None:
         self.backend = backend
         self.world_size = world_size
         self.capabilities = capabilities
         self.device_type = device_type
         self._pools = pools
 
-    def run(self, task: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TASK_TIMEOUT_S,
-            **kwargs: Any) -> list[Any]:
+    def run(
+        self, task: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TASK_TIMEOUT_S, **kwargs: Any
+    ) -> list[Any]:
         return self._pools.get(self.world_size).run(task, self.backend, *args, timeout=timeout, **kwargs)

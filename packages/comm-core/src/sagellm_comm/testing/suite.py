@@ -61,8 +61,10 @@ class BackendConformance:
         if device_type != "cpu":
             count = local_device_count(device_type)
             if count < world_size:
-                pytest.skip(f"{backend_name} binds one {device_type} device per rank; world size {world_size} needs "
-                            f"{world_size} and this host has {count}")
+                pytest.skip(
+                    f"{backend_name} binds one {device_type} device per rank; world size {world_size} needs "
+                    f"{world_size} and this host has {count}"
+                )
         return ConformanceRunner(backend_name, world_size, probe.capabilities, comm_rank_pools, device_type)
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -202,8 +204,10 @@ class BackendConformance:
         self.need_op(comm, "all_reduce")
         self.need_peers(comm)
         if not comm.capabilities.concurrent_progress:
-            pytest.skip(f"{comm.backend} does not claim concurrent_progress (async ops may run inside the call or "
-                        "inside wait())")
+            pytest.skip(
+                f"{comm.backend} does not claim concurrent_progress (async ops may run inside the call or "
+                "inside wait())"
+            )
         comm.run(tasks.concurrent_progress)
 
     def test_stream_order(self, comm: ConformanceRunner) -> None:

@@ -129,7 +129,7 @@ def all_gather_into_tensor(name: str, dtype: str, in_place: bool) -> int:
         want = torch.cat([make_input(r, numel, dt) for r in range(n)])
         out = torch.zeros(n * numel, dtype=dt, device=_dev(comm))
         if in_place:  # the input is this rank's slot of the output, as NCCL's in-place all_gather
-            inp = out[rank * numel:(rank + 1) * numel]
+            inp = out[rank * numel : (rank + 1) * numel]
             inp.copy_(make_input(rank, numel, dt))
         else:
             inp = make_input(rank, numel, dt, device=_dev(comm))
@@ -144,7 +144,7 @@ def reduce_scatter(name: str, dtype: str, op: str, list_input: bool) -> int:
     dt, rop = DTYPES[dtype], ReduceOp(op)
     for chunk in (0, 1, 1021, (1 << 20) // dt.itemsize // n):
         full = [make_input(r, chunk * n, dt, rop) for r in range(n)]
-        want = reduce_reference(full, rop, dt)[rank * chunk:(rank + 1) * chunk]
+        want = reduce_reference(full, rop, dt)[rank * chunk : (rank + 1) * chunk]
         out = torch.empty(chunk, dtype=dt, device=_dev(comm))
         src = full[rank].to(_dev(comm))
         comm.reduce_scatter(out, list(src.split(chunk)) if list_input and chunk else src, op)
@@ -204,8 +204,9 @@ def scatter(name: str, dtype: str) -> int:
     dt = DTYPES[dtype]
     for root in range(n):
         for numel in (0, 1, 1021, 65536):
-            chunks = [make_input(r, numel, dt, seed=root, device=_dev(comm)) for r in range(n)] if rank == root \
-                else None
+            chunks = (
+                [make_input(r, numel, dt, seed=root, device=_dev(comm)) for r in range(n)] if rank == root else None
+            )
             out = torch.zeros(numel, dtype=dt, device=_dev(comm))
             comm.scatter(out, chunks, src_rank=root)
             check_equal(f"scatter root={root} n={numel}", out, make_input(rank, numel, dt, seed=root))
@@ -331,9 +332,11 @@ def async_mix(name: str) -> int:
     assert w3.wait(WAIT_S)
     gathered = w2.result(WAIT_S)
     assert w1.wait(WAIT_S) and w1.is_completed() and w1.wait(WAIT_S)  # waiting twice is fine
-    check_equal("async all_reduce", a,
-                reduce_reference([make_input(r, 4096, torch.float32) for r in range(n)], ReduceOp.SUM,
-                                 torch.float32))
+    check_equal(
+        "async all_reduce",
+        a,
+        reduce_reference([make_input(r, 4096, torch.float32) for r in range(n)], ReduceOp.SUM, torch.float32),
+    )
     for r in range(n):
         check_equal(f"async all_gather from {r}", gathered[r], make_input(r, 1000, torch.int64))
     return rank
@@ -384,17 +387,29 @@ def bad_input(name: str) -> list[str]:
     seen.append(expect_error(ErrorCode.INVALID_ARGUMENT, comm.all_reduce, [1.0, 2.0]))
     seen.append(expect_error(ErrorCode.INVALID_ARGUMENT, comm.create_group, [0, 0]))
     seen.append(expect_error(ErrorCode.COMM_RANK_MISMATCH, comm.create_group, [0, n]))
-    seen.append(expect_error(ErrorCode.INVALID_ARGUMENT, comm.all_gather_into_tensor,
-                             torch.empty(n * 8 + 1, device=dev), t))
-    seen.append(expect_error(ErrorCode.INVALID_ARGUMENT, comm.reduce_scatter, torch.empty(3, device=dev),
-                             torch.empty(3 * n + 1, device=dev)))
+    seen.append(
+        expect_error(ErrorCode.INVALID_ARGUMENT, comm.all_gather_into_tensor, torch.empty(n * 8 + 1, device=dev), t)
+    )
+    seen.append(
+        expect_error(
+            ErrorCode.INVALID_ARGUMENT,
+            comm.reduce_scatter,
+            torch.empty(3, device=dev),
+            torch.empty(3 * n + 1, device=dev),
+        )
+    )
     # a (reduce op, dtype) pair the backend does not declare
     for rop in ReduceOp:
-        undeclared = [d for d in (torch.bool, torch.float32, torch.int32) if d in caps.dtypes
-                      and not caps.supports_reduce(rop, d)]
+        undeclared = [
+            d for d in (torch.bool, torch.float32, torch.int32) if d in caps.dtypes and not caps.supports_reduce(rop, d)
+        ]
         if undeclared:
-            msg = expect_error(ErrorCode.COMM_BACKEND_NOT_SUPPORTED, comm.all_reduce,
-                               torch.zeros(4, dtype=undeclared[0], device=dev), rop)
+            msg = expect_error(
+                ErrorCode.COMM_BACKEND_NOT_SUPPORTED,
+                comm.all_reduce,
+                torch.zeros(4, dtype=undeclared[0], device=dev),
+                rop,
+            )
             assert name in msg and "all_reduce" in msg, f"error must name backend and op: {msg}"
             seen.append(msg)
             break
@@ -435,24 +450,31 @@ def concurrent_progress(name: str, wait_s: float = WAIT_S) -> dict[str, Any]:
     rank, n = comm.get_rank(), comm.get_world_size()
     channel = comm.side_channel.scope(f"conformance/progress/{_round('progress')}", timeout_s=wait_s)
     t = make_input(rank, PROGRESS_NUMEL, torch.float32, device=_dev(comm))
-    want = reduce_reference([make_input(r, PROGRESS_NUMEL, torch.float32) for r in range(n)], ReduceOp.SUM,
-                            torch.float32)
+    want = reduce_reference(
+        [make_input(r, PROGRESS_NUMEL, torch.float32) for r in range(n)], ReduceOp.SUM, torch.float32
+    )
     others = [f"rank {r}" for r in range(1, n)]
     if rank == 0:
         work = comm.all_reduce(t, "sum", async_op=True)
         channel.set("submitted", "1")
         try:
-            channel.wait([f"done/{r}" for r in range(1, n)], owners=others,
-                         what=f"finish their blocking all_reduce while rank 0 did not call the backend (waited "
-                              f"{wait_s:.0f}s): {name} declares concurrent_progress but its async op did not progress "
-                              "on its own")
+            channel.wait(
+                [f"done/{r}" for r in range(1, n)],
+                owners=others,
+                what=f"finish their blocking all_reduce while rank 0 did not call the backend (waited "
+                f"{wait_s:.0f}s): {name} declares concurrent_progress but its async op did not progress "
+                "on its own",
+            )
         finally:
             channel.set("released", "1")  # whatever happened, let the others leave
         assert work.wait(wait_s) and work.is_completed()
     else:
-        channel.get("submitted", owner="rank 0",
-                    what=f"return from all_reduce(async_op=True) within {wait_s:.0f}s: the call blocked until the op "
-                         "completed instead of returning at once")
+        channel.get(
+            "submitted",
+            owner="rank 0",
+            what=f"return from all_reduce(async_op=True) within {wait_s:.0f}s: the call blocked until the op "
+            "completed instead of returning at once",
+        )
         comm.all_reduce(t, "sum")
         channel.set(f"done/{rank}", "1")
         channel.get("released", owner="rank 0", what="finish the check")
@@ -542,21 +564,24 @@ def debug_mismatches(name: str) -> list[str]:
         del os.environ[DEBUG_ENV]
     dev = comm.device
     odd = comm.get_rank() == comm.get_world_size() - 1  # the last rank is the odd one out
-    other_dtype = next((d for d in (torch.int32, torch.float64, torch.bfloat16, torch.float16, torch.int64)
-                        if d in caps.dtypes), None)
+    other_dtype = next(
+        (d for d in (torch.int32, torch.float64, torch.bfloat16, torch.float16, torch.int64) if d in caps.dtypes), None
+    )
     cases: dict[str, Any] = {
         "numel": lambda: comm.all_reduce(torch.ones(8 if odd else 4, device=dev)),
         "root": lambda: comm.broadcast(torch.ones(4, device=dev), 1 if odd else 0),
-        "op": lambda: comm.broadcast(torch.ones(4, device=dev), 0) if odd else comm.all_reduce(
-            torch.ones(4, device=dev)),
+        "op": lambda: (
+            comm.broadcast(torch.ones(4, device=dev), 0) if odd else comm.all_reduce(torch.ones(4, device=dev))
+        ),
     }
     if other_dtype is not None:
         cases["dtype"] = lambda: comm.all_reduce(torch.ones(4, device=dev, dtype=other_dtype if odd else None))
     if caps.supports_reduce(ReduceOp.MAX, torch.float32):
         cases["reduce op"] = lambda: comm.all_reduce(torch.ones(4, device=dev), "max" if odd else "sum")
     if caps.async_ops and "all_gather" in caps.ops:
-        cases["async numel"] = lambda: comm.all_gather(torch.ones(3 if odd else 5, device=dev),
-                                                       async_op=True).wait(WAIT_S)
+        cases["async numel"] = lambda: comm.all_gather(torch.ones(3 if odd else 5, device=dev), async_op=True).wait(
+            WAIT_S
+        )
     try:
         return mismatch_outcomes(comm, cases, lambda field: "rank 0:")  # debug mode lists every rank's call
     finally:

@@ -72,12 +72,14 @@ class DeviceRegionProvider(RegionProvider):
         start, reserved = self._windows[index]
         if size > reserved:
             raise InvalidArgumentError(
-                f"group {index} needs {size} bytes but its window of {self.path} holds {reserved}")
+                f"group {index} needs {size} bytes but its window of {self.path} holds {reserved}"
+            )
         total = device_size(self.path)
         if start + size > total:
             raise InvalidArgumentError(
                 f"{self.path} holds {total} bytes; group {index} needs [{start}, {start + size}): give a larger "
-                "device or lower SAGELLM_COMM_SHM_SLOT_BYTES")
+                "device or lower SAGELLM_COMM_SHM_SLOT_BYTES"
+            )
         return start
 
     def _map(self, size: int, index: int) -> Region:
@@ -85,8 +87,9 @@ class DeviceRegionProvider(RegionProvider):
         page = start // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
         fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            mapping = mmap.mmap(fd, size + (start - page), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
-                                offset=page)
+            mapping = mmap.mmap(
+                fd, size + (start - page), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=page
+            )
         finally:
             os.close(fd)
         return Region(handle=f"{self.path}@{start}", size=size, mapping=mapping, offset=start - page)
@@ -99,7 +102,8 @@ class DeviceRegionProvider(RegionProvider):
         if region.handle != handle:
             raise InvalidArgumentError(
                 f"group {index} maps {region.handle} here but {handle} on its rank 0: ranks created groups in a "
-                "different order or were given different devices/offsets")
+                "different order or were given different devices/offsets"
+            )
         return region
 
     def describe(self) -> str:

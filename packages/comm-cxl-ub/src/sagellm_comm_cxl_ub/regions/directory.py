@@ -48,8 +48,11 @@ class DirectoryRegionProvider(RegionProvider):
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise OSError(exc.errno, f"cannot reserve {size} bytes in {self.directory} ({exc.strerror}); "
-                                  "free space there or lower SAGELLM_COMM_SHM_SLOT_BYTES") from exc
+                    raise OSError(
+                        exc.errno,
+                        f"cannot reserve {size} bytes in {self.directory} ({exc.strerror}); "
+                        "free space there or lower SAGELLM_COMM_SHM_SLOT_BYTES",
+                    ) from exc
                 os.ftruncate(fd, size)
             mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:

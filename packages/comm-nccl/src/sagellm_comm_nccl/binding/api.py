@@ -105,33 +105,47 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("ncclCommUserRank", ncclResult_t, (ncclComm_t, _P(ctypes.c_int))),
     # ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype,
     #                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream)
-    Function("ncclAllReduce", ncclResult_t,
-             (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t)),
+    Function(
+        "ncclAllReduce",
+        ncclResult_t,
+        (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t),
+    ),
     # ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount, ncclDataType_t datatype,
     #                            ncclComm_t comm, cudaStream_t stream)
-    Function("ncclAllGather", ncclResult_t,
-             (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ncclComm_t, cudaStream_t)),
+    Function(
+        "ncclAllGather", ncclResult_t, (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ncclComm_t, cudaStream_t)
+    ),
     # ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
     #                                ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream)
-    Function("ncclReduceScatter", ncclResult_t,
-             (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t)),
+    Function(
+        "ncclReduceScatter",
+        ncclResult_t,
+        (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t),
+    ),
     # ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype,
     #                            int root, ncclComm_t comm, cudaStream_t stream)
-    Function("ncclBroadcast", ncclResult_t,
-             (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ctypes.c_int, ncclComm_t, cudaStream_t)),
+    Function(
+        "ncclBroadcast",
+        ncclResult_t,
+        (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ctypes.c_int, ncclComm_t, cudaStream_t),
+    ),
     # ncclResult_t ncclReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype,
     #                         ncclRedOp_t op, int root, ncclComm_t comm, cudaStream_t stream)
-    Function("ncclReduce", ncclResult_t,
-             (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ncclRedOp_t, ctypes.c_int, ncclComm_t,
-              cudaStream_t)),
+    Function(
+        "ncclReduce",
+        ncclResult_t,
+        (buffer_t, buffer_t, ctypes.c_size_t, ncclDataType_t, ncclRedOp_t, ctypes.c_int, ncclComm_t, cudaStream_t),
+    ),
     # ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatype, int peer,
     #                       ncclComm_t comm, cudaStream_t stream)
-    Function("ncclSend", ncclResult_t,
-             (buffer_t, ctypes.c_size_t, ncclDataType_t, ctypes.c_int, ncclComm_t, cudaStream_t)),
+    Function(
+        "ncclSend", ncclResult_t, (buffer_t, ctypes.c_size_t, ncclDataType_t, ctypes.c_int, ncclComm_t, cudaStream_t)
+    ),
     # ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int peer,
     #                       ncclComm_t comm, cudaStream_t stream)
-    Function("ncclRecv", ncclResult_t,
-             (buffer_t, ctypes.c_size_t, ncclDataType_t, ctypes.c_int, ncclComm_t, cudaStream_t)),
+    Function(
+        "ncclRecv", ncclResult_t, (buffer_t, ctypes.c_size_t, ncclDataType_t, ctypes.c_int, ncclComm_t, cudaStream_t)
+    ),
     # ncclResult_t ncclGroupStart(); ncclResult_t ncclGroupEnd()
     Function("ncclGroupStart", ncclResult_t, ()),
     Function("ncclGroupEnd", ncclResult_t, ()),

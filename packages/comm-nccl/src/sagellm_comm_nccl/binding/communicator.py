@@ -39,8 +39,14 @@ DTYPES: dict[torch.dtype, int] = {
     torch.float64: DataType.FLOAT64,
     torch.bfloat16: DataType.BFLOAT16,
 }
-_REDOPS = {"sum": RedOp.SUM, "prod": RedOp.PROD, "product": RedOp.PROD, "max": RedOp.MAX, "min": RedOp.MIN,
-           "avg": RedOp.AVG}
+_REDOPS = {
+    "sum": RedOp.SUM,
+    "prod": RedOp.PROD,
+    "product": RedOp.PROD,
+    "max": RedOp.MAX,
+    "min": RedOp.MIN,
+    "avg": RedOp.AVG,
+}
 
 
 class NcclTimeout(TimeoutError):
@@ -64,8 +70,16 @@ class NcclCommunicator:
     communicator's streams for at most ``drain_s`` and aborts it past that.
     """
 
-    def __init__(self, library: NcclLibrary, unique_id: bytes, rank: int, world_size: int,
-                 device: torch.device | int | str, *, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        library: NcclLibrary,
+        unique_id: bytes,
+        rank: int,
+        world_size: int,
+        device: torch.device | int | str,
+        *,
+        timeout_s: float = 300.0,
+    ) -> None:
         if len(unique_id) != NCCL_UNIQUE_ID_BYTES:
             raise ValueError(f"an NCCL unique id is {NCCL_UNIQUE_ID_BYTES} bytes, got {len(unique_id)}")
         if not 0 <= rank < world_size:
@@ -105,7 +119,8 @@ class NcclCommunicator:
             raise NcclTimeout(
                 f"ncclCommInitRank (rank {self.rank} of {self.world_size} on {self.device}) did not finish within "
                 f"{timeout_s:.0f}s: a rank never joined or the network between ranks is blocked (NCCL_SOCKET_IFNAME "
-                "selects the interface; NCCL_DEBUG=INFO shows what NCCL tried)")
+                "selects the interface; NCCL_DEBUG=INFO shows what NCCL tried)"
+            )
         if outcome[0] is not None:
             self._closed = True
             raise outcome[0]
@@ -121,8 +136,12 @@ class NcclCommunicator:
         state = ctypes.c_int()
         self.library.call("ncclCommGetAsyncError", self._comm, ctypes.byref(state), comm=self._comm)
         if state.value not in (0, 7):  # ncclSuccess, ncclInProgress
-            raise NcclError("ncclCommGetAsyncError", state.value, self.library.error_string(state.value),
-                            self.library.last_error(self._comm))
+            raise NcclError(
+                "ncclCommGetAsyncError",
+                state.value,
+                self.library.error_string(state.value),
+                self.library.last_error(self._comm),
+            )
 
     def destroy(self, drain_s: float = 30.0) -> None:
         """Release the communicator: wait (bounded) for its queued work, then ncclCommDestroy; if the work does
@@ -162,8 +181,10 @@ class NcclCommunicator:
         if not t.is_contiguous():
             raise ValueError(f"{what} must be contiguous (pass tensor.contiguous() and copy the result back)")
         if t.dtype not in DTYPES:
-            raise TypeError(f"{what}: NCCL has no type for {t.dtype}; supported: "
-                            f"{', '.join(str(d).removeprefix('torch.') for d in DTYPES)}")
+            raise TypeError(
+                f"{what}: NCCL has no type for {t.dtype}; supported: "
+                f"{', '.join(str(d).removeprefix('torch.') for d in DTYPES)}"
+            )
 
     def _dtype(self, t: torch.Tensor, op: Any = None) -> int:
         if op is not None and t.dtype is torch.bool:
@@ -200,8 +221,14 @@ class NcclCommunicator:
             self.library.call("ncclGroupEnd", comm=self._comm)
 
     # ----------------------------------------------------------------------------------------- collectives
-    def all_reduce(self, tensor: torch.Tensor, op: Any = "sum", *, out: torch.Tensor | None = None,
-                   stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def all_reduce(
+        self,
+        tensor: torch.Tensor,
+        op: Any = "sum",
+        *,
+        out: torch.Tensor | None = None,
+        stream: torch.cuda.Stream | None = None,
+    ) -> torch.Tensor:
         """Reduce ``tensor`` across ranks into ``out`` (default: in place); returns the result tensor."""
         out = tensor if out is None else out
         self._check(tensor, "tensor")
@@ -212,31 +239,47 @@ class NcclCommunicator:
             self._call("ncclAllReduce", self._ptr(tensor), self._ptr(out), tensor.numel(), dtype, red, self._comm, s)
         return out
 
-    def all_gather(self, output: torch.Tensor, tensor: torch.Tensor, *,
-                   stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def all_gather(
+        self, output: torch.Tensor, tensor: torch.Tensor, *, stream: torch.cuda.Stream | None = None
+    ) -> torch.Tensor:
         """Every rank's ``tensor`` into ``output`` (``world_size`` times as many elements, rank-major)."""
         self._check(tensor, "tensor")
         self._check(output, "output")
         self._same(output, tensor, self.world_size, "all_gather")
         with self._stream(stream, (tensor, output)) as s:
-            self._call("ncclAllGather", self._ptr(tensor), self._ptr(output), tensor.numel(), self._dtype(tensor),
-                       self._comm, s)
+            self._call(
+                "ncclAllGather",
+                self._ptr(tensor),
+                self._ptr(output),
+                tensor.numel(),
+                self._dtype(tensor),
+                self._comm,
+                s,
+            )
         return output
 
-    def reduce_scatter(self, output: torch.Tensor, tensor: torch.Tensor, op: Any = "sum", *,
-                       stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def reduce_scatter(
+        self, output: torch.Tensor, tensor: torch.Tensor, op: Any = "sum", *, stream: torch.cuda.Stream | None = None
+    ) -> torch.Tensor:
         """Reduce ``tensor`` (``world_size`` chunks) across ranks; chunk ``rank`` lands in ``output``."""
         self._check(tensor, "tensor")
         self._check(output, "output")
         self._same(tensor, output, self.world_size, "reduce_scatter")
         dtype, red = self._dtype(tensor, op), reduce_op_code(op)
         with self._stream(stream, (tensor, output)) as s:
-            self._call("ncclReduceScatter", self._ptr(tensor), self._ptr(output), output.numel(), dtype, red,
-                       self._comm, s)
+            self._call(
+                "ncclReduceScatter", self._ptr(tensor), self._ptr(output), output.numel(), dtype, red, self._comm, s
+            )
         return output
 
-    def broadcast(self, tensor: torch.Tensor, root: int = 0, *, out: torch.Tensor | None = None,
-                  stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def broadcast(
+        self,
+        tensor: torch.Tensor,
+        root: int = 0,
+        *,
+        out: torch.Tensor | None = None,
+        stream: torch.cuda.Stream | None = None,
+    ) -> torch.Tensor:
         """``root``'s ``tensor`` into every rank's ``out`` (default: in place); returns ``out``."""
         out = tensor if out is None else out
         self._check(tensor, "tensor")
@@ -244,12 +287,21 @@ class NcclCommunicator:
         self._same(tensor, out, 1, "broadcast")
         self._peer(root, "root", allow_self=True)
         with self._stream(stream, (tensor, out)) as s:
-            self._call("ncclBroadcast", self._ptr(tensor), self._ptr(out), tensor.numel(), self._dtype(tensor), root,
-                       self._comm, s)
+            self._call(
+                "ncclBroadcast",
+                self._ptr(tensor),
+                self._ptr(out),
+                tensor.numel(),
+                self._dtype(tensor),
+                root,
+                self._comm,
+                s,
+            )
         return out
 
-    def reduce(self, tensor: torch.Tensor, root: int = 0, op: Any = "sum", *,
-               stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def reduce(
+        self, tensor: torch.Tensor, root: int = 0, op: Any = "sum", *, stream: torch.cuda.Stream | None = None
+    ) -> torch.Tensor:
         """Reduce into ``root``'s ``tensor`` (other ranks' tensors are left unchanged)."""
         self._check(tensor, "tensor")
         self._peer(root, "root", allow_self=True)
@@ -273,9 +325,13 @@ class NcclCommunicator:
             self._call("ncclRecv", self._ptr(tensor), tensor.numel(), self._dtype(tensor), peer, self._comm, s)
         return tensor
 
-    def exchange(self, sends: Sequence[tuple[torch.Tensor | None, int]],
-                 recvs: Sequence[tuple[torch.Tensor | None, int]], *,
-                 stream: torch.cuda.Stream | None = None) -> None:
+    def exchange(
+        self,
+        sends: Sequence[tuple[torch.Tensor | None, int]],
+        recvs: Sequence[tuple[torch.Tensor | None, int]],
+        *,
+        stream: torch.cuda.Stream | None = None,
+    ) -> None:
         """One fused group of sends ``(tensor, peer)`` and receives ``(tensor, peer)`` (all-to-all, gather,
         scatter, a ring step); ``None`` tensors are skipped. A pair naming this rank copies locally."""
         tensors = [t for t, _ in (*sends, *recvs) if t is not None]
@@ -299,26 +355,30 @@ class NcclCommunicator:
                     with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                         t.copy_(local[self.rank])
 
-    def all_to_all_single(self, output: torch.Tensor, tensor: torch.Tensor, *,
-                          stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def all_to_all_single(
+        self, output: torch.Tensor, tensor: torch.Tensor, *, stream: torch.cuda.Stream | None = None
+    ) -> torch.Tensor:
         """Chunk ``r`` of ``tensor`` goes to rank ``r``; chunk ``r`` of ``output`` comes from rank ``r``."""
         self._check(tensor, "tensor")
         self._check(output, "output")
         self._same(tensor, output, 1, "all_to_all_single")
         if tensor.numel() % self.world_size:
-            raise ValueError(f"all_to_all_single: {tensor.numel()} elements do not split into {self.world_size} "
-                             "equal chunks")
+            raise ValueError(
+                f"all_to_all_single: {tensor.numel()} elements do not split into {self.world_size} equal chunks"
+            )
         ins, outs = tensor.view(-1).chunk(self.world_size), output.view(-1).chunk(self.world_size)
-        self.exchange([(ins[r], r) for r in range(self.world_size)], [(outs[r], r) for r in range(self.world_size)],
-                      stream=stream)
+        self.exchange(
+            [(ins[r], r) for r in range(self.world_size)], [(outs[r], r) for r in range(self.world_size)], stream=stream
+        )
         return output
 
     # ------------------------------------------------------------------------------------------------ checks
     @staticmethod
     def _same(big: torch.Tensor, small: torch.Tensor, n: int, op: str) -> None:
         if big.dtype != small.dtype or big.numel() != n * small.numel():
-            raise ValueError(f"{op}: expected {n} x {small.numel()} elements of {small.dtype}, got {big.numel()} of "
-                             f"{big.dtype}")
+            raise ValueError(
+                f"{op}: expected {n} x {small.numel()} elements of {small.dtype}, got {big.numel()} of {big.dtype}"
+            )
 
     def _peer(self, peer: int, what: str, *, allow_self: bool) -> None:
         if isinstance(peer, bool) or not isinstance(peer, int) or not 0 <= peer < self.world_size:

@@ -38,8 +38,10 @@ MIN_VERSION = (2, 10, 0)  # bfloat16 and ncclAvg
 ENV = {"nccl": "SAGELLM_COMM_NCCL_LIBRARY", "rccl": "SAGELLM_COMM_RCCL_LIBRARY"}
 STEMS = {"nccl": "libnccl.so", "rccl": "librccl.so"}
 LOADER_NAMES = {"nccl": ("libnccl.so.2", "libnccl.so"), "rccl": ("librccl.so.1", "librccl.so")}
-BRINGS = {"nccl": "a CUDA build of torch from PyPI (its nvidia-nccl dependency brings it)",
-          "rccl": "a ROCm build of torch (its wheel bundles librccl) or ROCm itself"}
+BRINGS = {
+    "nccl": "a CUDA build of torch from PyPI (its nvidia-nccl dependency brings it)",
+    "rccl": "a ROCm build of torch (its wheel bundles librccl) or ROCm itself",
+}
 
 
 class LibraryNotFound(RuntimeError):
@@ -141,7 +143,8 @@ def find_library(flavor: str = "nccl") -> NcclLibrary:
                 break  # an explicit path that fails is an error, not a reason to take another library
     raise LibraryNotFound(
         f"no usable {STEMS[flavor]} found; tried: {'; '.join(tried) or 'nothing'}. Install {BRINGS[flavor]}, or set "
-        f"{ENV[flavor]}=/path/to/{LOADER_NAMES[flavor][0]}")
+        f"{ENV[flavor]}=/path/to/{LOADER_NAMES[flavor][0]}"
+    )
 
 
 class NcclLibrary:
@@ -171,8 +174,10 @@ class NcclLibrary:
         self.version_code = raw.value
         self.version = decode_version(raw.value)
         if self.version < MIN_VERSION:
-            raise LibraryNotFound(f"{path} is {flavor.upper()} {self.version_string}; sagellm-comm needs "
-                                  f"{'.'.join(map(str, MIN_VERSION))} or newer (bfloat16, ncclAvg)")
+            raise LibraryNotFound(
+                f"{path} is {flavor.upper()} {self.version_string}; sagellm-comm needs "
+                f"{'.'.join(map(str, MIN_VERSION))} or newer (bfloat16, ncclAvg)"
+            )
 
     @classmethod
     def load(cls, path: str, flavor: str = "nccl", source: str = "given") -> NcclLibrary:

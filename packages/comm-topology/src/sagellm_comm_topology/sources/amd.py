@@ -47,10 +47,17 @@ def read_amd(root: SysRoot, host: str, pci: list[PciDevice]) -> tuple[list[Accel
         bdf = _bdf(props)
         dev = by_pci.get(bdf or "")
         name = root.read(f"{KFD}/{n}/name") or ""
-        acc = Accelerator(kind="cuda", index=len(gpu_of), vendor="amd", name=name, pci=bdf,
-                          numa_node=dev.numa_node if dev else None, source="amd-kfd",
-                          pcie_gbps=dev.bandwidth_gbps if dev else None,
-                          properties={"kfd_node": n, "gfx_target_version": props.get("gfx_target_version")})
+        acc = Accelerator(
+            kind="cuda",
+            index=len(gpu_of),
+            vendor="amd",
+            name=name,
+            pci=bdf,
+            numa_node=dev.numa_node if dev else None,
+            source="amd-kfd",
+            pcie_gbps=dev.bandwidth_gbps if dev else None,
+            properties={"kfd_node": n, "gfx_target_version": props.get("gfx_target_version")},
+        )
         gpu_of[n] = acc
     links = []
     for n, acc in gpu_of.items():
@@ -60,7 +67,14 @@ def read_amd(root: SysRoot, host: str, pci: list[PciDevice]) -> tuple[list[Accel
             if lp.get("type") != IOLINK_XGMI or peer is None or peer.index <= acc.index:
                 continue
             mbs = lp.get("max_bandwidth") or 0
-            links.append(Link(a=f"{host}/{acc.key}", b=f"{host}/{peer.key}", kind="xgmi",
-                              bandwidth_gbps=mbs / 1000.0 if mbs else None, source="amd-kfd",
-                              detail=f"xGMI, weight {lp.get('weight')}"))
+            links.append(
+                Link(
+                    a=f"{host}/{acc.key}",
+                    b=f"{host}/{peer.key}",
+                    kind="xgmi",
+                    bandwidth_gbps=mbs / 1000.0 if mbs else None,
+                    source="amd-kfd",
+                    detail=f"xGMI, weight {lp.get('weight')}",
+                )
+            )
     return list(gpu_of.values()), links

@@ -29,9 +29,15 @@ def _hex(root: SysRoot, path: str) -> int | None:
 def _memdev(root: SysRoot, name: str) -> CxlMemdev:
     base = f"{CXL}/{name}"
     numa = root.read_int(f"{base}/numa_node")
-    return CxlMemdev(name=name, pci=bdf_in_path(root.real(base)), numa_node=None if numa is None or numa < 0 else numa,
-                     ram_bytes=_hex(root, f"{base}/ram/size") or 0, pmem_bytes=_hex(root, f"{base}/pmem/size") or 0,
-                     serial=root.read(f"{base}/serial"), firmware=root.read(f"{base}/firmware_version"))
+    return CxlMemdev(
+        name=name,
+        pci=bdf_in_path(root.real(base)),
+        numa_node=None if numa is None or numa < 0 else numa,
+        ram_bytes=_hex(root, f"{base}/ram/size") or 0,
+        pmem_bytes=_hex(root, f"{base}/pmem/size") or 0,
+        serial=root.read(f"{base}/serial"),
+        firmware=root.read(f"{base}/firmware_version"),
+    )
 
 
 def _target_memdev(root: SysRoot, decoder: str) -> str:
@@ -61,9 +67,15 @@ def _region(root: SysRoot, name: str) -> CxlRegion:
     base = f"{CXL}/{name}"
     ways = root.read_int(f"{base}/interleave_ways")
     targets = [root.read(f"{base}/target{i}") for i in range(ways or 0)]
-    return CxlRegion(name=name, mode=root.read(f"{base}/mode"), size_bytes=_hex(root, f"{base}/size") or 0,
-                     interleave_ways=ways, interleave_granularity=root.read_int(f"{base}/interleave_granularity"),
-                     targets=[_target_memdev(root, t) for t in targets if t], numa_node=_region_node(root, name))
+    return CxlRegion(
+        name=name,
+        mode=root.read(f"{base}/mode"),
+        size_bytes=_hex(root, f"{base}/size") or 0,
+        interleave_ways=ways,
+        interleave_granularity=root.read_int(f"{base}/interleave_granularity"),
+        targets=[_target_memdev(root, t) for t in targets if t],
+        numa_node=_region_node(root, name),
+    )
 
 
 def read_cxl(root: SysRoot) -> tuple[list[CxlMemdev], list[CxlRegion]]:

@@ -42,7 +42,17 @@ def read_nics(root: SysRoot) -> list[Nic]:
         state = root.read(f"{base}/operstate") or "unknown"
         speed, why = _speed(root, base, state) if kind != "loopback" else (None, "")
         mtu = root.read_int(f"{base}/mtu")
-        nics.append(Nic(name=name, kind=kind, state=state, speed_mbps=speed, mtu=mtu,
-                        mac=root.read(f"{base}/address") or "", pci=pci,
-                        driver=root.link_name(f"{base}/device/driver"), speed_reason=why))
+        nics.append(
+            Nic(
+                name=name,
+                kind=kind,
+                state=state,
+                speed_mbps=speed,
+                mtu=mtu,
+                mac=root.read(f"{base}/address") or "",
+                pci=pci,
+                driver=root.link_name(f"{base}/device/driver"),
+                speed_reason=why,
+            )
+        )
     return nics

@@ -23,8 +23,11 @@ def _mem_total(root: SysRoot, node: int) -> int | None:
 
 def read_numa(root: SysRoot) -> list[NumaNode]:
     online = root.read(f"{NODE}/online")
-    ids = parse_cpulist(online) if online is not None else sorted(
-        int(n[4:]) for n in root.listdir(NODE) if re.fullmatch(r"node\d+", n))
+    ids = (
+        parse_cpulist(online)
+        if online is not None
+        else sorted(int(n[4:]) for n in root.listdir(NODE) if re.fullmatch(r"node\d+", n))
+    )
     if not ids:
         raise SourceMissing(f"no NUMA nodes under {NODE} (kernel without CONFIG_NUMA?)")
     has_cpu = root.read(f"{NODE}/has_cpu")

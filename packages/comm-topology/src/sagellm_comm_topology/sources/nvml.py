@@ -53,13 +53,15 @@ def _nvlinks(pynvml: Any, handle: Any) -> list[dict[str, Any]]:
             break  # no NVLink, or past the last link of this GPU
         remote = _try(pynvml.nvmlDeviceGetNvLinkRemotePciInfo_v2, handle, link) if active else None
         rtype = _try(pynvml.nvmlDeviceGetNvLinkRemoteDeviceType, handle, link) if active else None
-        links.append({
-            "link": link,
-            "active": bool(active),
-            "version": _try(pynvml.nvmlDeviceGetNvLinkVersion, handle, link) if active else None,
-            "remote_pci_bus_id": normalize_bus_id(getattr(remote, "busId", None)) if remote is not None else None,
-            "remote_type": _REMOTE_TYPES.get(rtype, "unknown") if rtype is not None else None,
-        })
+        links.append(
+            {
+                "link": link,
+                "active": bool(active),
+                "version": _try(pynvml.nvmlDeviceGetNvLinkVersion, handle, link) if active else None,
+                "remote_pci_bus_id": normalize_bus_id(getattr(remote, "busId", None)) if remote is not None else None,
+                "remote_type": _REMOTE_TYPES.get(rtype, "unknown") if rtype is not None else None,
+            }
+        )
     return links
 
 
@@ -82,19 +84,20 @@ def capture_snapshot() -> dict[str, Any]:
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             mem = _try(pynvml.nvmlDeviceGetMemoryInfo, h)
-            gpus.append({
-                "index": i,
-                "name": _text(pynvml.nvmlDeviceGetName(h)),
-                "uuid": _text(_try(pynvml.nvmlDeviceGetUUID, h) or ""),
-                "pci_bus_id": normalize_bus_id(pynvml.nvmlDeviceGetPciInfo(h).busId),
-                "memory_total": int(mem.total) if mem is not None else None,
-                "cuda_compute_capability": list(_try(pynvml.nvmlDeviceGetCudaComputeCapability, h) or []),
-                "pcie_gen": _try(pynvml.nvmlDeviceGetCurrPcieLinkGeneration, h),
-                "pcie_width": _try(pynvml.nvmlDeviceGetCurrPcieLinkWidth, h),
-                "nvlinks": _nvlinks(pynvml, h),
-            })
-        return {"source": "nvml", "driver_version": _text(_try(pynvml.nvmlSystemGetDriverVersion) or ""),
-                "gpus": gpus}
+            gpus.append(
+                {
+                    "index": i,
+                    "name": _text(pynvml.nvmlDeviceGetName(h)),
+                    "uuid": _text(_try(pynvml.nvmlDeviceGetUUID, h) or ""),
+                    "pci_bus_id": normalize_bus_id(pynvml.nvmlDeviceGetPciInfo(h).busId),
+                    "memory_total": int(mem.total) if mem is not None else None,
+                    "cuda_compute_capability": list(_try(pynvml.nvmlDeviceGetCudaComputeCapability, h) or []),
+                    "pcie_gen": _try(pynvml.nvmlDeviceGetCurrPcieLinkGeneration, h),
+                    "pcie_width": _try(pynvml.nvmlDeviceGetCurrPcieLinkWidth, h),
+                    "nvlinks": _nvlinks(pynvml, h),
+                }
+            )
+        return {"source": "nvml", "driver_version": _text(_try(pynvml.nvmlSystemGetDriverVersion) or ""), "gpus": gpus}
     finally:
         _try(pynvml.nvmlShutdown)
 
@@ -107,10 +110,21 @@ def _accelerators(snapshot: dict[str, Any], pci: dict[str, PciDevice]) -> list[A
         gts = PCIE_GEN_GTS.get(g.get("pcie_gen") or 0)
         cc = g.get("cuda_compute_capability") or []
         props = {"cuda_compute_capability": ".".join(map(str, cc))} if cc else {}
-        out.append(Accelerator(kind="cuda", index=int(g["index"]), vendor="nvidia", name=g.get("name", ""), pci=bdf,
-                               numa_node=dev.numa_node if dev else None, memory_bytes=g.get("memory_total"),
-                               uuid=g.get("uuid") or None, source="nvml",
-                               pcie_gbps=pcie_gbps(gts, g.get("pcie_width")), properties=props))
+        out.append(
+            Accelerator(
+                kind="cuda",
+                index=int(g["index"]),
+                vendor="nvidia",
+                name=g.get("name", ""),
+                pci=bdf,
+                numa_node=dev.numa_node if dev else None,
+                memory_bytes=g.get("memory_total"),
+                uuid=g.get("uuid") or None,
+                source="nvml",
+                pcie_gbps=pcie_gbps(gts, g.get("pcie_width")),
+                properties=props,
+            )
+        )
     return out
 
 
@@ -136,18 +150,33 @@ def _links(snapshot: dict[str, Any], host: str, accs: list[Accelerator]) -> list
     links = []
     for (i, j), versions in sorted(direct.items()):
         v = versions[0]
-        links.append(Link(a=f"{host}/gpu{i}", b=f"{host}/gpu{j}", kind="nvlink",
-                          bandwidth_gbps=nvlink_gbps(v, len(versions)), source="nvml",
-                          detail=f"{len(versions)} x {_version_label(v)}"))
+        links.append(
+            Link(
+                a=f"{host}/gpu{i}",
+                b=f"{host}/gpu{j}",
+                kind="nvlink",
+                bandwidth_gbps=nvlink_gbps(v, len(versions)),
+                source="nvml",
+                detail=f"{len(versions)} x {_version_label(v)}",
+            )
+        )
     on_switch = sorted(switched)
     for x, i in enumerate(on_switch):
-        for j in on_switch[x + 1:]:
+        for j in on_switch[x + 1 :]:
             if (i, j) in direct:
                 continue
             n = min(len(switched[i]), len(switched[j]))
             v = switched[i][0]
-            links.append(Link(a=f"{host}/gpu{i}", b=f"{host}/gpu{j}", kind="nvlink", bandwidth_gbps=nvlink_gbps(v, n),
-                              source="nvml", detail=f"NVSwitch, {n} x {_version_label(v)}"))
+            links.append(
+                Link(
+                    a=f"{host}/gpu{i}",
+                    b=f"{host}/gpu{j}",
+                    kind="nvlink",
+                    bandwidth_gbps=nvlink_gbps(v, n),
+                    source="nvml",
+                    detail=f"NVSwitch, {n} x {_version_label(v)}",
+                )
+            )
     return links
 
 

@@ -16,9 +16,23 @@ BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 # PCI base class -> kind (the PCI-SIG class codes, as in pci.ids)
 _BASE_CLASS = {
-    0x00: "unclassified", 0x01: "storage", 0x02: "network", 0x03: "display", 0x04: "multimedia", 0x05: "memory",
-    0x06: "bridge", 0x07: "communication", 0x08: "system", 0x09: "input", 0x0B: "processor", 0x0C: "serial-bus",
-    0x0D: "wireless", 0x10: "encryption", 0x11: "signal-processing", 0x12: "accelerator", 0xFF: "unassigned",
+    0x00: "unclassified",
+    0x01: "storage",
+    0x02: "network",
+    0x03: "display",
+    0x04: "multimedia",
+    0x05: "memory",
+    0x06: "bridge",
+    0x07: "communication",
+    0x08: "system",
+    0x09: "input",
+    0x0B: "processor",
+    0x0C: "serial-bus",
+    0x0D: "wireless",
+    0x10: "encryption",
+    0x11: "signal-processing",
+    0x12: "accelerator",
+    0xFF: "unassigned",
 }
 
 
@@ -57,18 +71,20 @@ def read_pci(root: SysRoot) -> list[PciDevice]:
         class_code = root.read(f"{base}/class") or ""
         real = root.real(base) or ""
         upstream = [p for p in real.split("/") if BDF_RE.match(p) and p != bdf]
-        devices.append(PciDevice(
-            bdf=bdf,
-            vendor=root.read(f"{base}/vendor") or "",
-            device=root.read(f"{base}/device") or "",
-            class_code=class_code,
-            kind=class_kind(class_code),
-            numa_node=_numa(root, base),
-            driver=root.link_name(f"{base}/driver"),
-            link_speed_gts=parse_gts(root.read(f"{base}/current_link_speed")),
-            link_width=root.read_int(f"{base}/current_link_width"),
-            max_link_speed_gts=parse_gts(root.read(f"{base}/max_link_speed")),
-            max_link_width=root.read_int(f"{base}/max_link_width"),
-            upstream=upstream,
-        ))
+        devices.append(
+            PciDevice(
+                bdf=bdf,
+                vendor=root.read(f"{base}/vendor") or "",
+                device=root.read(f"{base}/device") or "",
+                class_code=class_code,
+                kind=class_kind(class_code),
+                numa_node=_numa(root, base),
+                driver=root.link_name(f"{base}/driver"),
+                link_speed_gts=parse_gts(root.read(f"{base}/current_link_speed")),
+                link_width=root.read_int(f"{base}/current_link_width"),
+                max_link_speed_gts=parse_gts(root.read(f"{base}/max_link_speed")),
+                max_link_width=root.read_int(f"{base}/max_link_width"),
+                upstream=upstream,
+            )
+        )
     return devices

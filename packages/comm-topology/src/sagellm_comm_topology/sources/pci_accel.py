@@ -13,8 +13,13 @@ __all__ = ["ASCEND_NAMES", "pci_accelerators"]
 
 VENDORS = {"0x10de": "nvidia", "0x1002": "amd", "0x19e5": "huawei"}
 # Huawei's PCI device ids of the Ascend parts (as `lspci` shows them: 19e5:d801 etc.)
-ASCEND_NAMES = {"0xd100": "Ascend 310", "0xd500": "Ascend 310P", "0xd801": "Ascend 910", "0xd802": "Ascend 910B",
-                "0xd803": "Ascend 910C"}
+ASCEND_NAMES = {
+    "0xd100": "Ascend 310",
+    "0xd500": "Ascend 310P",
+    "0xd801": "Ascend 910",
+    "0xd802": "Ascend 910B",
+    "0xd803": "Ascend 910C",
+}
 
 
 def _is_accelerator(dev: PciDevice) -> str | None:
@@ -26,8 +31,9 @@ def _is_accelerator(dev: PciDevice) -> str | None:
     return vendor if dev.kind in ("display", "accelerator") else None
 
 
-def pci_accelerators(root: SysRoot, pci: list[PciDevice], known: list[Accelerator],
-                     reasons: dict[str, str]) -> list[Accelerator]:
+def pci_accelerators(
+    root: SysRoot, pci: list[PciDevice], known: list[Accelerator], reasons: dict[str, str]
+) -> list[Accelerator]:
     """Accelerators on the bus that ``known`` (found by a vendor library) does not hold; ``reasons[vendor]`` says
     why the vendor's library did not describe them. Indices continue after the known ones of the same kind."""
     davinci = sorted(int(m.group(1)) for n in root.listdir("/dev") if (m := re.fullmatch(r"davinci(\d+)", n)))
@@ -53,6 +59,17 @@ def pci_accelerators(root: SysRoot, pci: list[PciDevice], known: list[Accelerato
             why = reasons.get(vendor, "")
         if why:
             props["note"] = why
-        out.append(Accelerator(kind=kind, index=index, vendor=vendor, name=name, pci=dev.bdf,
-                               numa_node=dev.numa_node, source="pci", pcie_gbps=dev.bandwidth_gbps, properties=props))
+        out.append(
+            Accelerator(
+                kind=kind,
+                index=index,
+                vendor=vendor,
+                name=name,
+                pci=dev.bdf,
+                numa_node=dev.numa_node,
+                source="pci",
+                pcie_gbps=dev.bandwidth_gbps,
+                properties=props,
+            )
+        )
     return out

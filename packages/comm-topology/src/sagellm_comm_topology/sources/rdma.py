@@ -28,10 +28,23 @@ def read_rdma(root: SysRoot) -> list[RdmaDevice]:
         for p in root.listdir(f"{base}/ports"):
             pb = f"{base}/ports/{p}"
             rate = root.read(f"{pb}/rate") or ""
-            ports.append(RdmaPort(port=int(p), state=_state(root.read(f"{pb}/state")),
-                                  phys_state=_state(root.read(f"{pb}/phys_state")), rate=rate,
-                                  rate_gbits=parse_rdma_rate(rate), link_layer=root.read(f"{pb}/link_layer") or ""))
-        devices.append(RdmaDevice(name=name, pci=bdf_in_path(root.real(f"{base}/device")),
-                                  node_guid=root.read(f"{base}/node_guid") or "",
-                                  netdevs=root.listdir(f"{base}/device/net"), ports=ports))
+            ports.append(
+                RdmaPort(
+                    port=int(p),
+                    state=_state(root.read(f"{pb}/state")),
+                    phys_state=_state(root.read(f"{pb}/phys_state")),
+                    rate=rate,
+                    rate_gbits=parse_rdma_rate(rate),
+                    link_layer=root.read(f"{pb}/link_layer") or "",
+                )
+            )
+        devices.append(
+            RdmaDevice(
+                name=name,
+                pci=bdf_in_path(root.real(f"{base}/device")),
+                node_guid=root.read(f"{base}/node_guid") or "",
+                netdevs=root.listdir(f"{base}/device/net"),
+                ports=ports,
+            )
+        )
     return devices

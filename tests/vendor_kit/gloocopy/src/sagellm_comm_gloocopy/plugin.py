@@ -17,7 +17,13 @@ BACKENDS = {
 @hookimpl
 def sagellm_comm_register_backends(registry: BackendRegistry) -> None:
     for name, cls in BACKENDS.items():
-        registry.register(BackendSpec(name=name, factory=f"sagellm_comm_gloocopy.backends:{cls}",
-                                      devices=frozenset({"cpu"}), priority=-10,
-                                      install_hint="pip install sagellm-comm-gloocopy",
-                                      description="out-of-tree test fixture"))
+        registry.register(
+            BackendSpec(
+                name=name,
+                factory=f"sagellm_comm_gloocopy.backends:{cls}",
+                devices=frozenset({"cpu"}),
+                priority=-10,
+                install_hint="pip install sagellm-comm-gloocopy",
+                description="out-of-tree test fixture",
+            )
+        )
