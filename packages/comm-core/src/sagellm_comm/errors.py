@@ -1,6 +1,6 @@
 """Exceptions raised by sagellm-comm.
 
-Every error carries a protocol :class:`~sagellm_protocol.errors.ErrorCode`, a ``retryable`` flag and a message
+Every error carries a protocol ``ErrorCode`` (``sagellm_protocol.errors.ErrorCode``), a ``retryable`` flag and a message
 that says what to do. ``CommError.to_protocol()`` turns one into the protocol's ``Error`` model so services can
 put it on the wire unchanged.
 """
@@ -37,6 +37,7 @@ class CommError(RuntimeError):
         super().__init__(f"[{self.code.value}] {message}")
 
     def to_protocol(self) -> Error:
+        """This error as the protocol's ``Error`` model (code, message, retryable), ready to go on the wire."""
         return Error(code=self.code, message=self.message, retryable=self.retryable)
 
     def __reduce__(self):  # keep code and retryable across process boundaries (launcher results)
@@ -48,6 +49,8 @@ def _rebuild(cls: type[CommError], message: str, code: ErrorCode, retryable: boo
 
 
 class InvalidArgumentError(CommError, ValueError):
+    """A bad argument (shape, dtype, op, rank, timeout, ...), rejected before any rank starts the op."""
+
     default_code = ErrorCode.INVALID_ARGUMENT
 
 
@@ -58,14 +61,21 @@ class BackendNotSupportedError(CommError):
 
 
 class RankMismatchError(CommError, ValueError):
+    """The ranks disagree: a rank out of range or outside the group, ranks running different collectives, or a
+    message that does not match the receive posted for it."""
+
     default_code = ErrorCode.COMM_RANK_MISMATCH
 
 
 class GroupNotFoundError(CommError):
+    """The group passed to a call is not a live group of the backend (destroyed, or from another backend)."""
+
     default_code = ErrorCode.COMM_GROUP_NOT_FOUND
 
 
 class GroupInvalidError(CommError):
+    """The group or the world cannot be set up or used as asked (e.g. initialized twice, MASTER_ADDR unusable)."""
+
     default_code = ErrorCode.COMM_GROUP_INVALID
 
 
@@ -74,12 +84,18 @@ class NotInitializedError(GroupInvalidError):
 
 
 class CommTimeoutError(CommError, TimeoutError):
+    """A blocking call (an op, a wait, the rendezvous) ran past its timeout; the message names who was missing."""
+
     default_code = ErrorCode.COMM_TIMEOUT
 
 
 class CollectiveFailedError(CommError):
+    """A collective failed inside the backend's engine (a peer died, the transport broke)."""
+
     default_code = ErrorCode.COMM_COLLECTIVE_FAILED
 
 
 class P2PFailedError(CommError):
+    """A point-to-point send or receive failed inside the backend's engine."""
+
     default_code = ErrorCode.COMM_P2P_FAILED

@@ -109,6 +109,7 @@ class CommGroup:
         return list(self.global_ranks)
 
     def global_rank(self, group_rank: int) -> int:
+        """The global rank of group rank ``group_rank`` (``RankMismatchError`` when out of range)."""
         if isinstance(group_rank, bool) or not isinstance(group_rank, int):
             raise InvalidArgumentError(f"group rank must be an int, got {group_rank!r}")
         if not 0 <= group_rank < self.world_size:
@@ -119,6 +120,7 @@ class CommGroup:
         return self.global_ranks[group_rank]
 
     def group_rank(self, global_rank: int) -> int:
+        """The rank in this group of global rank ``global_rank`` (``RankMismatchError`` when not a member)."""
         if isinstance(global_rank, bool) or not isinstance(global_rank, int):
             raise InvalidArgumentError(f"global rank must be an int, got {global_rank!r}")
         try:
@@ -147,39 +149,51 @@ class CommGroup:
 
     # -- collectives on this group (group ranks for roots and peers) ------------------------------------------
     def all_reduce(self, tensor: torch.Tensor, op: Any = "sum", async_op: bool = False) -> Any:
+        """``CommBackend.all_reduce`` on this group: reduce ``tensor`` in place across its ranks."""
         return self.backend.all_reduce(tensor, op, self, async_op)
 
     def all_gather(self, tensor: torch.Tensor, async_op: bool = False, **kw: Any) -> Any:
+        """``CommBackend.all_gather`` on this group: every rank's ``tensor``, in group-rank order."""
         return self.backend.all_gather(tensor, self, async_op, **kw)
 
     def all_gather_into_tensor(self, output: torch.Tensor, tensor: torch.Tensor, async_op: bool = False) -> Any:
+        """``CommBackend.all_gather_into_tensor`` on this group: every rank's ``tensor``, concatenated in ``output``."""
         return self.backend.all_gather_into_tensor(output, tensor, self, async_op)
 
     def reduce_scatter(self, output: torch.Tensor, input: Any, op: Any = "sum", async_op: bool = False) -> Any:
+        """``CommBackend.reduce_scatter`` on this group: reduce ``input``, this rank's share into ``output``."""
         return self.backend.reduce_scatter(output, input, op, self, async_op)
 
     def broadcast(self, tensor: torch.Tensor, src_rank: int = 0, async_op: bool = False) -> Any:
+        """``CommBackend.broadcast`` on this group: group rank ``src_rank``'s ``tensor`` into every rank's."""
         return self.backend.broadcast(tensor, src_rank, self, async_op)
 
     def reduce(self, tensor: torch.Tensor, dst_rank: int = 0, op: Any = "sum", async_op: bool = False) -> Any:
+        """``CommBackend.reduce`` on this group: the reduction lands in group rank ``dst_rank``'s ``tensor``."""
         return self.backend.reduce(tensor, dst_rank, op, self, async_op)
 
     def gather(self, tensor: torch.Tensor, gather_list: Any = None, dst_rank: int = 0, async_op: bool = False) -> Any:
+        """``CommBackend.gather`` on this group: every rank's ``tensor`` into ``gather_list`` on rank ``dst_rank``."""
         return self.backend.gather(tensor, gather_list, dst_rank, self, async_op)
 
     def scatter(self, tensor: torch.Tensor, scatter_list: Any = None, src_rank: int = 0, async_op: bool = False) -> Any:
+        """``CommBackend.scatter`` on this group: rank ``src_rank``'s ``scatter_list[i]`` into rank ``i``'s ``tensor``."""
         return self.backend.scatter(tensor, scatter_list, src_rank, self, async_op)
 
     def all_to_all(self, output: Any, input: Any, async_op: bool = False) -> Any:
+        """``CommBackend.all_to_all`` on this group: chunk ``i`` of ``input`` to group rank ``i``, into ``output``."""
         return self.backend.all_to_all(output, input, self, async_op)
 
     def barrier(self, async_op: bool = False, timeout: float | None = None) -> Any:
+        """``CommBackend.barrier`` on this group: returns once every rank has reached it (at most ``timeout`` s)."""
         return self.backend.barrier(self, async_op, timeout=timeout)
 
     def send(self, tensor: torch.Tensor, dst_rank: int, tag: int = 0) -> None:
+        """``CommBackend.send`` on this group: ``tensor`` to group rank ``dst_rank``, matched by ``tag``."""
         return self.backend.send(tensor, dst_rank, self, tag)
 
     def recv(self, tensor: torch.Tensor, src_rank: int, tag: int = 0) -> Any:
+        """``CommBackend.recv`` on this group: into ``tensor`` from group rank ``src_rank``, matched by ``tag``."""
         return self.backend.recv(tensor, src_rank, self, tag)
 
     def __repr__(self) -> str:
