@@ -177,7 +177,7 @@ class CommGroup:
         return self.backend.gather(tensor, gather_list, dst_rank, self, async_op)
 
     def scatter(self, tensor: torch.Tensor, scatter_list: Any = None, src_rank: int = 0, async_op: bool = False) -> Any:
-        """``CommBackend.scatter`` on this group: rank ``src_rank``'s ``scatter_list[i]`` into rank ``i``'s ``tensor``."""
+        """``CommBackend.scatter`` on this group: rank ``src_rank``'s ``scatter_list[i]`` to rank ``i``."""
         return self.backend.scatter(tensor, scatter_list, src_rank, self, async_op)
 
     def all_to_all(self, output: Any, input: Any, async_op: bool = False) -> Any:
