@@ -1,10 +1,10 @@
 """The ``CommBackend`` contract.
 
-A backend plugin subclasses :class:`CommBackend`, sets ``name`` and ``capabilities`` and implements the
+A backend plugin subclasses ``CommBackend``, sets ``name`` and ``capabilities`` and implements the
 underscored engine methods (``_init``, ``_all_reduce``, ...). The public methods here are the same for every
 backend: they resolve the group, check the call against the declared capabilities and the arguments (so bad
 input fails identically everywhere, before any rank starts the op), translate engine exceptions into protocol-coded
-errors, and return the result (sync) or a :class:`~sagellm_comm.work.Work` handle (``async_op=True``).
+errors, and return the result (sync) or a ``Work`` handle (``sagellm_comm.work.Work``, ``async_op=True``).
 
 Roots and peers (``src_rank``, ``dst_rank``) are ranks *in the group* the call runs on; for the world group these
 are the global ranks.
@@ -55,7 +55,7 @@ def active_backends() -> dict[str, CommBackend]:
 
 @dataclass
 class P2POp:
-    """One entry of :meth:`CommBackend.batch_isend_irecv`: ``op`` is ``"isend"`` or ``"irecv"``."""
+    """One entry of ``CommBackend.batch_isend_irecv``: ``op`` is ``"isend"`` or ``"irecv"``."""
 
     op: str
     tensor: torch.Tensor
@@ -94,7 +94,7 @@ class CommBackend(ABC):
     # ------------------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, name: str | None = "auto", **options: Any) -> CommBackend:
-        """``CommBackend.create("gloo")``: same as :func:`sagellm_comm.get_comm_backend`."""
+        """``CommBackend.create("gloo")``: same as ``sagellm_comm.get_comm_backend``."""
         from sagellm_comm.registry import get_comm_backend
 
         return get_comm_backend(name, **options)
@@ -263,6 +263,7 @@ class CommBackend(ABC):
         return g.rank
 
     def get_world_size(self, group: CommGroup | str | None = None) -> int:
+        """The number of ranks in ``group`` (default: the world)."""
         g = self._require_world("get_world_size") if group is None else self._lookup_group(group)
         return g.world_size
 
@@ -293,6 +294,7 @@ class CommBackend(ABC):
         return group
 
     def get_group(self, group_id: str) -> CommGroup:
+        """The live group ``group_id`` of this backend (``GroupNotFoundError`` if there is none)."""
         return self._lookup_group(group_id)
 
     # ------------------------------------------------------------------------------------------------------
@@ -518,6 +520,7 @@ class CommBackend(ABC):
         return tensor
 
     def isend(self, tensor: torch.Tensor, dst_rank: int, group: Any = None, tag: int = 0) -> Work:
+        """``send`` without blocking: returns a ``Work``; do not modify ``tensor`` until it has completed."""
         g = self._group(group, "send")
         tensor = self._as_tensor(tensor, "isend")
         self._check_tensor(tensor, "send")
@@ -526,6 +529,7 @@ class CommBackend(ABC):
         return self._run("send", self._isend, None, True, tensor, dst_rank, g, tag)
 
     def irecv(self, tensor: torch.Tensor, src_rank: int, group: Any = None, tag: int = 0) -> Work:
+        """``recv`` without blocking: returns a ``Work``; ``tensor`` holds the message once it has completed."""
         g = self._group(group, "recv")
         buf = self._as_tensor(tensor, "irecv", writable=True)
         self._check_tensor(buf, "recv")

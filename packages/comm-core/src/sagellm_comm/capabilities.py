@@ -35,7 +35,7 @@ class Capabilities:
 
     Asynchrony is two claims (see docs/streams.md):
 
-    - ``async_ops``: the backend *accepts* ``async_op=True`` and returns a :class:`~sagellm_comm.work.Work`;
+    - ``async_ops``: the backend *accepts* ``async_op=True`` and returns a ``Work``;
     - ``concurrent_progress``: an async op *progresses on its own* while the caller does other work (a progress
       thread, the engine's own threads, a device stream), so it can complete before ``wait()`` is called. False means
       the op may only run inside the call or inside ``wait()``. The conformance suite checks a True claim causally:

@@ -1,7 +1,7 @@
 """Where a process group meets: rank, world size and master address, from arguments or the torchrun environment.
 
 ``store`` is filled in by ``CommBackend.init_process_group``: the backend's namespaced side channel
-(:mod:`sagellm_comm.store`), the way c10d hands a store to a backend factory.
+(``sagellm_comm.store``), the way c10d hands a store to a backend factory.
 
 Arguments win over the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as torchrun sets
 them). With neither, the process is a world of one. The timeout comes from the argument, else

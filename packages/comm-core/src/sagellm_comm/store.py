@@ -10,11 +10,11 @@ region names all travel through it. The stores are torch.distributed's, never a 
 - the application already initialized torch.distributed: its default store;
 - ``init_method`` given, or torchrun's agent hosts the store (``TORCHELASTIC_USE_AGENT_STORE``): ``dist.rendezvous``;
 - otherwise a ``TCPStore`` on MASTER_ADDR:MASTER_PORT hosted by rank 0, listening on loopback unless an address
-  is configured (:mod:`sagellm_comm.listen`), ``multi_tenant`` so that a torch process group initialized later in
+  is configured (``sagellm_comm.listen``), ``multi_tenant`` so that a torch process group initialized later in
   the same process shares the server instead of failing to bind the port.
 
 Before a rank writes anything to a store shared with other processes, it checks the job token
-(:mod:`sagellm_comm.job`): a process of another job refuses to join and leaves the store as it found it.
+(``sagellm_comm.job``): a process of another job refuses to join and leaves the store as it found it.
 
 Every wait is bounded by the rendezvous timeout and names the ranks whose keys are missing; so is opening the store
 itself (torch's ``TCPStore`` client can block past its timeout when a stranger holds MASTER_PORT: it connects, then
@@ -241,7 +241,7 @@ def _open_base(rdzv: Any, session: int) -> _Shared:
 
 
 def _host_store(rdzv: Any, timeout: datetime.timedelta) -> Any:
-    """Rank 0's ``TCPStore`` server, listening where :mod:`sagellm_comm.listen` says (loopback by default).
+    """Rank 0's ``TCPStore`` server, listening where ``sagellm_comm.listen`` says (loopback by default).
 
     ``multi_tenant``: a torch process group initialized later in this process on the same port shares the server.
     When the port is taken, it may be by a server of this very process (torch keeps one per port while any store
@@ -322,7 +322,7 @@ def _live_client(rdzv: Any, stuck: str, session: int) -> Any:
 
 
 def _check_job(shared: _Shared, rdzv: Any) -> None:
-    """The job-token check (:mod:`sagellm_comm.job`), before this rank writes anything to the store."""
+    """The job-token check (``sagellm_comm.job``), before this rank writes anything to the store."""
 
     def wait(key: str) -> bytes:
         try:

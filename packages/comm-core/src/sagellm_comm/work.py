@@ -214,6 +214,7 @@ class Work(ABC):
         return True
 
     def result(self, timeout: float | None = None) -> Any:
+        """``wait(timeout)``, then the op's output: the tensor, or the list for list-form ops."""
         self.wait(timeout)
         return self._result
 
@@ -225,6 +226,7 @@ class CompletedWork(Work):
     """A handle for an operation that already finished when it was returned (e.g. world size 1)."""
 
     def is_completed(self) -> bool:
+        """Always True: the op finished before the handle was returned."""
         return True
 
     def _wait(self, timeout: float | None) -> bool:
@@ -240,6 +242,7 @@ class FutureWork(Work):
         self._future = future
 
     def is_completed(self) -> bool:
+        """True once the future the op runs in is done (successfully or not); never blocks."""
         return self._future.done()
 
     def _wait(self, timeout: float | None) -> bool:

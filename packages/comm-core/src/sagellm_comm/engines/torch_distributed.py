@@ -53,6 +53,7 @@ class TorchWork(Work):
         self._work = work
 
     def is_completed(self) -> bool:
+        """torch's ``Work.is_completed()``: True once the op finished (successfully or not); never blocks."""
         return bool(self._work.is_completed())
 
     def _wait(self, timeout: float | None) -> bool:
