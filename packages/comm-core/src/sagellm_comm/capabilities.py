@@ -16,13 +16,20 @@ from sagellm_protocol import CollectiveOp, ReduceOp
 # Operation names a backend can declare. The protocol's CollectiveOp values, plus the contract's ops that the
 # protocol enum does not list (gather, scatter, the into-tensor all_gather and batched P2P).
 PROTOCOL_OPS: frozenset[str] = frozenset(op.value for op in CollectiveOp)
+"""The values of the protocol's ``CollectiveOp`` (``"all_reduce"``, ``"send"``, ...)."""
 EXTRA_OPS: frozenset[str] = frozenset({"all_gather_into_tensor", "gather", "scatter", "batch_p2p"})
+"""The contract's ops that ``CollectiveOp`` does not list."""
 ALL_OPS: frozenset[str] = PROTOCOL_OPS | EXTRA_OPS
+"""Every operation name a backend can declare in ``Capabilities.ops``."""
 
 FLOAT_DTYPES: frozenset[torch.dtype] = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64})
+"""The floating-point dtypes a backend usually declares (an argument of ``Capabilities.reduce_table``)."""
 INT_DTYPES: frozenset[torch.dtype] = frozenset({torch.int8, torch.uint8, torch.int32, torch.int64})
+"""The integer dtypes a backend usually declares."""
 ARITHMETIC_OPS: frozenset[ReduceOp] = frozenset({ReduceOp.SUM, ReduceOp.PROD, ReduceOp.MIN, ReduceOp.MAX})
+"""Reductions defined on floats and integers (``reduce_table`` gives them both)."""
 BITWISE_OPS: frozenset[ReduceOp] = frozenset({ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR})
+"""Reductions defined on integers (and bool) only."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,11 @@ class Capabilities:
         return frozenset(op for op, dts in self.reduce_support.items() if dts)
 
     def supports_op(self, op: str) -> bool:
+        """Whether the operation name ``op`` (one of ``ALL_OPS``) is declared."""
         return op in self.ops
 
     def supports_reduce(self, op: ReduceOp, dtype: torch.dtype) -> bool:
+        """Whether reducing ``dtype`` with ``op`` is declared (``reduce_support[op]`` holds ``dtype``)."""
         dts = self.reduce_support.get(op)
         return dts is not None and dtype in dts
 
@@ -94,6 +103,7 @@ class Capabilities:
         return table
 
     def describe(self) -> dict[str, object]:
+        """The declaration as a JSON-serialisable dict (names, not torch objects), as the registry reports it."""
         return {
             "ops": sorted(self.ops),
             "dtypes": sorted(str(d).removeprefix("torch.") for d in self.dtypes),

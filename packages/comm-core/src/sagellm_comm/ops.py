@@ -13,6 +13,7 @@ from sagellm_protocol import ReduceOp
 from sagellm_comm.errors import InvalidArgumentError
 
 CommOp = ReduceOp
+"""The protocol's ``ReduceOp`` under the name sagellm-core imports (the same enum: ``CommOp.SUM is ReduceOp.SUM``)."""
 
 # dtypes as small integers where ranks exchange descriptions of tensors (shm step tags, gloo P2P frames): the
 # position in this tuple. Append only: ranks of one job must agree on it.
@@ -28,6 +29,7 @@ WIRE_DTYPES: tuple[torch.dtype, ...] = (
     torch.int64,
     torch.bool,
 )
+"""The dtypes ranks can describe to each other as small integers (the position in this tuple; append only)."""
 
 _ALIASES: dict[str, ReduceOp] = {op.value: op for op in ReduceOp}
 _ALIASES.update({op.name.lower(): op for op in ReduceOp})
