@@ -30,6 +30,8 @@ HOOKFAIL_MODULE = f"""
 from sagellm_comm.plugins import hookimpl
 from sagellm_comm_gloo import GlooBackend
 
+SAGELLM_COMM_PLUGIN_API = "2.0"
+
 
 @hookimpl
 def sagellm_comm_register_backends(registry):
@@ -46,6 +48,8 @@ from sagellm_comm import Capabilities, CommBackend
 from sagellm_comm.errors import BackendNotSupportedError
 from sagellm_comm.plugins import hookimpl
 from sagellm_comm.registry import BackendSpec
+
+SAGELLM_COMM_PLUGIN_API = "2.0"
 
 
 class LoopbackTestBackend(CommBackend):

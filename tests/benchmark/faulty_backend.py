@@ -10,6 +10,9 @@ from sagellm_comm.plugins import hookimpl
 from sagellm_comm.registry import BackendRegistry, BackendSpec
 from sagellm_comm_gloo import GlooBackend
 
+# the plugin API this entry module is written for; the core skips it when it speaks another (docs/plugins.md)
+SAGELLM_COMM_PLUGIN_API = "2.0"
+
 
 class FaultyGlooBackend(GlooBackend):
     name = "faulty"

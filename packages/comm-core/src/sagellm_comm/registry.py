@@ -304,20 +304,25 @@ def _status(spec: BackendSpec) -> BackendStatus:
 
 
 def list_comm_backends() -> list[BackendStatus]:
-    """Every known backend with its availability and reason, plus plugins that failed to load."""
+    """Every known backend with its availability and reason, plus plugins that failed to load or were skipped as
+    incompatible with this core's plugin API."""
     reg, man = _ensure_loaded()
     out = [_status(s) for s in reg.specs()]
     for rec in man.records.values():
-        if rec.status == "failed":
+        if rec.status in _NOT_LOADED:
             out.append(
                 BackendStatus(
                     name=rec.name,
                     available=False,
                     plugin=rec.name,
-                    reason=f"plugin {rec.name!r} ({rec.distribution or '?'}) failed to load: {rec.error}",
+                    reason=f"plugin {rec.name!r} ({rec.distribution or '?'}) {_NOT_LOADED[rec.status]}: {rec.error}",
                 )
             )
     return out
+
+
+# plugin record statuses whose plugin registered nothing, as list_comm_backends() words them
+_NOT_LOADED = {"failed": "failed to load", "incompatible": "is incompatible with this core"}
 
 
 def is_comm_backend_available(name: str) -> bool:
@@ -382,8 +387,9 @@ def get_comm_backend(name: str | None = None, *, device: Any = None, **options: 
     reg, man = _ensure_loaded()
     spec = reg.get(key)
     if spec is None:
-        failed = {r.name: r.error for r in man.records.values() if r.status == "failed"}
-        why = f"plugin {key!r} failed to load: {failed[key]}; " if key in failed else ""
+        skipped = {r.name: r for r in man.records.values() if r.status in _NOT_LOADED}
+        rec = skipped.get(key)
+        why = f"plugin {key!r} {_NOT_LOADED[rec.status]}: {rec.error}; " if rec is not None else ""
         raise BackendNotSupportedError(
             f"unknown comm backend {name!r}; known backends: {', '.join(reg.names()) or 'none'}. {why}"
             f"{hint_for_backend(key)}; `sagellm-comm info` shows what is installed."

@@ -9,6 +9,9 @@ from __future__ import annotations
 from sagellm_comm.plugins import hookimpl
 from sagellm_comm.registry import BackendRegistry, BackendSpec
 
+# the plugin API this entry module is written for; the core skips it when it speaks another (docs/plugins.md)
+SAGELLM_COMM_PLUGIN_API = "2.0"
+
 HINT = "pip install 'isagellm-comm[cxl-ub]' (isagellm-comm-cxl-ub)"
 
 

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 from sagellm_comm.plugins import hookimpl
 from sagellm_comm.registry import BackendRegistry, BackendSpec
 
+# the plugin API this entry module is written for; the core skips it when it speaks another (docs/plugins.md)
+SAGELLM_COMM_PLUGIN_API = "2.0"
+
 if TYPE_CHECKING:
     from sagellm_comm.topology import Topology
 

@@ -10,6 +10,9 @@ from typing import Any
 
 from sagellm_comm.plugins import hookimpl
 
+# the plugin API this entry module is written for; the core skips it when it speaks another (docs/plugins.md)
+SAGELLM_COMM_PLUGIN_API = "2.0"
+
 __all__ = [
     "sagellm_comm_link_parameters",
     "sagellm_comm_topology_descriptor",

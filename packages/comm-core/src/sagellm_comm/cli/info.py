@@ -17,7 +17,8 @@ from sagellm_comm.cli._console import make_console
 
 __all__ = ["add_info_parser", "collect_info", "run_info"]
 
-_STATUS_STYLE = {"loaded": "green", "failed": "bold red", "disabled": "yellow"}
+_STATUS_STYLE = {"loaded": "green", "failed": "bold red", "disabled": "yellow", "incompatible": "bold magenta"}
+_NOT_LOADED = ("failed", "incompatible")  # statuses whose error is shown in red and again in full below
 
 
 def _dist_version(name: str) -> str:
@@ -32,6 +33,7 @@ def collect_info() -> dict[str, Any]:
     import torch
 
     from sagellm_comm import __version__
+    from sagellm_comm.plugins import PLUGIN_API_VERSION
     from sagellm_comm.registry import list_comm_backends, plugin_manager
 
     with warnings.catch_warnings():
@@ -41,6 +43,7 @@ def collect_info() -> dict[str, Any]:
     versions = {
         "sagellm_comm": __version__,
         "isagellm-comm-core": _dist_version("isagellm-comm-core"),
+        "plugin API": PLUGIN_API_VERSION,
         "isagellm-protocol": _dist_version("isagellm-protocol"),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -83,7 +86,7 @@ def render_info(data: dict[str, Any]) -> None:
     console.print(vt)
 
     pt = Table(title="plugins (entry-point group sagellm_comm.plugins)", title_justify="left")
-    for col in ("name", "distribution", "version", "status", "backends"):
+    for col in ("name", "distribution", "version", "api", "status", "backends"):
         pt.add_column(col, overflow="fold")
     pt.add_column("error", overflow="fold", ratio=1)
     for p in data["plugins"]:
@@ -91,13 +94,15 @@ def render_info(data: dict[str, Any]) -> None:
             _cell(p["name"]),
             _cell(p["distribution"]),
             _cell(p["version"]),
+            _cell(p.get("api", "")),
             _cell(p["status"], _STATUS_STYLE.get(p["status"], "")),
             _cell(", ".join(p["backends"])),
-            _cell(p["error"], "red" if p["status"] == "failed" else ""),
+            _cell(p["error"], "red" if p["status"] in _NOT_LOADED else ""),
         )
     if not data["plugins"]:
         pt.add_row(
             _cell("(none)"),
+            _cell(""),
             _cell(""),
             _cell(""),
             _cell(""),
@@ -136,10 +141,10 @@ def render_info(data: dict[str, Any]) -> None:
             soft_wrap=True,
         )
 
-    failed = [p for p in data["plugins"] if p["status"] == "failed"]
+    failed = [p for p in data["plugins"] if p["status"] in _NOT_LOADED]
     for p in failed:  # once more unwrapped, so the whole message is on one line whatever the width
         line = Text(
-            f"FAILED plugin {p['name']!r} ({p['distribution'] or 'unknown distribution'}): {p['error']}",
+            f"{p['status'].upper()} plugin {p['name']!r} ({p['distribution'] or 'unknown distribution'}): {p['error']}",
             style="bold red",
         )
         console.print(line, soft_wrap=True)
@@ -157,9 +162,9 @@ def run_info(args: argparse.Namespace) -> int:
 def add_info_parser(sub: Any) -> None:
     p = sub.add_parser(
         "info",
-        help="show versions, plugins (loaded/failed/disabled) and backends",
+        help="show versions, plugins (loaded/failed/disabled/incompatible) and backends",
         description="Show versions, every plugin's load status (with the error of those that "
-        "failed) and every backend's availability.",
+        "failed, and why an incompatible one was skipped) and every backend's availability.",
     )
     p.add_argument("--json", action="store_true", help="print the same information as JSON")
     p.set_defaults(func=run_info)

@@ -3,6 +3,12 @@
 A plugin that fails to import or whose hook raises is recorded (``PluginRecord.status == "failed"``, shown by
 ``list_comm_backends()`` and ``sagellm-comm info``) and a warning is issued; the other plugins load regardless.
 
+Plugin API version: the core speaks ``PLUGIN_API_VERSION`` (``"MAJOR.MINOR"``; the major is the contract's). Every
+entry module declares the one it was written for, ``SAGELLM_COMM_PLUGIN_API = "2.0"``, a module attribute read after
+importing the (import-light) entry module and before its hooks are registered. Compatible: the same major and a minor
+no newer than the core's. Anything else, or no declaration, is not registered: the record's status is
+``"incompatible"`` with a reason that says which versions and what to install, and a warning is issued.
+
 Environment:
 - ``SAGELLM_COMM_PLUGINS``: comma-separated entry-point names to load (``none`` loads none); unset loads all.
 - ``SAGELLM_COMM_DISABLE_PLUGINS``: comma-separated names to skip.
@@ -11,6 +17,7 @@ Environment:
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 import warnings
 from collections.abc import Callable
@@ -20,13 +27,25 @@ from typing import Any
 
 import pluggy
 
+from sagellm_comm._version import __version__ as core_version
 from sagellm_comm.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "sagellm_comm.plugins"
+# the plugin API this core speaks: MAJOR.MINOR. The major is the contract version (hook specs, CommBackend's engine
+# methods, BackendSpec); a minor adds hooks or fields without changing any. Plugins declare theirs in API_ATTRIBUTE.
+PLUGIN_API_VERSION = "2.0"
+API_ATTRIBUTE = "SAGELLM_COMM_PLUGIN_API"
 ENV_ALLOW = "SAGELLM_COMM_PLUGINS"
 ENV_BLOCK = "SAGELLM_COMM_DISABLE_PLUGINS"
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "SagellmPluginManager"]
+__all__ = [
+    "API_ATTRIBUTE",
+    "ENTRY_POINT_GROUP",
+    "PLUGIN_API_VERSION",
+    "PluginRecord",
+    "SagellmPluginManager",
+    "plugin_api_problem",
+]
 
 
 @dataclass
@@ -34,10 +53,51 @@ class PluginRecord:
     name: str
     distribution: str = ""
     version: str = ""
-    status: str = "loaded"  # loaded | failed | disabled
+    status: str = "loaded"  # loaded | failed | disabled | incompatible
     error: str = ""
     traceback: str = ""
     backends: list[str] = field(default_factory=list)
+    api: str = ""  # the plugin API version the entry module declares (SAGELLM_COMM_PLUGIN_API), "" if none
+
+
+def _parse_api(value: object) -> tuple[int, int] | None:
+    if not isinstance(value, str):
+        return None
+    major, dot, minor = value.strip().partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        return None
+    return int(major), int(minor)
+
+
+def plugin_api_problem(declared: object, module: str, distribution: str) -> str | None:
+    """Why a plugin whose entry module ``module`` declares ``declared`` (its ``SAGELLM_COMM_PLUGIN_API``, None when
+    missing) cannot be loaded by this core, or None when it is compatible: the same major as ``PLUGIN_API_VERSION``
+    and a minor no newer than the core's."""
+    core = _parse_api(PLUGIN_API_VERSION) or (0, 0)
+    dist = distribution or "the plugin's distribution"
+    speaks = f"this core (isagellm-comm-core {core_version}) speaks plugin API {PLUGIN_API_VERSION}"
+    if declared is None:
+        return (
+            f"{module} declares no plugin API version ({API_ATTRIBUTE}): it predates the versioned plugin API, and "
+            f"{speaks}; install a release written for plugin API {core[0]}.x (pip install -U {dist}), or, if you "
+            f'maintain it, check it against the plugin guide and set {API_ATTRIBUTE} = "{PLUGIN_API_VERSION}" in '
+            f"{module}"
+        )
+    api = _parse_api(declared)
+    if api is None:
+        return f"{module} declares {API_ATTRIBUTE} = {declared!r}, not a 'MAJOR.MINOR' string; {speaks}"
+    if api[0] < core[0]:
+        return (
+            f"{module} is written for plugin API {declared} and {speaks}: install a release of {dist} written for "
+            f"plugin API {core[0]}.x (pip install -U {dist}), or use an isagellm-comm-core that speaks plugin API "
+            f"{api[0]}.x"
+        )
+    if api[0] > core[0] or api[1] > core[1]:
+        return (
+            f"{module} is written for plugin API {declared}, newer than {speaks}: upgrade the core (pip install -U "
+            f"isagellm-comm-core), or install a release of {dist} written for plugin API {PLUGIN_API_VERSION}"
+        )
+    return None
 
 
 def _names(var: str) -> set[str] | None:
@@ -72,6 +132,18 @@ class SagellmPluginManager:
                 continue
             try:
                 plugin = ep.load()
+            except Exception as exc:
+                self._fail(rec, exc, "import")
+                continue
+            module = ep.value.partition(":")[0].strip()
+            # the entry module's attribute (also when the entry point names an object inside it)
+            declared = getattr(plugin, API_ATTRIBUTE, getattr(sys.modules.get(module), API_ATTRIBUTE, None))
+            rec.api = declared if isinstance(declared, str) else ""
+            problem = plugin_api_problem(declared, module, rec.distribution)
+            if problem is not None:
+                self._incompatible(rec, problem)
+                continue
+            try:
                 self.pm.register(plugin, name=ep.name)
             except Exception as exc:
                 self._fail(rec, exc, "import")
@@ -83,9 +155,18 @@ class SagellmPluginManager:
                 self._fail(rec, exc, "registration")
 
     def register_object(self, plugin: Any, name: str, on_loaded: Callable[[str, Any], list[str]]) -> PluginRecord:
-        """Register an in-process plugin object (tests, embedding applications)."""
+        """Register an in-process plugin object (tests, embedding applications). It is built against the running
+        core, so a missing ``SAGELLM_COMM_PLUGIN_API`` is taken as the core's own; a declared one is checked as an
+        entry point's is."""
         rec = PluginRecord(name=name, distribution="in-process")
         self.records[name] = rec
+        declared = getattr(plugin, API_ATTRIBUTE, None)
+        rec.api = declared if isinstance(declared, str) else PLUGIN_API_VERSION
+        if declared is not None:
+            problem = plugin_api_problem(declared, getattr(plugin, "__name__", repr(plugin)), "")
+            if problem is not None:
+                self._incompatible(rec, problem)
+                return rec
         self.pm.register(plugin, name=name)
         try:
             rec.backends = on_loaded(name, plugin)
@@ -146,6 +227,16 @@ class SagellmPluginManager:
         dist = getattr(ep, "dist", None)
         return PluginRecord(
             name=ep.name, distribution=getattr(dist, "name", "") or "", version=getattr(dist, "version", "") or ""
+        )
+
+    @staticmethod
+    def _incompatible(rec: PluginRecord, problem: str) -> None:
+        rec.status, rec.error = "incompatible", problem
+        warnings.warn(
+            f"sagellm-comm plugin {rec.name!r} ({rec.distribution or 'unknown distribution'}) is incompatible with "
+            f"this core and is skipped: {problem}",
+            RuntimeWarning,
+            stacklevel=3,
         )
 
     @staticmethod
