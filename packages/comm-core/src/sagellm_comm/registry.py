@@ -128,6 +128,9 @@ def _probe(probe: Callable[[], tuple[bool, str]] | str | None, what: str) -> tup
 
 @dataclass(frozen=True)
 class BackendStatus:
+    """One row of ``list_comm_backends()``: a backend (or a plugin that registered none), whether it can run
+    here and why, its devices, priority, plugin, description and declared capabilities."""
+
     name: str
     available: bool
     reason: str
@@ -168,19 +171,25 @@ class BackendRegistry:
         return spec
 
     def unregister(self, name: str) -> None:
+        """Forget backend ``name`` (nothing happens if it is not registered)."""
         with self._lock:
             self._specs.pop(name, None)
 
     def names(self) -> list[str]:
+        """The registered backend names, sorted."""
         return sorted(self._specs)
 
     def get(self, name: str) -> BackendSpec | None:
+        """The spec registered as ``name``, or None."""
         return self._specs.get(name)
 
     def specs(self) -> list[BackendSpec]:
+        """Every registered spec, sorted by name."""
         return [self._specs[n] for n in sorted(self._specs)]
 
     def registering_as(self, plugin: str) -> _Scope:
+        """A context manager: while it is open, ``register`` records ``plugin`` as each spec's plugin and the
+        scope it yields lists the names registered (how the plugin manager attributes backends to plugins)."""
         return _Scope(self, plugin)
 
 
@@ -232,6 +241,7 @@ def _ensure_loaded() -> tuple[BackendRegistry, SagellmPluginManager]:
 
 
 def plugin_manager() -> SagellmPluginManager:
+    """The process's plugin manager, loading the installed plugins on first use."""
     return _ensure_loaded()[1]
 
 
