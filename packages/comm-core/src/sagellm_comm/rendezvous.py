@@ -31,11 +31,15 @@ __all__ = [
 ]
 
 DEFAULT_MASTER_ADDR = "127.0.0.1"
+"""MASTER_ADDR when neither the argument nor the environment gives one."""
 DEFAULT_MASTER_PORT = 29500  # torch.distributed's default
+"""MASTER_PORT when neither the argument nor the environment gives one (torch.distributed's default)."""
 DEFAULT_TIMEOUT_S = 120.0
+"""Seconds the rendezvous and every later blocking call wait without ``timeout`` or ``SAGELLM_COMM_TIMEOUT_S``."""
 # the longest wait handed to torch: it takes timeouts as ``timedelta`` and some engines overflow far below
 # ``timedelta.max`` (gloo's barrier returns a false timeout at once past ~8e13 s); ``inf`` and larger mean this
 MAX_TIMEOUT_S = 10 * 365 * 86400.0
+"""The longest timeout handed to an engine (ten years); longer ones and ``inf`` are clamped to it."""
 
 
 def check_timeout(what: str, value: Any) -> float:
@@ -54,6 +58,11 @@ def check_timeout(what: str, value: Any) -> float:
 
 @dataclass(frozen=True)
 class Rendezvous:
+    """Where and how one process joins a group: its rank, the world size, its local rank, the master address and
+    port (or ``init_method``), the timeout in seconds, and ``store``, the backend's side channel, filled in by
+    ``CommBackend.init_process_group`` before the engine's ``_init`` sees it. ``url`` is the address as
+    ``tcp://host:port`` (or ``init_method``)."""
+
     rank: int
     world_size: int
     local_rank: int

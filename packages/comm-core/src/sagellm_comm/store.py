@@ -86,12 +86,15 @@ class SideChannel:
 
     # ---------------------------------------------------------------------------------------------- basics
     def set(self, key: str, value: bytes | str) -> None:
+        """Publish ``value`` (``str`` is UTF-8 encoded) under ``key`` in this namespace."""
         self.store.set(key, _as_bytes(value))
 
     def add(self, key: str, amount: int) -> int:
+        """Add ``amount`` to the counter ``key`` (created at 0) and return its new value, atomically."""
         return int(self.store.add(key, amount))
 
     def check(self, keys: Sequence[str]) -> bool:
+        """Whether every key of ``keys`` has been published; never blocks."""
         return bool(self.store.check(list(keys)))
 
     def get(self, key: str, *, owner: str = "a peer", what: str = "publish it", timeout: float | None = None) -> bytes:

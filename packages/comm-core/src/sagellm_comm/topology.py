@@ -21,6 +21,7 @@ __all__ = ["TOPOLOGY_FILE_ENV", "Device", "Topology"]
 
 # A topology JSON file that pins (replays) the topology instead of discovering it; read by topology plugins.
 TOPOLOGY_FILE_ENV = "SAGELLM_COMM_TOPOLOGY_FILE"
+"""The environment variable naming a topology JSON file that topology plugins replay instead of discovering."""
 
 NO_PLUGIN_NOTE = (
     "host-only view: install a topology plugin (pip install 'isagellm-comm[topology]') for NUMA, "
@@ -30,6 +31,9 @@ NO_PLUGIN_NOTE = (
 
 @dataclass
 class Device:
+    """One device of a host: ``kind`` (``"cpu"``, ``"cuda"``, ``"npu"``, ...), its index, name, memory and the
+    properties plugins add."""
+
     kind: str  # "cpu", "cuda", "npu", ...
     index: int
     name: str = ""
@@ -67,6 +71,10 @@ def _torch_devices() -> tuple[list[Device], str]:
 
 @dataclass
 class Topology:
+    """What this host (or, discovered through a backend, the whole job) looks like: host identity, CPU count, the
+    devices torch sees (or why none), the number of nodes, the facts each plugin contributed (by plugin name), the
+    plugins that failed and notes. Build one with ``Topology.discover()``."""
+
     hostname: str
     node_id: str
     cpu_count: int
@@ -164,4 +172,5 @@ class Topology:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as plain dicts and lists (JSON-serialisable when the plugins' facts are)."""
         return asdict(self)

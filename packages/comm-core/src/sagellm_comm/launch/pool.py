@@ -99,6 +99,7 @@ class RankPool:
         return self._collect(getattr(fn, "__qualname__", repr(fn)), timeout)
 
     def close(self) -> None:
+        """Stop the rank processes (a clean exit, killed after 5 s) and remove their files; the pool is unusable."""
         for conn in self._conns:
             try:
                 conn.send(None)
