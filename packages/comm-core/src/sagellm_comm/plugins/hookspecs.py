@@ -22,8 +22,11 @@ if TYPE_CHECKING:
     from sagellm_comm.topology import Topology
 
 PROJECT = "sagellm_comm"
+"""The pluggy project name the markers and the plugin manager share."""
 hookspec = pluggy.HookspecMarker(PROJECT)
+"""Marks a hook specification (the functions of this module)."""
 hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Marks a plugin's hook implementation: ``@hookimpl`` over a function named after the hook it implements."""
 
 
 @hookspec

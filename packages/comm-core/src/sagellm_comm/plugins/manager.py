@@ -31,6 +31,7 @@ from sagellm_comm._version import __version__ as core_version
 from sagellm_comm.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "sagellm_comm.plugins"
+"""The entry-point group a plugin distribution registers its plugin module under."""
 # the plugin API this core speaks: MAJOR.MINOR. The major is the contract version (hook specs, CommBackend's engine
 # methods, BackendSpec); a minor adds hooks or fields without changing any. Plugins declare theirs in API_ATTRIBUTE.
 PLUGIN_API_VERSION = "2.0"
@@ -50,6 +51,9 @@ __all__ = [
 
 @dataclass
 class PluginRecord:
+    """What loading one plugin entry point gave: its name, distribution and version, ``status`` (and ``error``
+    and ``traceback`` when it did not load), and the backends it registered. ``sagellm-comm info`` shows these."""
+
     name: str
     distribution: str = ""
     version: str = ""
