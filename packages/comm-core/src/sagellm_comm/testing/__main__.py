@@ -17,9 +17,12 @@ from collections import Counter
 from typing import Any
 
 EXIT_UNAVAILABLE = 6
+"""Exit status when the backend cannot run here (unknown, unavailable, or its factory fails to import)."""
 EXIT_NOTHING_VERIFIED = 7
+"""Exit status when no test of an op passed: nothing about the backend was verified."""
 # tests that pass without the backend doing anything: they prove nothing about its ops
 NOT_OP_TESTS = frozenset({"test_world", "test_unknown_backend_name"})
+"""Tests that pass without the backend doing anything; they do not count as a verified op."""
 
 
 class _Outcomes:
@@ -52,6 +55,8 @@ def _probe(name: str) -> tuple[Any, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the suite against the backend named by ``argv[0]`` (default ``sys.argv[1:]``), the rest going to
+    pytest; returns the exit status described above."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0].startswith("-"):
         print(

@@ -35,6 +35,13 @@ REDUCE_OPS = [op.value for op in ReduceOp]
 
 
 class BackendConformance:
+    """The conformance suite: subclass it in a test file and set ``backend`` to the registered backend name.
+
+    ``world_sizes`` (default 1, 2, 4) are the world sizes every test runs on. The ``test_*`` methods are the tests
+    (each op against CPU references, async handles, P2P ordering and tags, sub-groups, bad input); the ``need_*``
+    helpers skip a test, with the reason, when the backend does not declare what it needs, for vendors' own tests too.
+    """
+
     backend: ClassVar[str | None] = None
     world_sizes: ClassVar[tuple[int, ...]] = (1, 2, 4)
 
@@ -47,12 +54,15 @@ class BackendConformance:
     @pytest.fixture(scope="class")
     @classmethod
     def backend_name(cls) -> str:
+        """Fixture: the backend under test (the class's ``backend``)."""
         assert cls.backend is not None
         return cls.backend
 
     @pytest.fixture(scope="class")
     @classmethod
     def comm(cls, backend_name: str, world_size: int, comm_rank_pools: Any) -> ConformanceRunner:
+        """Fixture: runs tasks on ``world_size`` ranks of the backend, one per class and world size; skips when the
+        backend cannot be created here or the host has fewer devices than ranks."""
         try:
             probe = get_comm_backend(backend_name)
         except CommError as exc:
@@ -70,22 +80,26 @@ class BackendConformance:
     # ------------------------------------------------------------------------------------------------ helpers
     @staticmethod
     def need_op(comm: ConformanceRunner, op: str) -> None:
+        """Skip unless the backend declares the operation ``op``."""
         if op not in comm.capabilities.ops:
             pytest.skip(f"{comm.backend} does not declare {op}")
 
     @staticmethod
     def need_dtype(comm: ConformanceRunner, dtype: str) -> None:
+        """Skip unless the backend declares ``dtype`` (a name such as ``"float32"``)."""
         if DTYPES[dtype] not in comm.capabilities.dtypes:
             pytest.skip(f"{comm.backend} does not declare dtype {dtype}")
 
     @classmethod
     def need_reduce(cls, comm: ConformanceRunner, op: str, dtype: str) -> None:
+        """Skip unless the backend declares reducing ``dtype`` with the reduce op ``op`` (e.g. ``"sum"``)."""
         cls.need_dtype(comm, dtype)
         if not comm.capabilities.supports_reduce(ReduceOp(op), DTYPES[dtype]):
             pytest.skip(f"{comm.backend} does not declare reduce op {op} on {dtype}")
 
     @staticmethod
     def need_peers(comm: ConformanceRunner, n: int = 2) -> None:
+        """Skip when the world has fewer than ``n`` ranks."""
         if comm.world_size < n:
             pytest.skip(f"needs at least {n} ranks")
 
