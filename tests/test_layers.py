@@ -2,7 +2,10 @@
 
 - no module of the core imports a plugin (the core knows plugins only through entry points and hooks);
 - plugins use the core's public modules only (no ``sagellm_comm._private`` imports);
-- listing backends and ``sagellm-comm info`` import no engine: only each plugin's entry module and its probes.
+- listing backends and ``sagellm-comm info`` import no engine: only each plugin's entry module and its probes;
+- every package pins the core's release series it is written for (a range holding the current core, closed above),
+  and every entry module (in-tree plugins, the core's own, the out-of-tree example) declares a plugin API version
+  this core speaks.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ import ast
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from sagellm_comm import __version__ as core_version
+from sagellm_comm.plugins import API_ATTRIBUTE, ENTRY_POINT_GROUP, plugin_api_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "packages" / "comm-core" / "src" / "sagellm_comm"
@@ -112,3 +122,49 @@ def test_test_modules_have_unique_names() -> None:
                 seen.setdefault(p.name, []).append(str(p.relative_to(ROOT)))
     clashes = {name: paths for name, paths in seen.items() if len(paths) > 1}
     assert not clashes, f"test modules sharing a name: {clashes}"
+
+
+PYPROJECTS = sorted((ROOT / "packages").glob("comm-*/pyproject.toml")) + sorted(ROOT.glob("examples/*/pyproject.toml"))
+
+
+def test_every_package_pins_the_core_series() -> None:
+    """``isagellm-comm-core>=X.Y,<X.(Y+1)`` (and the same for a plugin on another plugin: rccl on nccl): the range
+    holds the current core and closes before the next minor, whose contract may differ."""
+    core = Version(core_version)
+    next_minor = Version(f"{core.major}.{core.minor + 1}.0")
+    checked, bad = [], {}
+    for path in PYPROJECTS:
+        project = tomllib.loads(path.read_text())["project"]
+        if project["name"] == "isagellm-comm-core":
+            continue
+        ours = [Requirement(d) for d in project.get("dependencies", []) if d.startswith("isagellm-comm-")]
+        if not any(r.name == "isagellm-comm-core" for r in ours):
+            bad[str(path.relative_to(ROOT))] = "no dependency on isagellm-comm-core"
+        for req in ours:
+            if core not in req.specifier or next_minor in req.specifier:
+                bad[f"{path.relative_to(ROOT)}: {req}"] = f"must hold {core} and exclude {next_minor}"
+        checked.append(project["name"])
+    assert not bad, bad
+    assert len(checked) >= 8, checked
+
+
+def test_every_entry_module_declares_a_plugin_api_this_core_speaks() -> None:
+    found, bad = [], {}
+    for path in PYPROJECTS:
+        pkg = path.parent
+        entries = tomllib.loads(path.read_text())["project"].get("entry-points", {}).get(ENTRY_POINT_GROUP, {})
+        for name, value in entries.items():
+            module = value.partition(":")[0]
+            source = (pkg / "src" / Path(*module.split("."))).with_suffix(".py")
+            declared = None
+            for node in ast.parse(source.read_text()).body:
+                if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == API_ATTRIBUTE for t in node.targets
+                ):
+                    declared = ast.literal_eval(node.value)
+            problem = plugin_api_problem(declared, module, "")
+            if problem:
+                bad[f"{pkg.relative_to(ROOT)}: {name}"] = problem
+            found.append(name)
+    assert not bad, bad
+    assert {"hier", "gloo", "cxl-ub", "nccl", "rccl", "hccl", "rdma", "topology"} <= set(found), found

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from wheel_install import build_wheel, env_with, install_into, run_python
 
+from sagellm_comm import __version__ as core_version
+from sagellm_comm.plugins import PLUGIN_API_VERSION
+
 ROOT = Path(__file__).resolve().parent.parent
 NEW_PLUGIN = ROOT / "tools" / "new-plugin"
 TEMPLATE = ROOT / "tools" / "plugin-template"
@@ -72,7 +75,10 @@ def test_generated_tree(demo: Demo) -> None:
     assert project["name"] == "isagellm-comm-demo"
     assert project["dynamic"] == ["version"]
     assert project["requires-python"] == "==3.11.*"
-    assert project["dependencies"] == ["isagellm-comm-core", "torch>=2.4"]
+    # the core's minor series at generation time, and the plugin API it speaks
+    major, minor = (int(x) for x in core_version.split(".")[:2])
+    assert project["dependencies"] == [f"isagellm-comm-core>={major}.{minor},<{major}.{minor + 1}", "torch>=2.4"]
+    assert f'SAGELLM_COMM_PLUGIN_API = "{PLUGIN_API_VERSION}"' in (pkg / "src/sagellm_comm_demo/plugin.py").read_text()
     assert project["optional-dependencies"]["testing"] == ["isagellm-comm-core[testing]"]
     assert project["entry-points"]["sagellm_comm.plugins"] == {"demo": "sagellm_comm_demo.plugin"}
     assert meta["tool"]["hatch"]["version"]["path"] == "src/sagellm_comm_demo/_version.py"
