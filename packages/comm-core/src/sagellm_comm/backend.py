@@ -37,7 +37,7 @@ from sagellm_comm.errors import (
 )
 from sagellm_comm.group import CommGroup, validate_group_ranks
 from sagellm_comm.ops import CommOp, normalize_reduce_op
-from sagellm_comm.rendezvous import Rendezvous, check_timeout, resolve_rendezvous
+from sagellm_comm.rendezvous import DEFAULT_TIMEOUT_S, Rendezvous, check_timeout, resolve_rendezvous
 from sagellm_comm.store import SideChannel, open_side_channel, release_side_channel
 from sagellm_comm.trace import FlightRecorder
 from sagellm_comm.work import CompletedWork, Work, engine_error, failures, note_failure
@@ -71,7 +71,8 @@ class CommBackend(ABC):
     capabilities: ClassVar[Capabilities]
     # the engine itself rejects a receive whose dtype or size differs from the message (gloo's headers, the memory
     # engines' tags); otherwise debug mode checks point-to-point through the side channel (``debug_p2p.py``)
-    engine_checks_p2p: ClassVar[bool] = False
+    # (a class attribute; a composite sets it per instance from its transports)
+    engine_checks_p2p: bool = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -167,9 +168,7 @@ class CommBackend(ABC):
             raise
         except Exception as exc:
             raise self._translate_error("init_process_group", exc) from exc
-        self._attach(replace(rdzv, store=channel), options, owns_channel=True)
-        assert self._world is not None
-        return self._world
+        return self._attach(replace(rdzv, store=channel), options, owns_channel=True)
 
     def attach(self, rendezvous: Rendezvous, **options: Any) -> CommGroup:
         """Join a world whose side channel the caller opened (``rendezvous.store``, a ``SideChannel``): how a
@@ -181,11 +180,9 @@ class CommBackend(ABC):
             raise InvalidArgumentError("attach() needs a Rendezvous whose store is an open SideChannel")
         self._debug = debug_detail()
         self._failures_at_init = failures()
-        self._attach(rendezvous, options, owns_channel=False)
-        assert self._world is not None
-        return self._world
+        return self._attach(rendezvous, options, owns_channel=False)
 
-    def _attach(self, rdzv: Rendezvous, options: dict[str, Any], *, owns_channel: bool) -> None:
+    def _attach(self, rdzv: Rendezvous, options: dict[str, Any], *, owns_channel: bool) -> CommGroup:
         self._channel = rdzv.store
         try:
             handle = self._init(rdzv, {**self.options, **options})
@@ -205,6 +202,7 @@ class CommBackend(ABC):
         self._groups = {"world": self._world}
         if owns_channel:
             _ACTIVE[self.name] = self
+        return self._world
 
     def init(
         self,
@@ -282,7 +280,10 @@ class CommBackend(ABC):
             raise InvalidArgumentError(f"group id must be a string, got {type(group_id).__name__} {group_id!r}")
         elif group_id in self._groups:
             raise InvalidArgumentError(f"group id {group_id!r} already exists; pick another or omit it")
-        timeout_s = world.timeout_s if timeout is None else check_timeout("create_group timeout", timeout)
+        if timeout is not None:
+            timeout_s = check_timeout("create_group timeout", timeout)
+        else:  # the world's (a backend's world group always carries its rendezvous timeout)
+            timeout_s = world.timeout_s if world.timeout_s is not None else DEFAULT_TIMEOUT_S
         try:
             handle = self._new_group(members, group_id, timeout_s)
         except CommError:
@@ -773,7 +774,7 @@ class CommBackend(ABC):
         note_failure()
         timed_out = isinstance(error, CommTimeoutError)
         self.recorder.finish(entry, "timeout" if timed_out else "failed", f"{type(error).__name__}: {error}")
-        if timed_out and self.recorder.enabled:
+        if isinstance(error, CommTimeoutError) and self.recorder.enabled:
             try:
                 error.trace_path = str(self.recorder.dump(reason=f"{entry[2] if entry else '?'} timed out"))
             except OSError:

@@ -7,6 +7,9 @@ put it on the wire unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sagellm_protocol.errors import Error, ErrorCode
 
 __all__ = [
@@ -40,7 +43,8 @@ class CommError(RuntimeError):
         """This error as the protocol's ``Error`` model (code, message, retryable), ready to go on the wire."""
         return Error(code=self.code, message=self.message, retryable=self.retryable)
 
-    def __reduce__(self):  # keep code and retryable across process boundaries (launcher results)
+    # keep code and retryable across process boundaries (launcher results)
+    def __reduce__(self) -> tuple[Callable[..., CommError], tuple[Any, ...]]:
         return (_rebuild, (type(self), self.message, self.code, self.retryable))
 
 
@@ -87,6 +91,8 @@ class CommTimeoutError(CommError, TimeoutError):
     """A blocking call (an op, a wait, the rendezvous) ran past its timeout; the message names who was missing."""
 
     default_code = ErrorCode.COMM_TIMEOUT
+    # where the flight recorder dumped its trace of this timeout, when recording was on (docs/reliability.md)
+    trace_path: str | None = None
 
 
 class CollectiveFailedError(CommError):

@@ -22,7 +22,7 @@ def meta_extras() -> tuple[str | None, list[str]]:
         meta = metadata(META_DISTRIBUTION)
     except PackageNotFoundError:
         return None, []
-    return meta.get("Version"), sorted(set(meta.get_all("Provides-Extra") or []))
+    return meta["Version"], sorted(set(meta.get_all("Provides-Extra") or []))
 
 
 def _extras_line(version: str | None, extras: list[str]) -> str:

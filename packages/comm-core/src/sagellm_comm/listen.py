@@ -60,7 +60,8 @@ def bind_rule(
 
 def _getaddrinfo(name: str) -> list[str] | None:
     try:
-        return [info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)]
+        # sockaddr[0] is the address string for the AF_INET/AF_INET6 results of a SOCK_STREAM lookup
+        return [str(info[4][0]) for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)]
     except OSError:
         return None
 

@@ -39,7 +39,7 @@ _ALIASES.update({"product": ReduceOp.PROD, "mean": ReduceOp.AVG, "average": Redu
 def normalize_reduce_op(op: ReduceOp | str) -> ReduceOp:
     """Return the protocol ``ReduceOp`` for ``op`` or raise ``INVALID_ARGUMENT`` naming the accepted values."""
     if op.__class__ is ReduceOp:
-        return op  # type: ignore[return-value]
+        return op
     if isinstance(op, str):
         found = _ALIASES.get(op.lower())
         if found is not None:

@@ -87,7 +87,7 @@ class BackendSpec:
         if not isinstance(self.factory, str):
             return self.factory
         try:
-            return resolve_object(self.factory)  # type: ignore[no-any-return]
+            return resolve_object(self.factory)
         except Exception as exc:
             hint = self.install_hint or hint_for_backend(self.name)
             raise BackendNotSupportedError(
@@ -197,7 +197,8 @@ class _Scope:
     """Stamps the registering plugin's name on specs and reports which names it registered."""
 
     def __init__(self, registry: BackendRegistry, plugin: str) -> None:
-        self.registry, self.plugin, self.names = registry, plugin, []
+        self.registry, self.plugin = registry, plugin
+        self.names: list[str] = []
 
     def __enter__(self) -> _Scope:
         self._before = set(self.registry.names())
@@ -335,7 +336,7 @@ def list_comm_backends() -> list[BackendStatus]:
 _NOT_LOADED = {"failed": "failed to load", "incompatible": "is incompatible with this core"}
 
 
-def is_comm_backend_available(name: str) -> bool:
+def is_comm_backend_available(name: object) -> bool:  # anything: only a backend's name can be True
     """Whether ``get_comm_backend(name)`` would return a backend (names are read the same way: case and
     surrounding spaces do not matter, ``"auto"`` asks whether any backend is available for CPU tensors)."""
     if not isinstance(name, str):
@@ -363,7 +364,7 @@ def select_backend(device: Any = None) -> tuple[str, str]:
     reg = backend_registry()
     candidates = [s for s in reg.specs() if dev_type in s.devices]
     ranked = sorted(candidates, key=lambda s: (-s.priority, s.name))
-    reasons = []
+    reasons: list[str] = []
     for spec in ranked:
         ok, reason = spec.check()
         if ok:

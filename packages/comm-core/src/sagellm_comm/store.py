@@ -87,7 +87,8 @@ class SideChannel:
     # ---------------------------------------------------------------------------------------------- basics
     def set(self, key: str, value: bytes | str) -> None:
         """Publish ``value`` (``str`` is UTF-8 encoded) under ``key`` in this namespace."""
-        self.store.set(key, _as_bytes(value))
+        # torch's stub says str; the binding takes bytes too (std::string either way), which keeps values binary
+        self.store.set(key, _as_bytes(value))  # type: ignore[arg-type]
 
     def add(self, key: str, amount: int) -> int:
         """Add ``amount`` to the counter ``key`` (created at 0) and return its new value, atomically."""
@@ -252,7 +253,6 @@ def _host_store(rdzv: Any, timeout: datetime.timedelta) -> Any:
     import torch.distributed as dist
 
     def make(fd: int | None) -> Any:
-        extra = {} if fd is None else {"master_listen_fd": fd}
         return dist.TCPStore(
             rdzv.master_addr,
             rdzv.master_port,
@@ -261,7 +261,7 @@ def _host_store(rdzv: Any, timeout: datetime.timedelta) -> Any:
             timeout=timeout,
             wait_for_workers=False,
             multi_tenant=True,
-            **extra,
+            master_listen_fd=fd,  # None: the store opens its own socket
         )
 
     try:

@@ -44,9 +44,10 @@ def _wait_limit(op: str, timeout: Any) -> float | None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or math.isnan(timeout):
         raise InvalidArgumentError(f"{op}: wait timeout must be a number of seconds or None, got {timeout!r}")
-    if timeout >= MAX_TIMEOUT_S:
+    seconds = float(timeout)
+    if seconds >= MAX_TIMEOUT_S:
         return None
-    return max(0.0, float(timeout))
+    return max(0.0, seconds)
 
 
 def device_synchronize(device: Any, timeout: float | None = None) -> bool:
@@ -153,13 +154,13 @@ class Work(ABC):
             note_failure()
             raise error from exc
         if not done:
-            exc = CommTimeoutError(
+            timed_out = CommTimeoutError(
                 f"{self.op} did not complete within {timeout:.3f}s (waited {time.monotonic() - start:.3f}s); "
                 "a peer rank may be stuck or absent. Call wait() again to keep waiting, or destroy the group.",
                 retryable=True,
             )
-            self._traced("timeout", exc)
-            raise exc
+            self._traced("timeout", timed_out)
+            raise timed_out
         self._finished = True
         if self._on_complete is not None:
             on_complete, self._on_complete = self._on_complete, None
@@ -193,9 +194,9 @@ class Work(ABC):
         if self._trace is None:
             return
         self._recorder.finish(self._trace, state, f"{type(error).__name__}: {error}" if error is not None else "")
-        if state == "timeout":
+        if state == "timeout" and isinstance(error, CommTimeoutError):
             try:
-                error.trace_path = str(self._recorder.dump(reason=f"{self.op} wait timed out"))  # type: ignore[union-attr]
+                error.trace_path = str(self._recorder.dump(reason=f"{self.op} wait timed out"))
             except OSError:
                 pass
 
@@ -237,7 +238,7 @@ class FutureWork(Work):
     """An op running on a backend's own progress thread (a ``concurrent.futures.Future``): it progresses while the
     caller does other work; ``wait`` blocks until it finished and re-raises its error."""
 
-    def __init__(self, op: str, future: Future, on_complete: Callable[[], None] | None = None) -> None:
+    def __init__(self, op: str, future: Future[Any], on_complete: Callable[[], None] | None = None) -> None:
         super().__init__(op, on_complete=on_complete)
         self._future = future
 

@@ -116,7 +116,10 @@ def exchange(
         for work in works:
             work.wait(group.timeout_s)
         return
-    steps = [(send, lambda t: comm.send(t, dst, group=group)), (recv, lambda t: comm.recv(t, src, group=group))]
+    steps: list[tuple[torch.Tensor | None, Callable[[torch.Tensor], None]]] = [
+        (send, lambda t: comm.send(t, dst, group=group)),
+        (recv, lambda t: comm.recv(t, src, group=group)),
+    ]
     for tensor, call in steps if send_first else steps[::-1]:
         if tensor is not None:
             call(tensor)

@@ -50,7 +50,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], *, binary: bool = Fal
     """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
+        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
             write(f)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it owner-only; a result file is an ordinary file
         os.replace(tmp, path)

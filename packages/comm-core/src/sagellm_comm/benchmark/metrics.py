@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sagellm_protocol import CollectiveOp
@@ -40,7 +40,7 @@ def _ring(n: int) -> float:
 
 
 # op -> factor(world_size); nccl-tests' busbw correction per collective
-BUS_FACTORS = {
+BUS_FACTORS: dict[str, Callable[[int], float]] = {
     CollectiveOp.ALL_REDUCE.value: lambda n: 2.0 * _ring(n),
     CollectiveOp.ALL_GATHER.value: _ring,
     CollectiveOp.REDUCE_SCATTER.value: _ring,

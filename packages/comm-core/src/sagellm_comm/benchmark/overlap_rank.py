@@ -59,7 +59,7 @@ def _load(device: torch.device) -> MatmulLoad:
     return _LOADS[key]
 
 
-def _collective(comm: Any, spec: OverlapSpec) -> tuple[Callable[[], Any], Callable[[], None]]:
+def _collective(comm: Any, spec: OverlapSpec) -> tuple[Callable[[], Any], Callable[[], object]]:
     """(launch, reset): ``launch()`` submits the op with ``async_op=True``; ``reset()`` refills its input (outside
     the timed blocks, so that repeated sums never reach inf)."""
     if spec.op not in OVERLAP_OPS:

@@ -76,10 +76,10 @@ def _read(path: Path) -> list[dict[str, Any]]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidArgumentError(f"result file {str(path)!r} is not JSON or CSV: {exc}") from None
-    rows = doc.get("results") if isinstance(doc, dict) else doc
-    if not isinstance(rows, list):
+    found = doc.get("results") if isinstance(doc, dict) else doc
+    if not isinstance(found, list):
         raise InvalidArgumentError(f"{str(path)!r} is not a sagellm-comm benchmark result (no 'results' list)")
-    return rows
+    return found
 
 
 def load_rows(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:

@@ -157,11 +157,11 @@ class BenchRecord:
 
 def merge_rank_results(per_rank: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Every rank's ``rank_measure`` result -> one: per-iteration max over ranks, wrong elements summed."""
-    raws = [r.get("raw") for r in per_rank]
+    raws = [r["raw"] for r in per_rank if r.get("raw") is not None]
     wrongs = [r.get("wrong") for r in per_rank]
     return {
         "ours": max_across_ranks([r["ours"] for r in per_rank]),
-        "raw": max_across_ranks(raws) if all(x is not None for x in raws) else None,
+        "raw": max_across_ranks(raws) if len(raws) == len(per_rank) else None,
         "wrong": sum(wrongs) if all(w is not None for w in wrongs) else None,
         "decided": per_rank[0].get("decided"),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -14,6 +14,14 @@ from rich.text import Text
 
 from sagellm_comm.benchmark.metrics import format_size
 from sagellm_comm.benchmark.records import BenchRecord
+
+
+class _NumberColumn(TypedDict):
+    """Table.add_column's keywords for a right-aligned number column."""
+
+    justify: Literal["right"]
+    no_wrap: bool
+
 
 __all__ = ["SweepProgress", "overlap_table", "summary_table"]
 
@@ -83,7 +91,7 @@ def summary_table(records: Sequence[BenchRecord], *, title: str = "") -> Table:
     check = any(r.wrong is not None for r in records)
     compare = any(r.raw_latency_ms is not None for r in records)
     table = Table(title=title or None, title_justify="left")
-    right = {"justify": "right", "no_wrap": True}
+    right: _NumberColumn = {"justify": "right", "no_wrap": True}
     for name in ("op", "backend", "algo"):
         table.add_column(name, no_wrap=True)
     table.add_column("ranks", **right)
@@ -125,7 +133,7 @@ def summary_table(records: Sequence[BenchRecord], *, title: str = "") -> Table:
 def overlap_table(records: Sequence[Any], *, title: str = "") -> Table:
     """One row per overlap cell: the measured parts, the same-run theory, efficiency and hidden share."""
     table = Table(title=title or None, title_justify="left")
-    right = {"justify": "right", "no_wrap": True}
+    right: _NumberColumn = {"justify": "right", "no_wrap": True}
     for name in (
         "size",
         "compute asked (ms)",

@@ -10,11 +10,11 @@ caller initialized).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from sagellm_protocol import ReduceOp
@@ -112,7 +112,7 @@ def _int_in(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def _dedupe(items: Sequence[Any]) -> tuple[Any, ...]:
+def _dedupe(items: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(dict.fromkeys(items))
 
 
@@ -266,7 +266,7 @@ class PoolSession:
         self.info: dict[str, Any] = {}
         self._pool: Any = None
 
-    def __enter__(self) -> PoolSession:
+    def __enter__(self) -> Self:
         from sagellm_comm.launch import RankPool, free_port
 
         self._pool = RankPool(self.world_size, env=self.env)
@@ -317,7 +317,7 @@ class LocalSession:
         self.info: dict[str, Any] = {}
         self.comm: Any = None
 
-    def __enter__(self) -> LocalSession:
+    def __enter__(self) -> Self:
         from sagellm_comm.backend import CommBackend
         from sagellm_comm.benchmark.rank import current_comm
 

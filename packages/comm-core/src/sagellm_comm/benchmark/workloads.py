@@ -68,11 +68,16 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype.is_floating_point else torch.int64
 
 
+def _summed_patterns(n: int, numel: int, wide: torch.dtype) -> torch.Tensor:
+    """The element-wise sum of ranks 0..n-1's patterns (small integers in a wide dtype: exact in any order)."""
+    return torch.stack([pattern(r, numel, wide) for r in range(n)]).sum(dim=0)
+
+
 def expected(op: str, rank: int, world_size: int, plan: SizePlan, dtype: torch.dtype, root: int) -> torch.Tensor | None:
     """This rank's reference output of ``op`` (None: nothing to check on this rank)."""
     n, wide = world_size, _wide(dtype)
     if op == "all_reduce" or (op == "reduce" and rank == root):
-        out = sum(pattern(r, plan.in_numel, wide) for r in range(n))
+        out = _summed_patterns(n, plan.in_numel, wide)
     elif op == "reduce":
         return None
     elif op == "broadcast":
@@ -80,7 +85,7 @@ def expected(op: str, rank: int, world_size: int, plan: SizePlan, dtype: torch.d
     elif op == "all_gather":
         out = torch.cat([pattern(r, plan.in_numel, wide) for r in range(n)])
     elif op == "reduce_scatter":
-        out = sum(pattern(r, plan.in_numel, wide) for r in range(n)).view(n, -1)[rank]
+        out = _summed_patterns(n, plan.in_numel, wide).view(n, -1)[rank]
     elif op == "all_to_all":
         out = torch.cat([pattern(r, plan.in_numel, wide).view(n, -1)[rank] for r in range(n)])
     elif op == "sendrecv":
@@ -185,6 +190,8 @@ class Workload:
     def raw_barrier(self) -> None:
         import torch.distributed as dist
 
+        if self._raw_group is None:
+            raise InvalidArgumentError("no raw torch.distributed group on this rank (set up without compare)")
         dist.barrier(group=self._raw_group.group)
 
     def check(self) -> int:

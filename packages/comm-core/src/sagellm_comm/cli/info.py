@@ -64,6 +64,7 @@ def collect_info() -> dict[str, Any]:
     from sagellm_comm.errors import CommError
     from sagellm_comm.registry import select_backend
 
+    auto: dict[str, str | None]
     try:
         name, why = select_backend("cpu")
         auto = {"device": "cpu", "backend": name, "reason": why}

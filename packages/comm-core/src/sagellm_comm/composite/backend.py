@@ -358,6 +358,7 @@ class HierBackend(CommBackend):
         self, op: str, group: CommGroup, t: torch.Tensor | None, rop: ReduceOp | None = None
     ) -> tuple[Any, CommGroup, Route]:
         """The transport for ops without a two-level form: intra on one node when it declares the op, else inter."""
+        assert self.intra is not None and self.inter is not None and self.transports is not None
         route: Route = group.handle
         dtype = t.dtype if t is not None else torch.uint8
         if route.one_node and self.intra.capabilities.declares(op, dtype, rop):
@@ -369,54 +370,63 @@ class HierBackend(CommBackend):
     def _root(self, comm: Any, route: Route, root: int) -> int:
         return route.local[root] if comm is self.intra else root
 
-    def _reduce(self, tensor, dst, op, group, async_op):  # type: ignore[no-untyped-def]
+    def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup, async_op: bool) -> Work | None:
         comm, g, route = self._one_level("reduce", group, tensor, op)
         return comm.reduce(tensor, dst_rank=self._root(comm, route, dst), op=op, group=g, async_op=async_op)
 
-    def _gather(self, tensor, gather_list, dst, group, async_op):  # type: ignore[no-untyped-def]
+    def _gather(
+        self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup, async_op: bool
+    ) -> Work | None:
         comm, g, route = self._one_level("gather", group, tensor)
         return comm.gather(tensor, gather_list, dst_rank=self._root(comm, route, dst), group=g, async_op=async_op)
 
-    def _scatter(self, tensor, scatter_list, src, group, async_op):  # type: ignore[no-untyped-def]
+    def _scatter(
+        self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup, async_op: bool
+    ) -> Work | None:
         comm, g, route = self._one_level("scatter", group, tensor)
         return comm.scatter(tensor, scatter_list, src_rank=self._root(comm, route, src), group=g, async_op=async_op)
 
-    def _all_to_all(self, output, input, group, async_op):  # type: ignore[no-untyped-def]
+    def _all_to_all(
+        self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup, async_op: bool
+    ) -> Work | None:
         comm, g, _ = self._one_level("all_to_all", group, input[0] if input else None)
         return comm.all_to_all(output, input, group=g, async_op=async_op)
 
-    def _all_to_all_single(self, output, input, group, async_op):  # type: ignore[no-untyped-def]
+    def _all_to_all_single(
+        self, output: torch.Tensor, input: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         comm, g, _ = self._one_level("all_to_all", group, input)
         return comm.all_to_all(output, input, group=g, async_op=async_op)
 
-    def _barrier(self, group, async_op, timeout):  # type: ignore[no-untyped-def]
+    def _barrier(self, group: CommGroup, async_op: bool, timeout: float | None) -> Work | None:
         comm, g, _ = self._one_level("barrier", group, None)
         return comm.barrier(group=g, async_op=async_op, timeout=timeout)
 
     # ------------------------------------------------------------------------------------------ point to point
     def _peer(self, op: str, group: CommGroup, peer: int, t: torch.Tensor) -> tuple[Any, CommGroup, int]:
+        assert self.intra is not None and self.inter is not None
         route: Route = group.handle
         if peer in route.local and self.intra.capabilities.declares(op, t.dtype, None):
             return self.intra, route.intra, route.local[peer]
         return self.inter, route.inter, peer
 
-    def _send(self, tensor, dst, group, tag):  # type: ignore[no-untyped-def]
+    def _send(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> None:
         comm, g, peer = self._peer("send", group, dst, tensor)
         comm.send(tensor, peer, group=g, tag=tag)
 
-    def _recv(self, tensor, src, group, tag):  # type: ignore[no-untyped-def]
+    def _recv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> None:
         comm, g, peer = self._peer("recv", group, src, tensor)
         comm.recv(tensor, peer, group=g, tag=tag)
 
-    def _isend(self, tensor, dst, group, tag):  # type: ignore[no-untyped-def]
+    def _isend(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> Work:
         comm, g, peer = self._peer("send", group, dst, tensor)
         return comm.isend(tensor, peer, group=g, tag=tag)
 
-    def _irecv(self, tensor, src, group, tag):  # type: ignore[no-untyped-def]
+    def _irecv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> Work:
         comm, g, peer = self._peer("recv", group, src, tensor)
         return comm.irecv(tensor, peer, group=g, tag=tag)
 
-    def _batch_p2p(self, items):  # type: ignore[no-untyped-def]
+    def _batch_p2p(self, items: list[tuple[str, torch.Tensor, int, CommGroup, int]]) -> list[Work]:
         """Split by transport, each transport's share as one batch (or one by one where it has none)."""
         shares: dict[int, tuple[Any, list[int], list[P2POp]]] = {}
         for i, (kind, buf, peer, group, tag) in enumerate(items):

@@ -56,7 +56,7 @@ def build_route(
         by_node.setdefault(world_node[wr], []).append(gr)
     nodes = tuple(tuple(v) for _, v in sorted(by_node.items(), key=lambda kv: kv[1][0]))
     mine = by_node.get(my_node, [])
-    intra = None
+    intra: CommGroup | None = None
     if mine:  # every rank of this node takes part, members of the group or not
         local_ranks = [world_local[members[gr]] for gr in mine]
         whole = intra_world is not None and len(local_ranks) == intra_world.world_size
@@ -72,6 +72,7 @@ def build_route(
             for k in range(max(len(n) for n in nodes)):
                 make_cross(sorted(n[k] for n in nodes if k < len(n)))
         else:
+            assert intra is not None  # a member's node has members: mine is not empty
             node, local, _, cross = make_groups(nodes, me, lambda i, m: None, make_cross)
             layout = NodeLayout(
                 nodes=nodes,
@@ -85,5 +86,5 @@ def build_route(
     if me_world not in members:
         return None
     assert intra is not None
-    local = {gr: i for i, gr in enumerate(mine)}
-    return Route(inter=inter_group, intra=intra, layout=layout, local=local, nodes=nodes)
+    local_of = {gr: i for i, gr in enumerate(mine)}
+    return Route(inter=inter_group, intra=intra, layout=layout, local=local_of, nodes=nodes)

@@ -107,12 +107,12 @@ def port_holders(port: int, proc: str = "/proc") -> list[PortHolder]:
                 break
     out = []
     for inode, state, uid, local in entries:
-        pid = owners.get(f"socket:[{inode}]")
+        owner = owners.get(f"socket:[{inode}]")
         name = cmd = ""
-        if pid is not None:
-            name = (read_text(os.path.join(proc, str(pid), "comm")) or "?").strip()
-            cmd = " ".join((read_text(os.path.join(proc, str(pid), "cmdline")) or "").replace("\0", " ").split())
-        out.append(PortHolder(local=local, state=state, uid=uid, pid=pid, name=name, cmdline=cmd))
+        if owner is not None:
+            name = (read_text(os.path.join(proc, str(owner), "comm")) or "?").strip()
+            cmd = " ".join((read_text(os.path.join(proc, str(owner), "cmdline")) or "").replace("\0", " ").split())
+        out.append(PortHolder(local=local, state=state, uid=uid, pid=owner, name=name, cmdline=cmd))
     return out
 
 

@@ -120,7 +120,7 @@ def _sizes(ctx: Context) -> tuple[int, int, int, str, list[Finding]]:
     ranks, source = ctx.ranks_per_host()
     source = source or "8 by default; --ranks N to size for another count"
     bad: list[Finding] = []
-    sizes = {}
+    sizes: dict[str, int | None] = {}
     for env, default in ((SLOT_ENV, None), (CHUNK_ENV, DEFAULT_CHUNK_BYTES)):
         raw = ctx.env.get(env, "")
         sizes[env] = default
@@ -137,7 +137,10 @@ def _sizes(ctx: Context) -> tuple[int, int, int, str, list[Finding]]:
                     )
                 )
     slot = sizes[SLOT_ENV] or (CROWDED_SLOT_BYTES if ranks > _cores() else DEFAULT_SLOT_BYTES)
-    return ranks, slot, sizes[CHUNK_ENV], source, bad
+    chunk = sizes[CHUNK_ENV]
+    if chunk is None:  # never: its default is a size
+        chunk = DEFAULT_CHUNK_BYTES
+    return ranks, slot, chunk, source, bad
 
 
 def check_shm(ctx: Context) -> list[Finding]:
@@ -248,7 +251,10 @@ def check_shm_leftovers(ctx: Context) -> list[Finding]:
     except OSError as exc:
         return [Finding(CHECK_LEFTOVERS, INFO, f"cannot list {d}: {exc.strerror or exc}")]
     now, uid = time.time(), os.getuid()
-    stale, fresh, loose, foreign = [], [], [], set()
+    stale: list[tuple[str, float]] = []
+    fresh: list[tuple[str, float]] = []
+    loose: list[tuple[str, int]] = []
+    foreign: set[int] = set()
     held = 0
     for name in names:
         try:

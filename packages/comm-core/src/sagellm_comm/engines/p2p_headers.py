@@ -87,7 +87,7 @@ class HeaderedP2P:
         else:
             self.irecv(tensor, peer, pg, tag, who).result()
 
-    def irecv(self, tensor: torch.Tensor, peer: int, pg: Any, tag: int, who: str) -> Future:
+    def irecv(self, tensor: torch.Tensor, peer: int, pg: Any, tag: int, who: str) -> Future[Any]:
         key = (id(pg), peer, tag)
         with self._lock:
             lane = self._lanes.get(key)

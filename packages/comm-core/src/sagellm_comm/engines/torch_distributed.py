@@ -70,7 +70,7 @@ class TorchWork(Work):
         return True
 
 
-def _destroy_at_exit(ref: weakref.ref) -> None:
+def _destroy_at_exit(ref: weakref.ref[TorchDistributedBackend]) -> None:
     """Release process groups before interpreter teardown: a Gloo group still referenced when the interpreter
     finalizes can abort the process ("terminate called without an active exception")."""
     backend = ref()
@@ -239,44 +239,52 @@ class TorchDistributedBackend(CommBackend):
         return buf, _TORCH_OPS[op], copy_back
 
     # -- collectives -------------------------------------------------------------------------------------------
-    def _all_reduce(self, tensor, op, group, async_op):
+    def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool) -> Work | None:
         buf, top, finish = self._reduce_args(tensor, op, group)
         work = dist.all_reduce(buf, op=top, group=_pg(group), async_op=async_op)
         return self._done("all_reduce", work, async_op, finish)
 
     # list entries are flattened: the contract asks only for matching element counts, torch for matching shapes
-    def _all_gather(self, output, tensor, group, async_op):
+    def _all_gather(
+        self, output: list[torch.Tensor], tensor: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         buf, _ = self._contig(tensor)
         outs = [self._contig(o) for o in output]
         work = dist.all_gather([o.view(-1) for o, _ in outs], buf.view(-1), group=_pg(group), async_op=async_op)
         backs = [b for _, b in outs if b is not None]
         return self._done("all_gather", work, async_op, (lambda: [b() for b in backs]) if backs else None)
 
-    def _all_gather_into_tensor(self, output, tensor, group, async_op):
+    def _all_gather_into_tensor(
+        self, output: torch.Tensor, tensor: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         buf, _ = self._contig(tensor)
         out, back = self._contig(output)
         work = dist.all_gather_into_tensor(out.view(-1), buf.view(-1), group=_pg(group), async_op=async_op)
         return self._done("all_gather_into_tensor", work, async_op, back)
 
-    def _reduce_scatter(self, output, input, op, group, async_op):
+    def _reduce_scatter(
+        self, output: torch.Tensor, input: torch.Tensor, op: ReduceOp, group: CommGroup, async_op: bool
+    ) -> Work | None:
         out, top, finish = self._reduce_args(output, op, group)
         src, _ = self._contig(input)
         work = dist.reduce_scatter_tensor(out.view(-1), src.view(-1), op=top, group=_pg(group), async_op=async_op)
         return self._done("reduce_scatter", work, async_op, finish)
 
-    def _broadcast(self, tensor, src, group, async_op):
+    def _broadcast(self, tensor: torch.Tensor, src: int, group: CommGroup, async_op: bool) -> Work | None:
         buf, back = self._contig(tensor)
         work = dist.broadcast(buf, src=group.global_ranks[src], group=_pg(group), async_op=async_op)
         return self._done("broadcast", work, async_op, back)
 
-    def _reduce(self, tensor, dst, op, group, async_op):
+    def _reduce(self, tensor: torch.Tensor, dst: int, op: ReduceOp, group: CommGroup, async_op: bool) -> Work | None:
         buf, top, finish = self._reduce_args(tensor, op, group)
         if group.rank != dst and op is ReduceOp.AVG and not self.native_avg:
             finish = None  # only the root holds the result
         work = dist.reduce(buf, dst=group.global_ranks[dst], op=top, group=_pg(group), async_op=async_op)
         return self._done("reduce", work, async_op, finish)
 
-    def _gather(self, tensor, gather_list, dst, group, async_op):
+    def _gather(
+        self, tensor: torch.Tensor, gather_list: list[torch.Tensor] | None, dst: int, group: CommGroup, async_op: bool
+    ) -> Work | None:
         buf, _ = self._contig(tensor)
         outs = [self._contig(o) for o in gather_list] if gather_list is not None else None
         work = dist.gather(
@@ -289,20 +297,26 @@ class TorchDistributedBackend(CommBackend):
         backs = [b for _, b in outs or () if b is not None]
         return self._done("gather", work, async_op, (lambda: [b() for b in backs]) if backs else None)
 
-    def _scatter(self, tensor, scatter_list, src, group, async_op):
+    def _scatter(
+        self, tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None, src: int, group: CommGroup, async_op: bool
+    ) -> Work | None:
         buf, back = self._contig(tensor)
         ins = [t.contiguous().view(-1) for t in scatter_list] if scatter_list is not None else None
         work = dist.scatter(buf.view(-1), ins, src=group.global_ranks[src], group=_pg(group), async_op=async_op)
         return self._done("scatter", work, async_op, back)
 
-    def _all_to_all_single(self, output, input, group, async_op):
+    def _all_to_all_single(
+        self, output: torch.Tensor, input: torch.Tensor, group: CommGroup, async_op: bool
+    ) -> Work | None:
         out, back = self._contig(output)
         src, _ = self._contig(input)
         # rank-major chunks of the flattened tensors (0-d ones included), as the core's size check promises
         work = dist.all_to_all_single(out.view(-1), src.view(-1), group=_pg(group), async_op=async_op)
         return self._done("all_to_all", work, async_op, back)
 
-    def _all_to_all(self, output, input, group, async_op):
+    def _all_to_all(
+        self, output: list[torch.Tensor], input: list[torch.Tensor], group: CommGroup, async_op: bool
+    ) -> Work | None:
         outs = [self._contig(o) for o in output]
         work = dist.all_to_all(
             [o.view(-1) for o, _ in outs], [t.contiguous().view(-1) for t in input], group=_pg(group), async_op=async_op
@@ -310,24 +324,24 @@ class TorchDistributedBackend(CommBackend):
         backs = [b for _, b in outs if b is not None]
         return self._done("all_to_all", work, async_op, (lambda: [b() for b in backs]) if backs else None)
 
-    def _barrier(self, group, async_op, timeout):
+    def _barrier(self, group: CommGroup, async_op: bool, timeout: float | None) -> Work | None:
         if timeout is not None and not async_op:
             # monitored_barrier would need every rank's ack; a timed wait on the barrier's work is enough here
-            work = dist.barrier(group=_pg(group), async_op=True)
-            TorchWork("barrier", work).wait(timeout)
+            pending = dist.barrier(group=_pg(group), async_op=True)
+            TorchWork("barrier", pending).wait(timeout)
             return None
         work = dist.barrier(group=_pg(group), async_op=async_op)
         return self._done("barrier", work, async_op)
 
     # -- point to point ----------------------------------------------------------------------------------------
-    def _send(self, tensor, dst, group, tag):
+    def _send(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> None:
         if self._headered is not None:
             for work in self._headered.isend(tensor, group.global_ranks[dst], _pg(group), tag):
                 work.wait()
             return
         dist.send(tensor.contiguous(), dst=group.global_ranks[dst], group=_pg(group), tag=tag)
 
-    def _recv(self, tensor, src, group, tag):
+    def _recv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> None:
         if self._headered is not None:
             self._headered.recv(tensor, group.global_ranks[src], _pg(group), tag, f"rank {src}")
             return
@@ -336,7 +350,7 @@ class TorchDistributedBackend(CommBackend):
         if back is not None:
             back()
 
-    def _isend(self, tensor, dst, group, tag):
+    def _isend(self, tensor: torch.Tensor, dst: int, group: CommGroup, tag: int) -> Work:
         if self._headered is not None:
             *first, last = self._headered.isend(tensor, group.global_ranks[dst], _pg(group), tag)
             return TorchWork("send", last, (lambda: [w.wait() for w in first]) if first else None)
@@ -344,7 +358,7 @@ class TorchDistributedBackend(CommBackend):
         work = dist.isend(buf, dst=group.global_ranks[dst], group=_pg(group), tag=tag)
         return TorchWork("send", work)
 
-    def _irecv(self, tensor, src, group, tag):
+    def _irecv(self, tensor: torch.Tensor, src: int, group: CommGroup, tag: int) -> Work:
         if self._headered is not None:
             return FutureWork(
                 "recv", self._headered.irecv(tensor, group.global_ranks[src], _pg(group), tag, f"rank {src}")
@@ -353,7 +367,7 @@ class TorchDistributedBackend(CommBackend):
         work = dist.irecv(buf, src=group.global_ranks[src], group=_pg(group), tag=tag)
         return TorchWork("recv", work, back)
 
-    def _batch_p2p(self, items):
+    def _batch_p2p(self, items: list[tuple[str, torch.Tensor, int, CommGroup, int]]) -> list[Work]:
         if not self.fused_batch_p2p or len({id(g) for _, _, _, g, _ in items}) > 1:  # torch fuses one group at a time
             return super()._batch_p2p(items)
         ops, backs = [], []
