@@ -92,14 +92,15 @@ def plugin_api_problem(declared: object, module: str, distribution: str) -> str 
         return f"{module} declares {API_ATTRIBUTE} = {declared!r}, not a 'MAJOR.MINOR' string; {speaks}"
     if api[0] < core[0]:
         return (
-            f"{module} is written for plugin API {declared} and {speaks}: install a release of {dist} written for "
+            f"{module} is written for plugin API {declared}, and {speaks}: install a release of {dist} written for "
             f"plugin API {core[0]}.x (pip install -U {dist}), or use an isagellm-comm-core that speaks plugin API "
             f"{api[0]}.x"
         )
     if api[0] > core[0] or api[1] > core[1]:
         return (
-            f"{module} is written for plugin API {declared}, newer than {speaks}: upgrade the core (pip install -U "
-            f"isagellm-comm-core), or install a release of {dist} written for plugin API {PLUGIN_API_VERSION}"
+            f"{module} is written for plugin API {declared}, newer than this core's {PLUGIN_API_VERSION} "
+            f"(isagellm-comm-core {core_version}): upgrade the core (pip install -U isagellm-comm-core), or install a "
+            f"release of {dist} written for plugin API {PLUGIN_API_VERSION}"
         )
     return None
 
