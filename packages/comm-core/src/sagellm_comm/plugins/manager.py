@@ -35,7 +35,9 @@ ENTRY_POINT_GROUP = "sagellm_comm.plugins"
 # the plugin API this core speaks: MAJOR.MINOR. The major is the contract version (hook specs, CommBackend's engine
 # methods, BackendSpec); a minor adds hooks or fields without changing any. Plugins declare theirs in API_ATTRIBUTE.
 PLUGIN_API_VERSION = "2.0"
+"""The plugin API this core speaks, ``MAJOR.MINOR``: it loads plugins of the same major and a minor no newer."""
 API_ATTRIBUTE = "SAGELLM_COMM_PLUGIN_API"
+"""The attribute of a plugin's entry module that declares the plugin API version it was written for."""
 ENV_ALLOW = "SAGELLM_COMM_PLUGINS"
 ENV_BLOCK = "SAGELLM_COMM_DISABLE_PLUGINS"
 
