@@ -378,5 +378,8 @@ def test_every_variable_the_packages_read_is_known_to_the_typo_check():
         for m in re.findall(r"SAGELLM_COMM_[A-Z0-9_]*[A-Z0-9]", p.read_text())
     }
     assert used, "no package sources found"
-    missing = sorted(used - env_checks.KNOWN_SAGELLM_VARS)
+    # not environment variables: the attribute a plugin's entry module declares its plugin API in
+    from sagellm_comm.plugins.manager import API_ATTRIBUTE
+
+    missing = sorted(used - env_checks.KNOWN_SAGELLM_VARS - {API_ATTRIBUTE})
     assert not missing, f"add to sagellm_comm.doctor.env.KNOWN_SAGELLM_VARS: {missing}"
