@@ -280,6 +280,9 @@ def test_allow_list_loads_only_gloo(runs):
     assert not any(w.startswith("RuntimeWarning") for w in probe["warnings"]), probe["warnings"]
     assert probe["runs"]["gloo"] == {"backend": "gloo", "result": [1.5, 2.5]}
     assert probe["runs"]["loopback-test"]["error"] == ErrorCode.COMM_BACKEND_NOT_SUPPORTED.value
+    # the loopback plugin provides loopback-test: the error says it was installed but not loaded, and why
+    message = probe["runs"]["loopback-test"]["message"]
+    assert "'loopback'" in message and "(disabled: not listed in SAGELLM_COMM_PLUGINS" in message, message
 
 
 def test_disable_list_removes_gloo(runs):

@@ -401,6 +401,14 @@ def get_comm_backend(name: str | None = None, *, device: Any = None, **options: 
         skipped = {r.name: r for r in man.records.values() if r.status in _NOT_LOADED}
         rec = skipped.get(key)
         why = f"plugin {key!r} {_NOT_LOADED[rec.status]}: {rec.error}; " if rec is not None else ""
+        if rec is None:  # a plugin named otherwise may provide it (cxl-ub provides shm): say which were not loaded
+            unloaded = [r for r in man.records.values() if r.status != "loaded"]
+            if unloaded:
+                by_reason: dict[str, list[str]] = {}
+                for r in unloaded:
+                    by_reason.setdefault(f"{r.status}: {r.error}", []).append(repr(r.name))
+                listed = "; ".join(f"{', '.join(names)} ({reason})" for reason, names in by_reason.items())
+                why = f"plugins installed but not loaded here, one of which may provide it: {listed}. "
         raise BackendNotSupportedError(
             f"unknown comm backend {name!r}; known backends: {', '.join(reg.names()) or 'none'}. {why}"
             f"{hint_for_backend(key)}; `sagellm-comm info` shows what is installed."
