@@ -148,6 +148,18 @@ def test_every_package_pins_the_core_series() -> None:
     assert len(checked) >= 8, checked
 
 
+def test_the_meta_distribution_pins_every_package_to_the_core_series() -> None:
+    """``pip install 'isagellm-comm[x]'`` never pairs this release with a plugin or core of another minor series."""
+    core = Version(core_version)
+    next_minor = Version(f"{core.major}.{core.minor + 1}.0")
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = [*meta["dependencies"], *(d for deps in meta["optional-dependencies"].values() for d in deps)]
+    ours = [Requirement(d) for d in lines if d.startswith("isagellm-comm")]
+    bad = [str(r) for r in ours if core not in r.specifier or next_minor in r.specifier]
+    assert not bad, f"must hold {core} and exclude {next_minor}: {bad}"
+    assert len(ours) == len(lines) >= 10, lines
+
+
 def test_every_entry_module_declares_a_plugin_api_this_core_speaks() -> None:
     found, bad = [], {}
     for path in PYPROJECTS:
