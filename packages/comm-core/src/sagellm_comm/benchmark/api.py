@@ -43,6 +43,9 @@ __all__ = ["BenchResult", "Prepared", "execute", "prepare", "run_all_reduce_benc
 
 @dataclass
 class Prepared:
+    """A checked run ready to execute: its plan, whether to spawn local ranks or run as one rank (torchrun), this
+    rank, and whether to draw charts."""
+
     plan: Plan
     spawn: bool  # True: spawn plan.world_size local ranks; False: this process is rank ``rank``
     rank: int
@@ -56,6 +59,9 @@ class Prepared:
 
 @dataclass
 class BenchResult:
+    """What a run gave: its records, the result files and charts written, this rank, and ``wrong`` (elements a
+    ``check`` found wrong, summed over records)."""
+
     records: list[BenchRecord]
     paths: list[Path] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)

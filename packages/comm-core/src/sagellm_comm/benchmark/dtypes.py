@@ -18,6 +18,7 @@ DTYPES: dict[str, torch.dtype] = {
     "int32": torch.int32,
     "int64": torch.int64,
 }
+"""The dtypes a benchmark accepts, by the name the command line uses."""
 _ALIASES = {
     "float": "float32",
     "fp32": "float32",

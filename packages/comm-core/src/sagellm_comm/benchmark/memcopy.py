@@ -21,6 +21,8 @@ COUNTED = "read + write (2 x bytes per copy), one thread"
 
 @dataclass(frozen=True)
 class CopyBound:
+    """A measured copy bound: GB/s, the buffer size, the repeats and how bytes were counted (read + write)."""
+
     gbps: float
     nbytes: int
     repeats: int

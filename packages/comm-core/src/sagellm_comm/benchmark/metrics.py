@@ -33,6 +33,7 @@ __all__ = [
 
 # 4 KiB, 64 KiB, 1 MiB, 16 MiB
 DEFAULT_SIZES: tuple[int, ...] = (4 << 10, 64 << 10, 1 << 20, 16 << 20)
+"""The default sweep in bytes: 4 KiB, 64 KiB, 1 MiB, 16 MiB."""
 
 
 def _ring(n: int) -> float:
@@ -51,6 +52,8 @@ BUS_FACTORS: dict[str, Callable[[int], float]] = {
     CollectiveOp.SEND.value: lambda n: 1.0,
     CollectiveOp.RECV.value: lambda n: 1.0,
 }
+"""nccl-tests' bus-bandwidth factor per op as a function of the rank count n (all_reduce 2(n-1)/n, all_gather,
+reduce_scatter and all_to_all (n-1)/n, the rest 1): busbw = algbw x factor, comparable across rank counts."""
 
 
 def bus_factor(op: CollectiveOp | str, world_size: int) -> float:
@@ -103,10 +106,12 @@ def percentile(values: Iterable[float], q: float) -> float:
 
 
 def median(values: Iterable[float]) -> float:
+    """The 50th percentile of ``values`` (``percentile``'s interpolation)."""
     return percentile(values, 50.0)
 
 
 def p99(values: Iterable[float]) -> float:
+    """The 99th percentile of ``values``: the tail the benchmark tables report beside the median."""
     return percentile(values, 99.0)
 
 
@@ -170,6 +175,7 @@ class MessageSize:
     unit: str  # "elements" | "bytes"
 
     def to_bytes(self, itemsize: int) -> int:
+        """The size in bytes: an element count times ``itemsize``, or the byte count itself."""
         return self.value * itemsize if self.unit == "elements" else self.value
 
     def __str__(self) -> str:

@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_OVERLAP_OUTPUT_DIR = ".benchmarks/overlap"
+"""Where the overlap benchmark writes its results unless told otherwise."""
 OVERLAP_SCHEMA = "sagellm-comm/overlap-benchmark/1"
 DEFAULT_NPROC = 2
 SEED_OVERLAP_FIELDS: tuple[str, ...] = (
@@ -71,6 +72,7 @@ SEED_OVERLAP_FIELDS: tuple[str, ...] = (
     "theoretical_sequential_ms",
     "theoretical_overlap_ms",
 )
+"""The seed overlap benchmark's result columns, in its order."""
 EXTRA_OVERLAP_FIELDS: tuple[str, ...] = (
     "comm_alone_ms",
     "compute_alone_ms",
@@ -88,6 +90,7 @@ EXTRA_OVERLAP_FIELDS: tuple[str, ...] = (
     "timestamp",
 )
 OVERLAP_FIELDS = SEED_OVERLAP_FIELDS + EXTRA_OVERLAP_FIELDS
+"""Every overlap result column: the seed's, then this project's."""
 MAX_ITERS = 100_000
 
 
@@ -121,6 +124,7 @@ class OverlapRecord:
     timestamp: str
 
     def to_row(self) -> dict[str, Any]:
+        """The record as one CSV/JSON row."""
         return asdict(self)
 
     def __getitem__(self, key: str) -> Any:
@@ -254,6 +258,8 @@ class _Local(LocalSession):
 # ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OverlapConfig:
+    """One overlap run: message sizes, compute durations, the op and backend, and iteration counts."""
+
     comm_bytes: tuple[int, ...] = (1 << 20, 4 << 20, 16 << 20)
     compute_ms: tuple[float, ...] = (5.0, 20.0, 50.0)
     op: str = "all_reduce"
@@ -264,6 +270,7 @@ class OverlapConfig:
     output_dir: str | None = DEFAULT_OVERLAP_OUTPUT_DIR
 
     def describe(self) -> dict[str, Any]:
+        """The configuration as plain data, as result files record it."""
         backend = self.backend if isinstance(self.backend, str) else self.backend.name
         return {
             "comm_bytes": list(self.comm_bytes),

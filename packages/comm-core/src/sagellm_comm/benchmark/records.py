@@ -34,6 +34,7 @@ SEED_FIELDS: tuple[str, ...] = (
     "selection_reason",
     "timestamp",
 )
+"""The result columns of the seed's benchmark, first in every CSV and JSON row, in the seed's order."""
 # what this package adds: nccl-tests' count, p99 and #wrong, the size asked for, the raw-engine comparison
 EXTRA_FIELDS: tuple[str, ...] = (
     "count",
@@ -50,6 +51,8 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "speedup_vs_raw",
 )
 FIELDS = SEED_FIELDS + EXTRA_FIELDS
+"""Every result column: the seed's, then this project's (element count, requested bytes, p99, wrong elements, the
+raw engine's times and the speedup over it, ...)."""
 
 
 def _protocol_op(op: str) -> CollectiveOp:
@@ -72,6 +75,10 @@ class RunInfo:
 
 @dataclass
 class BenchRecord:
+    """One measured unit: the protocol's ``CommOperationMetrics`` plus op, algorithm, run facts, element count,
+    requested size, p99, iteration counts, the selector's rule and reason, wrong elements and the raw engine's times;
+    ``to_row()`` gives the CSV/JSON row."""
+
     metrics: CommOperationMetrics
     op_type: str
     algo_id: str

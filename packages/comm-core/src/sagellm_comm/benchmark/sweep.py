@@ -51,8 +51,11 @@ __all__ = [
 ]
 
 DEFAULT_OUTPUT_DIR = ".benchmarks/collective"
+"""Where result files go unless ``output_dir`` says otherwise."""
 DEFAULT_MESSAGE_SIZES: tuple[MessageSize, ...] = tuple(MessageSize(b, "bytes") for b in DEFAULT_SIZES)
+"""``DEFAULT_SIZES`` as message sizes in bytes."""
 COMPARE_CHOICES = ("none", "torch")
+"""Values of ``compare``: ``torch`` also times raw torch.distributed on the same ranks."""
 MAX_ITERS = 1_000_000
 
 
@@ -64,6 +67,10 @@ def in_torchrun() -> bool:
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """One benchmark run: ops, backends (names or initialized backends), algorithms, sizes (element counts or sizes
+    with units), dtype, warmup and timed iterations, ``check`` (compare one call with a local reference),
+    ``compare`` (``torch``: raw torch.distributed beside), the selector config, the output directory and the root."""
+
     ops: tuple[str, ...] = ("all_reduce",)
     backends: tuple[Any, ...] = ("auto",)  # names, or initialized CommBackend objects (the Python API)
     algos: tuple[str, ...] = (AUTO,)
@@ -80,6 +87,7 @@ class BenchConfig:
     root: int = 0
 
     def describe(self) -> dict[str, Any]:
+        """The configuration as plain data (backend names, sizes as text), as result files record it."""
         d = asdict(self)
         d["backends"] = [b if isinstance(b, str) else b.name for b in self.backends]
         d["sizes"] = [str(parse_message_size(s)) for s in self.sizes]
@@ -95,6 +103,9 @@ class PlannedUnit:
 
 @dataclass
 class Plan:
+    """What a run will measure: the units (backend, op, size, algorithm) the configuration expands to, checked
+    before any rank starts, with notes on choices made."""
+
     config: BenchConfig
     world_size: int
     backends: tuple[str, ...]
@@ -103,6 +114,7 @@ class Plan:
     instances: dict[str, Any] = field(default_factory=dict)
 
     def units_of(self, backend: str) -> list[PlannedUnit]:
+        """The planned units of one backend, in run order."""
         return [u for u in self.units if u.backend == backend]
 
 
@@ -282,6 +294,7 @@ class PoolSession:
         return self._pool.run(rank_setup, self.backend, self.raw_backend, raw_port, timeout=180.0)[0]
 
     def measure(self, spec: UnitSpec) -> dict[str, Any]:
+        """Run one unit on every spawned rank and merge the ranks' timings (per iteration the max over ranks)."""
         return merge_rank_results(self._pool.run(rank_measure, spec, timeout=_unit_timeout(spec)))
 
     def __exit__(self, *exc: object) -> None:
@@ -329,6 +342,7 @@ class LocalSession:
         return self
 
     def measure(self, spec: UnitSpec) -> dict[str, Any]:
+        """Run one unit on this rank and max-reduce the timings across the ranks with the backend itself."""
         local = rank_measure(spec)
         if self.comm.get_world_size() == 1:
             return merge_rank_results([local])

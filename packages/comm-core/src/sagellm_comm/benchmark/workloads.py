@@ -30,6 +30,9 @@ REDUCING_OPS = frozenset({"all_reduce", "reduce_scatter", "reduce"})
 
 @dataclass(frozen=True)
 class SizePlan:
+    """How a requested size becomes tensors for one op: the bytes asked for, S as reported, the input and output
+    element counts, and a note when the size had to be rounded."""
+
     op: str
     requested_bytes: int
     nbytes: int  # S, what the record reports
