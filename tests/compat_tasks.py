@@ -21,9 +21,9 @@ def reset() -> bool:
     """Destroy whatever an earlier (failed) task left initialized in this rank."""
     import torch.distributed as dist
 
-    from sagellm_comm.backend import active_backends
+    from sagellm_comm.backend import live_backends
 
-    for backend in active_backends().values():
+    for backend in reversed(live_backends()):
         with contextlib.suppress(Exception):
             backend.destroy()
     if dist.is_initialized():

@@ -38,3 +38,23 @@ def rank_and_env() -> tuple[int, str]:
 
     assert not [s for s in sagellm_comm.list_comm_backends() if s.available]
     return int(os.environ["RANK"]), os.environ["WORLD_SIZE"]
+
+
+class MarkedLoopback(LoopbackBackend):
+    """A loopback whose destroy leaves a file named after the instance in $MARK_DIR."""
+
+    def _destroy(self) -> None:
+        with open(os.path.join(os.environ["MARK_DIR"], f"destroyed-{id(self)}"), "w"):
+            pass
+
+
+def two_live_loopbacks(mark_dir: str) -> list[str]:
+    """Leave two initialized instances of one backend name in this rank (as the conformance suite's cached backend
+    and a test's own do), for the rank's shutdown to destroy."""
+    from sagellm_comm.backend import live_backends
+
+    os.environ["MARK_DIR"] = mark_dir
+    first, second = MarkedLoopback(), MarkedLoopback()
+    first.init_process_group(world_size=1, rank=0)
+    second.init_process_group(world_size=1, rank=0)
+    return [f"destroyed-{id(b)}" for b in live_backends() if b in (first, second)]

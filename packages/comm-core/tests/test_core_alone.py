@@ -17,7 +17,7 @@ from sagellm_protocol.errors import ErrorCode
 
 from sagellm_comm import CommError, get_comm_backend, list_comm_backends, register_comm_backend
 from sagellm_comm.hints import meta_extras
-from sagellm_comm.launch import launch
+from sagellm_comm.launch import RankPool, launch
 from sagellm_comm.registry import reload_plugins
 
 NO_PLUGINS = {**os.environ, "SAGELLM_COMM_PLUGINS": "none"}
@@ -75,3 +75,31 @@ def test_in_process_backend_registration(loopback_registered: None) -> None:
 
 def test_launcher_runs_with_core_only() -> None:
     assert launch(tasks.rank_and_env, 2, timeout=120, env={"SAGELLM_COMM_PLUGINS": "none"}) == [(0, "2"), (1, "2")]
+
+
+def test_a_rank_destroys_every_live_backend_at_shutdown(tmp_path) -> None:
+    """Two initialized instances of one name in a rank: both are destroyed when the pool closes (active_backends
+    keeps only the newest of a name; an instance left out would leak what only its destroy releases)."""
+    with RankPool(1, env={"SAGELLM_COMM_PLUGINS": "none"}) as pool:
+        (expected,) = pool.run(tasks.two_live_loopbacks, str(tmp_path), timeout=120)
+    assert len(expected) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
+
+
+def test_live_backends_keeps_every_instance_of_a_name() -> None:
+    from sagellm_comm.backend import active_backends, live_backends
+
+    first, second = tasks.LoopbackBackend(), tasks.LoopbackBackend()
+    first.init_process_group(world_size=1, rank=0)
+    second.init_process_group(world_size=1, rank=0)
+    try:
+        assert [b for b in live_backends() if b in (first, second)] == [first, second]
+        assert active_backends()["loopback"] is second
+        second.destroy()
+        assert active_backends()["loopback"] is first  # the older instance is still initialized
+        assert first in live_backends() and second not in live_backends()
+    finally:
+        first.destroy()
+        second.destroy()
+    assert "loopback" not in active_backends()
+    assert not [b for b in live_backends() if b in (first, second)]

@@ -42,15 +42,24 @@ from sagellm_comm.store import SideChannel, open_side_channel, release_side_chan
 from sagellm_comm.trace import FlightRecorder
 from sagellm_comm.work import CompletedWork, Work, engine_error, failures, note_failure
 
-__all__ = ["CommBackend", "CommOp", "P2POp", "ReduceOp", "active_backends"]
+__all__ = ["CommBackend", "CommOp", "P2POp", "ReduceOp", "active_backends", "live_backends"]
 
 _P2P_OPS = frozenset({"send", "recv"})
 _ACTIVE: dict[str, CommBackend] = {}
+# every backend initialized in this process with its own side channel and not destroyed yet, oldest first (by id:
+# two instances of one name are both here, where _ACTIVE keeps one)
+_LIVE: dict[int, CommBackend] = {}
 
 
 def active_backends() -> dict[str, CommBackend]:
     """Backends initialized in this process, by name (the most recent one of each name)."""
     return dict(_ACTIVE)
+
+
+def live_backends() -> list[CommBackend]:
+    """Every backend initialized in this process and not destroyed yet, oldest first; unlike ``active_backends``
+    it keeps several instances of one name (what a process must destroy before it exits)."""
+    return list(_LIVE.values())
 
 
 @dataclass
@@ -202,6 +211,7 @@ class CommBackend(ABC):
         self._groups = {"world": self._world}
         if owns_channel:
             _ACTIVE[self.name] = self
+            _LIVE[id(self)] = self
         return self._world
 
     def init(
@@ -237,8 +247,12 @@ class CommBackend(ABC):
                 gc.collect()
             if self.rendezvous is not None and self._owns_channel:
                 release_side_channel(self.rendezvous)
+            _LIVE.pop(id(self), None)
             if _ACTIVE.get(self.name) is self:
                 del _ACTIVE[self.name]
+                older = [b for b in _LIVE.values() if b.name == self.name]
+                if older:  # an older instance of that name is still initialized: it is the current one again
+                    _ACTIVE[self.name] = older[-1]
 
     destroy_process_group = destroy
 

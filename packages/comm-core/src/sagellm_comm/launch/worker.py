@@ -60,9 +60,11 @@ def worker_loop(rank: int, env: dict[str, str], conn: Any, stack_path: str) -> N
 
 def _shutdown() -> None:
     with contextlib.suppress(Exception):
-        from sagellm_comm.backend import active_backends
+        from sagellm_comm.backend import live_backends
 
-        for backend in active_backends().values():
+        # every instance, newest first: a rank may hold two of one name (the conformance suite's cached backend
+        # and one a test made), and an instance never destroyed leaks what only its destroy releases
+        for backend in reversed(live_backends()):
             with contextlib.suppress(Exception):
                 backend.destroy()
     os._exit(0)
