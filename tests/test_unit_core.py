@@ -332,7 +332,7 @@ def test_collective_before_init_is_not_initialized(clean_env):
 def test_collective_ops_without_any_backend(clean_env):
     import sagellm_comm.backend as backend_module
 
-    clean_env.setattr(backend_module, "_ACTIVE", {})  # whatever other tests left active in this process
+    clean_env.setattr(backend_module, "_LIVE", {})  # whatever other tests left active in this process
     assert current_backend() is None
     with pytest.raises(NotInitializedError) as info:
         CollectiveOps.all_reduce(torch.ones(1))

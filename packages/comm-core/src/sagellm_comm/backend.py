@@ -45,15 +45,14 @@ from sagellm_comm.work import CompletedWork, Work, engine_error, failures, note_
 __all__ = ["CommBackend", "CommOp", "P2POp", "ReduceOp", "active_backends", "live_backends"]
 
 _P2P_OPS = frozenset({"send", "recv"})
-_ACTIVE: dict[str, CommBackend] = {}
 # every backend initialized in this process with its own side channel and not destroyed yet, oldest first (by id:
-# two instances of one name are both here, where _ACTIVE keeps one)
+# two instances of one name are both here)
 _LIVE: dict[int, CommBackend] = {}
 
 
 def active_backends() -> dict[str, CommBackend]:
     """Backends initialized in this process, by name (the most recent one of each name)."""
-    return dict(_ACTIVE)
+    return {b.name: b for b in _LIVE.values()}  # a newer instance of a name replaces an older one
 
 
 def live_backends() -> list[CommBackend]:
@@ -210,7 +209,6 @@ class CommBackend(ABC):
         self._world = CommGroup(self, range(rdzv.world_size), "world", handle, rdzv.timeout_s)
         self._groups = {"world": self._world}
         if owns_channel:
-            _ACTIVE[self.name] = self
             _LIVE[id(self)] = self
         return self._world
 
@@ -247,12 +245,7 @@ class CommBackend(ABC):
                 gc.collect()
             if self.rendezvous is not None and self._owns_channel:
                 release_side_channel(self.rendezvous)
-            _LIVE.pop(id(self), None)
-            if _ACTIVE.get(self.name) is self:
-                del _ACTIVE[self.name]
-                older = [b for b in _LIVE.values() if b.name == self.name]
-                if older:  # an older instance of that name is still initialized: it is the current one again
-                    _ACTIVE[self.name] = older[-1]
+            _LIVE.pop(id(self), None)  # an older live instance of this name, if any, is the active one again
 
     destroy_process_group = destroy
 
